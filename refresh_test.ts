@@ -1,0 +1,1122 @@
+/**
+ * Tests for refresh.ts: pure helpers in-process, and the job itself as a
+ * child process (`deno task refresh`, with the task's exact permissions)
+ * against a real PostgreSQL server (`TEST_DATABASE_URL`) or an embedded
+ * PGlite, and a real HTTP server on 127.0.0.1 standing in for the vendor.
+ *
+ * @module
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLessOrEqual,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
+import {
+  buildVendorRequest,
+  classifyResponse,
+  formatDuration,
+  type Outcome,
+  Pacer,
+  parseBytes,
+  parseConfig,
+  parseDatabaseUrl,
+  parseDuration,
+  parseRetryAfter,
+  parseVendorBody,
+  publicParams,
+  readCappedBody,
+  redactUrl,
+  scrubSecrets,
+  SETTINGS,
+  usage,
+} from "./refresh.ts";
+import {
+  type FakeVendor,
+  type Script,
+  startFakeVendor,
+} from "./dev/fake_vendor.ts";
+import {
+  createPeople,
+  startTestDatabase,
+  type TestDatabase,
+} from "./dev/test_db.ts";
+import type postgres from "postgres";
+
+// Outcome is part of the public surface; keep the import honest.
+const _outcomeShape: Partial<Outcome> = {};
+
+const API_KEY = "sk_live_TESTKEY_9f8e7d6c5b4a";
+const ROOT = new URL(".", import.meta.url).pathname;
+
+// ---------------------------------------------------------------------------
+// Pure helpers
+// ---------------------------------------------------------------------------
+
+Deno.test("parseDuration() accepts units and combinations", () => {
+  assertEquals(parseDuration("0"), 0);
+  assertEquals(parseDuration("250ms"), 250);
+  assertEquals(parseDuration("30s"), 30_000);
+  assertEquals(parseDuration("5m"), 300_000);
+  assertEquals(parseDuration("2h"), 7_200_000);
+  assertEquals(parseDuration("25d"), 25 * 86_400_000);
+  assertEquals(parseDuration("5h30m"), 5.5 * 3_600_000);
+  assertEquals(parseDuration("1m30s500ms"), 90_500);
+  assertEquals(parseDuration("1.5s"), 1500);
+});
+
+Deno.test("parseDuration() rejects malformed durations", () => {
+  for (const bad of ["", "5", "m", "5x", "-5s", "5 m", "s5", "1h-1m", "abc"]) {
+    assertEquals(parseDuration(bad), undefined, bad);
+  }
+});
+
+Deno.test("formatDuration() prints short human durations", () => {
+  assertEquals(formatDuration(450), "450ms");
+  assertEquals(formatDuration(30_000), "30s");
+  assertEquals(formatDuration(3_723_000), "1h2m3s");
+  assertEquals(formatDuration(86_400_000), "1d");
+});
+
+Deno.test("parseBytes() accepts plain and suffixed sizes", () => {
+  assertEquals(parseBytes("1048576"), 1_048_576);
+  assertEquals(parseBytes("1MiB"), 1_048_576);
+  assertEquals(parseBytes("512KiB"), 524_288);
+  assertEquals(parseBytes("2kb"), 2000);
+  assertEquals(parseBytes("1.5MiB"), undefined);
+  assertEquals(parseBytes("lots"), undefined);
+  assertEquals(parseBytes("5 parsecs"), undefined);
+});
+
+Deno.test("parseRetryAfter() reads delay-seconds and the three HTTP-date forms", () => {
+  const now = new Date("2026-11-28T12:00:00Z");
+  assertEquals(parseRetryAfter("120", now), 120_000);
+  assertEquals(parseRetryAfter(" 0 ", now), 0);
+  assertEquals(parseRetryAfter("Sat, 28 Nov 2026 12:00:30 GMT", now), 30_000);
+  assertEquals(
+    parseRetryAfter("Saturday, 28-Nov-26 12:01:00 GMT", now),
+    60_000,
+  );
+  assertEquals(parseRetryAfter("Sat Nov 28 12:00:05 2026", now), 5_000);
+  // A date in the past means "now".
+  assertEquals(parseRetryAfter("Sat, 28 Nov 2026 11:00:00 GMT", now), 0);
+});
+
+Deno.test("parseRetryAfter() ignores absent and malformed values", () => {
+  for (
+    const bad of [
+      null,
+      "",
+      "-1",
+      "1.5",
+      "soon",
+      "12 s",
+      "2026-11-28",
+      "Sat, 99 Nov 2026 12:00:00 GMT",
+    ]
+  ) {
+    assertEquals(parseRetryAfter(bad), undefined, String(bad));
+  }
+});
+
+Deno.test("classifyResponse() sorts statuses into outcomes", () => {
+  const none = new Headers();
+  assertEquals(classifyResponse(200, none), { kind: "success" });
+  assertEquals(classifyResponse(404, none), { kind: "not_found" });
+  for (const status of [408, 429, 500, 502, 503, 504]) {
+    assertEquals(
+      classifyResponse(status, none),
+      { kind: "transient" },
+      `${status}`,
+    );
+  }
+  for (const status of [400, 401, 403, 409, 422, 501, 505, 302]) {
+    assertEquals(
+      classifyResponse(status, none),
+      { kind: "failed" },
+      `${status}`,
+    );
+  }
+  const wait = new Headers({ "retry-after": "7" });
+  assertEquals(classifyResponse(429, wait), {
+    kind: "transient",
+    retryAfterMs: 7000,
+  });
+  assertEquals(classifyResponse(503, wait), {
+    kind: "transient",
+    retryAfterMs: 7000,
+  });
+  // Retry-After only counts on 429 and 503; malformed values are ignored.
+  assertEquals(classifyResponse(500, wait), { kind: "transient" });
+  assertEquals(
+    classifyResponse(429, new Headers({ "retry-after": "later" })),
+    { kind: "transient" },
+  );
+});
+
+Deno.test("redactUrl() hides passwords and secret-looking query parameters", () => {
+  assertEquals(
+    redactUrl("postgres://app:s3cr3t@db.example:5432/crm?sslmode=verify-full"),
+    "postgres://app:***@db.example:5432/crm?sslmode=verify-full",
+  );
+  assertEquals(
+    redactUrl("https://api.example/v1/p/{id}?api_key=abc&fields=all"),
+    "https://api.example/v1/p/{id}?api_key=***&fields=all",
+  );
+  assertEquals(redactUrl("not a url s3cr3t"), "(unparsable URL)");
+});
+
+Deno.test("scrubSecrets() removes every occurrence of every secret", () => {
+  assertEquals(
+    scrubSecrets("a KEY b KEY c pw", ["KEY", "pw", ""]),
+    "a *** b *** c ***",
+  );
+});
+
+function streamOf(
+  ...chunks: number[]
+): ReadableStream<Uint8Array> & { cancelled: boolean } {
+  let i = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (i < chunks.length) controller.enqueue(new Uint8Array(chunks[i++]!));
+      else controller.close();
+    },
+    cancel() {
+      (stream as unknown as { cancelled: boolean }).cancelled = true;
+    },
+  }) as ReadableStream<Uint8Array> & { cancelled: boolean };
+  stream.cancelled = false;
+  return stream;
+}
+
+Deno.test("readCappedBody() reads bodies up to the cap and cancels beyond it", async () => {
+  assertEquals((await readCappedBody(streamOf(3, 4), 7)).byteLength, 7);
+  assertEquals((await readCappedBody(null, 7)).byteLength, 0);
+  const big = streamOf(5, 5, 5, 5);
+  await assertRejects(() => readCappedBody(big, 12), Error, "12-byte cap");
+  assert(big.cancelled, "the stream was not cancelled");
+});
+
+Deno.test("buildVendorRequest() encodes the id and puts the key in a header only", () => {
+  const bearer = buildVendorRequest("a b/c", {
+    apiUrl: "https://v.example/people/{id}?full=1",
+    apiKey: API_KEY,
+    apiKeyHeader: "Authorization",
+  });
+  assertEquals(bearer.url, "https://v.example/people/a%20b%2Fc?full=1");
+  assertEquals(bearer.headers.get("authorization"), `Bearer ${API_KEY}`);
+  const custom = buildVendorRequest("7", {
+    apiUrl: "https://v.example/people/{id}",
+    apiKey: API_KEY,
+    apiKeyHeader: "X-Api-Key",
+  });
+  assertEquals(custom.headers.get("x-api-key"), API_KEY);
+  assertEquals(custom.headers.get("authorization"), null);
+  assert(!custom.url.includes(API_KEY));
+});
+
+Deno.test("parseVendorBody() accepts JSON objects and explains everything else", () => {
+  assertEquals(parseVendorBody('{"a":1}'), { ok: true, payload: { a: 1 } });
+  assertEquals(parseVendorBody("<html>"), {
+    ok: false,
+    reason: "body is not JSON",
+  });
+  const array = parseVendorBody("[1,2]");
+  assert(!array.ok);
+  assertStringIncludes(array.reason, "unexpected shape at (root)");
+});
+
+Deno.test("Pacer spaces request starts and obeys deferrals", async () => {
+  let now = 0;
+  const pacer = new Pacer({ minIntervalMs: 100, now: () => now });
+  assertEquals(pacer.pendingWait(), 0);
+  await pacer.wait();
+  assertEquals(pacer.pendingWait(), 100);
+  now = 60;
+  assertEquals(pacer.pendingWait(), 40);
+  pacer.deferFor(500);
+  assertEquals(pacer.pendingWait(), 500);
+  const aborted = AbortSignal.abort(new Error("stop"));
+  await assertRejects(() => pacer.wait(aborted), Error, "stop");
+});
+
+Deno.test("Pacer rejects a negative interval, naming the value", () => {
+  let message = "";
+  try {
+    new Pacer({ minIntervalMs: -1 });
+  } catch (error) {
+    message = (error as Error).message;
+  }
+  assertStringIncludes(message, "current value is -1");
+});
+
+const BASE_ENV: Record<string, string> = {
+  DATABASE_URL: "postgres://app:db-PASSWORD-xyz@db.example:5432/crm",
+  REFRESH_API_URL: "https://api.vendor.example/v1/people/{id}",
+  REFRESH_API_KEY: API_KEY,
+};
+const lookup = (env: Record<string, string>) => (name: string) => env[name];
+
+Deno.test("parseConfig() applies defaults", () => {
+  const result = parseConfig([], lookup(BASE_ENV));
+  assert(result.ok, JSON.stringify(result));
+  const c = result.config;
+  assertEquals(c.table, "people");
+  assertEquals(c.idColumn, "id");
+  assertEquals(c.dataColumn, "vendor_data");
+  assertEquals(c.atColumn, "vendor_refreshed_at");
+  assertEquals(c.staleAfterMs, 25 * 86_400_000);
+  assertEquals(c.minIntervalMs, 0);
+  assertEquals(c.requestTimeoutMs, 30_000);
+  assertEquals(c.maxAttempts, 5);
+  assertEquals(c.maxRetryWaitMs, 300_000);
+  assertEquals(c.maxBodyBytes, 1_048_576);
+  assertEquals(c.vendor.apiKeyHeader, "Authorization");
+  assertEquals(c.database.host, "db.example");
+  assertEquals(c.database.database, "crm");
+  assertEquals(c.database.ssl, false);
+});
+
+Deno.test("parseConfig() lets a flag override its variable", () => {
+  const result = parseConfig(
+    ["--limit", "7", "--stale-after=5h30m", "--table", "crm.people"],
+    lookup({ ...BASE_ENV, REFRESH_LIMIT: "100", REFRESH_STALE_AFTER: "1d" }),
+  );
+  assert(result.ok, JSON.stringify(result));
+  assertEquals(result.config.limit, 7);
+  assertEquals(result.config.staleAfterMs, 5.5 * 3_600_000);
+  assertEquals(result.config.table, "crm.people");
+});
+
+Deno.test("parseConfig() reports every problem at once, naming each source", () => {
+  const result = parseConfig(
+    [
+      "--limit",
+      "0",
+      "--max-body",
+      "huge",
+      "--bogus",
+      "--id-column",
+      "id; drop table x",
+    ],
+    lookup({
+      REFRESH_API_URL: "https://api.vendor.example/people",
+      REFRESH_STALE_AFTER: "25",
+      REFRESH_TABLE: "a.b.c",
+    }),
+  );
+  assert(!result.ok);
+  const text = result.errors.join("\n");
+  for (
+    const expected of [
+      "DATABASE_URL: is required",
+      "REFRESH_API_KEY: is required",
+      "REFRESH_API_URL: expected a URL template containing {id}",
+      '--limit: expected a positive whole number, found "0"',
+      "--max-body: expected a size in bytes",
+      "--bogus: unknown flag",
+      "--id-column: expected a column name",
+      "REFRESH_STALE_AFTER: expected a duration",
+      "REFRESH_TABLE: expected a table name",
+    ]
+  ) {
+    assertStringIncludes(text, expected);
+  }
+  assertEquals(result.errors.length, 9, text);
+});
+
+Deno.test("parseConfig() never echoes a malformed secret", () => {
+  const secretUrl = "postgres//user:hunter2-SECRET@host/db";
+  const result = parseConfig(
+    [],
+    lookup({
+      DATABASE_URL: secretUrl,
+      REFRESH_API_URL: "https://v.example/{id}",
+      REFRESH_API_KEY: "line1\nSECRET-KEY",
+    }),
+  );
+  assert(!result.ok);
+  const text = result.errors.join("\n");
+  assertStringIncludes(
+    text,
+    "DATABASE_URL: expected a postgres:// URL (value not shown)",
+  );
+  assertStringIncludes(
+    text,
+    "REFRESH_API_KEY: expected a key without line breaks",
+  );
+  assert(!text.includes("hunter2"), text);
+  assert(!text.includes("SECRET"), text);
+});
+
+Deno.test("parseConfig() checks sslmode and refuses TLS settings it cannot honour", () => {
+  const withUrl = (url: string) =>
+    parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+  const verified = withUrl("postgres://u:p@h/db?sslmode=verify-full");
+  assert(verified.ok);
+  assertEquals(verified.config.database.ssl, "verify-full");
+  const bad = withUrl("postgres://u:p@h/db?sslmode=sometimes");
+  assert(!bad.ok);
+  assertStringIncludes(
+    bad.errors[0]!,
+    "DATABASE_URL: expected sslmode to be one of",
+  );
+  const rootcert = withUrl(
+    "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem",
+  );
+  assert(!rootcert.ok);
+  assertStringIncludes(rootcert.errors[0]!, "sslrootcert is not supported");
+});
+
+Deno.test("parseConfig() refuses --ids with --ids-file, and a backoff above the retry cap", () => {
+  const both = parseConfig(
+    ["--ids", "1,2", "--ids-file", "ids.txt"],
+    lookup(BASE_ENV),
+  );
+  assert(!both.ok);
+  assertStringIncludes(
+    both.errors.join("\n"),
+    "--ids and --ids-file: give the ids one way",
+  );
+  const backoff = parseConfig(["--backoff", "10m"], lookup(BASE_ENV));
+  assert(!backoff.ok);
+  assertStringIncludes(
+    backoff.errors[0]!,
+    "--backoff: expected at most the max retry wait (5m), found 10m",
+  );
+});
+
+Deno.test("parseConfig() splits, trims and de-duplicates --ids", () => {
+  const result = parseConfig(["--ids", " 3, 1,3,,2 "], lookup(BASE_ENV));
+  assert(result.ok);
+  assertEquals(result.config.ids, ["3", "1", "2"]);
+});
+
+Deno.test("parseDatabaseUrl() keeps credentials out of errors and the redacted form", () => {
+  const target = parseDatabaseUrl(
+    "postgresql://app:p%40ss@db:6543/crm?application_name=x",
+  );
+  assert(!("error" in target));
+  assertEquals(target.password, "p@ss");
+  assertEquals(target.port, 6543);
+  assertEquals(target.params, { application_name: "x" });
+  assert(
+    !target.redacted.includes("p%40ss") && !target.redacted.includes("p@ss"),
+  );
+  const noUser = parseDatabaseUrl("postgres://db/crm");
+  assert("error" in noUser);
+});
+
+Deno.test("publicParams() holds no secret", () => {
+  const result = parseConfig([], lookup(BASE_ENV));
+  assert(result.ok);
+  const text = JSON.stringify(publicParams(result.config));
+  assert(!text.includes(API_KEY));
+  assert(!text.includes("db-PASSWORD-xyz"));
+  assertStringIncludes(text, "postgres://app:***@db.example:5432/crm");
+});
+
+Deno.test("usage() lists every flag and variable", () => {
+  const text = usage();
+  for (const spec of Object.values(SETTINGS)) {
+    assertStringIncludes(text, spec.env);
+    if ("flag" in spec) assertStringIncludes(text, `--${spec.flag}`);
+  }
+});
+
+Deno.test("README's configuration table names every variable and flag", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  for (const spec of Object.values(SETTINGS)) {
+    assertStringIncludes(readme, `| \`${spec.env}\``);
+    if ("flag" in spec) {
+      assertStringIncludes(readme, `\`--${spec.flag} ${spec.arg}\``);
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------
+// The job, end to end
+// ---------------------------------------------------------------------------
+
+/** What one child run printed and returned. */
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Every output of every child run, checked for secrets at the end. */
+const allOutput: string[] = [];
+
+interface RunOptions {
+  env?: Record<string, string>;
+  stdin?: string;
+  /** Run `deno run` with the task's flags directly instead of `deno task`. */
+  direct?: boolean;
+}
+
+async function refreshTaskArgs(): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const task: string = config.tasks.refresh;
+  return task.split(/\s+/).slice(1);
+}
+
+function childCommand(args: string[], options: RunOptions, taskArgs: string[]) {
+  return new Deno.Command(Deno.execPath(), {
+    args: options.direct
+      ? [...taskArgs, ...args]
+      : ["task", "--quiet", "refresh", ...args],
+    cwd: ROOT,
+    env: options.env,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+async function runRefresh(
+  args: string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
+  const child = childCommand(args, options, await refreshTaskArgs()).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  const result = {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  allOutput.push(result.stdout, result.stderr);
+  return result;
+}
+
+/** A schema of its own per test: a people table and the state tables. */
+interface Fixture {
+  schema: string;
+  sql: postgres.Sql;
+  vendor: FakeVendor;
+  env: Record<string, string>;
+  run(args?: string[], options?: RunOptions): Promise<RunResult>;
+  state(): Promise<
+    {
+      target_id: string;
+      status: string;
+      attempts: number;
+      http_status: number | null;
+      error: string | null;
+    }[]
+  >;
+  runs(): Promise<Record<string, unknown>[]>;
+}
+
+const FAST = ["--backoff", "10ms", "--max-retry-wait", "5s"];
+
+async function withFixture(
+  db: TestDatabase,
+  schema: string,
+  setup: {
+    count: number;
+    freshUpTo?: number;
+    script?: Script;
+    latencyMs?: number;
+    idType?: string;
+  },
+  body: (f: Fixture) => Promise<void>,
+): Promise<void> {
+  const sql = db.client();
+  const vendor = await startFakeVendor({
+    script: setup.script,
+    latencyMs: setup.latencyMs,
+  });
+  try {
+    await createPeople(sql, schema, setup);
+    const env = {
+      DATABASE_URL: db.url,
+      REFRESH_API_URL: vendor.urlTemplate,
+      REFRESH_API_KEY: API_KEY,
+      REFRESH_TABLE: `${schema}.people`,
+      REFRESH_STATE_SCHEMA: schema,
+    };
+    await body({
+      schema,
+      sql,
+      vendor,
+      env,
+      run: (args = [], options = {}) =>
+        runRefresh([...FAST, ...args], {
+          ...options,
+          env: { ...env, ...options.env },
+        }),
+      state: () =>
+        sql`select target_id, status, attempts, http_status, error
+            from ${
+          sql(`${schema}.refresh_state`)
+        } order by target_id::int` as never,
+      runs: () =>
+        sql`select * from ${
+          sql(`${schema}.refresh_runs`)
+        } order by id` as never,
+    });
+  } finally {
+    await vendor.close();
+    await sql.end();
+  }
+}
+
+function assertSucceeded(result: RunResult, code = 0) {
+  assertEquals(
+    result.code,
+    code,
+    `exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
+  );
+}
+
+Deno.test({
+  name: "refresh job end to end",
+  // The embedded database and the vendor live across the steps below.
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const db = await startTestDatabase();
+    try {
+      await endToEnd(t, db);
+    } finally {
+      await db.close();
+    }
+  },
+});
+
+async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
+  await t.step(
+    "refreshes stale targets, never-refreshed first, then stalest first",
+    async () => {
+      await withFixture(
+        db,
+        "t_select",
+        { count: 12, freshUpTo: 4 },
+        async (f) => {
+          // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
+          await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
+          await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
+          await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
+          const result = await f.run();
+          assertSucceeded(result);
+          assertEquals(f.vendor.calls.map((c) => c.id), [
+            "5",
+            "6",
+            "7",
+            "8",
+            "12",
+            "10",
+            "9",
+          ]);
+          const rows = await f.sql<
+            { id: string; name: string; fresh: boolean }[]
+          >`
+        select id::text, vendor_data->>'name' as name,
+          vendor_refreshed_at > now() - interval '1 minute' as fresh
+        from ${f.sql(`${f.schema}.people`)} order by id`;
+          assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
+          assertEquals(
+            rows.find((r) => r.id === "11")?.name,
+            null,
+            "a fresh-enough row was refreshed",
+          );
+          const [run] = await f.runs();
+          assertEquals(run!.status, "completed");
+          assertEquals(Number(run!.total), 7);
+          assertEquals(Number(run!.processed), 7);
+          assertEquals(Number(run!.succeeded), 7);
+          assertEquals(Number(run!.credits_spent), 7);
+          assertMatch(result.stdout, /run \d+ completed/);
+          assertStringIncludes(result.stdout, "7 processed: 7 ok");
+          // A second run finds nothing to do.
+          const again = await f.run();
+          assertSucceeded(again);
+          assertEquals(f.vendor.calls.length, 7);
+          assertStringIncludes(again.stdout, "0 selected");
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "--stale-after widens the window and --limit caps the run",
+    async () => {
+      await withFixture(
+        db,
+        "t_limit",
+        { count: 10, freshUpTo: 10 },
+        async (f) => {
+          assertSucceeded(await f.run());
+          assertEquals(f.vendor.calls.length, 0);
+          assertSucceeded(await f.run(["--stale-after", "0", "--limit", "3"]));
+          assertEquals(f.vendor.calls.length, 3);
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "records outcomes: not_found and invalid are skipped next time, failed is retried",
+    async () => {
+      const script: Script = (id) => {
+        if (id === "2") return { status: 404 };
+        if (id === "3") return { body: "[1,2,3]" };
+        if (id === "4") return { body: "not json" };
+        if (id === "5") {
+          return { status: 400, body: { error: "bad id format" } };
+        }
+        if (id === "6") return { body: { blob: "x".repeat(5000) } };
+        return {};
+      };
+      await withFixture(db, "t_outcomes", { count: 7, script }, async (f) => {
+        const result = await f.run(["--max-body", "4KiB"]);
+        assertSucceeded(result);
+        const state = await f.state();
+        assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
+          ["1", "ok", 200],
+          ["2", "not_found", 404],
+          ["3", "invalid", 200],
+          ["4", "invalid", 200],
+          ["5", "failed", 400],
+          ["6", "invalid", 200],
+          ["7", "ok", 200],
+        ]);
+        assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
+        assertStringIncludes(state[3]!.error!, "not JSON");
+        assertStringIncludes(
+          state[4]!.error!,
+          'HTTP 400: {"error":"bad id format"}',
+        );
+        assertStringIncludes(state[5]!.error!, "4096-byte cap");
+        assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
+        const untouched = await f.sql<{ id: string }[]>`
+        select id::text from ${f.sql(`${f.schema}.people`)}
+        where vendor_data is null order by id`;
+        assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
+        const [run] = await f.runs();
+        assertEquals(
+          [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
+            Number,
+          ),
+          [2, 1, 3, 1],
+        );
+        // Next run: only the failed target is tried again.
+        const before = f.vendor.calls.length;
+        assertSucceeded(await f.run());
+        assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
+      });
+    },
+  );
+
+  await t.step(
+    "--ids refreshes exactly the given ids and reports unknown ones",
+    async () => {
+      await withFixture(db, "t_ids", { count: 5, freshUpTo: 5 }, async (f) => {
+        const result = await f.run(["--ids", "4,2,99,abc"]);
+        assertSucceeded(result);
+        assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
+        assertStringIncludes(result.stderr, "2 id(s) not in");
+        assertStringIncludes(result.stderr, "99, abc");
+        assertStringIncludes(result.stdout, "2 unknown ids skipped");
+        const fromStdin = await f.run(["--ids-file", "-"], {
+          stdin: "5\n\n1\n",
+        });
+        assertSucceeded(fromStdin);
+        assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
+        const file = await Deno.makeTempFile();
+        try {
+          await Deno.writeTextFile(file, "3\r\n");
+          assertSucceeded(await f.run(["--ids-file", file]));
+          assertEquals(f.vendor.calls.at(-1)?.id, "3");
+        } finally {
+          await Deno.remove(file);
+        }
+        const missing = await f.run(["--ids-file", "/nonexistent/ids.txt"]);
+        assertEquals(missing.code, 2);
+        assertStringIncludes(
+          missing.stderr,
+          '--ids-file: cannot read "/nonexistent/ids.txt"',
+        );
+      });
+    },
+  );
+
+  await t.step("custom columns, text ids and a key header", async () => {
+    const sql = db.client();
+    const vendor = await startFakeVendor();
+    try {
+      await sql`drop schema if exists t_custom cascade`;
+      await sql`create schema t_custom`;
+      await sql`create table t_custom."Contacts" (
+        contact_key text primary key, enrichment json, enriched_on timestamptz)`;
+      await sql`insert into t_custom."Contacts" (contact_key) values ('a/1'), ('b 2')`;
+      const result = await runRefresh(FAST, {
+        env: {
+          DATABASE_URL: db.url,
+          REFRESH_API_URL: vendor.urlTemplate,
+          REFRESH_API_KEY: API_KEY,
+          REFRESH_API_KEY_HEADER: "X-Api-Key",
+          REFRESH_TABLE: "t_custom.Contacts",
+          REFRESH_ID_COLUMN: "contact_key",
+          REFRESH_DATA_COLUMN: "enrichment",
+          REFRESH_AT_COLUMN: "enriched_on",
+          REFRESH_STATE_SCHEMA: "t_custom",
+        },
+      });
+      assertSucceeded(result);
+      assertEquals(vendor.calls.map((c) => c.id).sort(), ["a/1", "b 2"]);
+      for (const call of vendor.calls) {
+        assertEquals(call.headers.get("x-api-key"), API_KEY);
+        assertEquals(call.headers.get("authorization"), null);
+        assert(!call.url.includes(API_KEY));
+      }
+      const rows = await sql`select contact_key, enrichment->>'id' as got
+        from t_custom."Contacts" order by contact_key`;
+      assertEquals(rows.map((r) => r.got), ["a/1", "b 2"]);
+    } finally {
+      await vendor.close();
+      await sql.end();
+    }
+  });
+
+  await t.step(
+    "one request in flight at a time, through timeouts and retries",
+    async () => {
+      const script: Script = (id, attempt) => {
+        const n = Number(id);
+        if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
+        if (n % 3 === 0 && attempt <= 2) return { status: 503 };
+        if (n % 5 === 0 && attempt === 1) return { status: 502 };
+        return { delayMs: 5 };
+      };
+      await withFixture(
+        db,
+        "t_serial",
+        { count: 24, script, latencyMs: 5 },
+        async (f) => {
+          const result = await f.run([
+            "--request-timeout",
+            "150ms",
+            "--backoff",
+            "1ms",
+          ]);
+          assertSucceeded(result);
+          assertEquals(
+            f.vendor.maxInFlight,
+            1,
+            "more than one request in flight",
+          );
+          const state = await f.state();
+          assertEquals(state.filter((s) => s.status === "ok").length, 24);
+          assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
+          assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
+          // Requests never overlap as the server saw them.
+          const calls = [...f.vendor.calls].sort((a, b) =>
+            a.startedAt - b.startedAt
+          );
+          for (let i = 1; i < calls.length; i++) {
+            assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
+          }
+        },
+      );
+    },
+  );
+
+  await t.step("Retry-After is obeyed before the next request", async () => {
+    const script: Script = (id, attempt) =>
+      id === "2" && attempt === 1
+        ? { status: 429, headers: { "retry-after": "1" } }
+        : {};
+    await withFixture(db, "t_retry_after", { count: 3, script }, async (f) => {
+      assertSucceeded(await f.run(["--backoff", "1ms"]));
+      const calls = f.vendor.calls;
+      assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
+      const gap = calls[2]!.startedAt - calls[1]!.startedAt;
+      assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+      assertEquals((await f.state()).every((s) => s.status === "ok"), true);
+    });
+  });
+
+  await t.step(
+    "a Retry-After beyond --max-retry-wait stops the run as rate_limited",
+    async () => {
+      let limited = true;
+      const script: Script = (id) =>
+        id === "3" && limited
+          ? { status: 503, headers: { "retry-after": "3600" } }
+          : {};
+      await withFixture(
+        db,
+        "t_rate_limited",
+        { count: 5, script },
+        async (f) => {
+          const result = await f.run(["--max-retry-wait", "1m"]);
+          assertSucceeded(result);
+          assertStringIncludes(result.stdout, "rate_limited");
+          assertStringIncludes(result.stderr, "asked to wait 1h");
+          assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+          const [run] = await f.runs();
+          assertEquals(run!.status, "rate_limited");
+          assertEquals(Number(run!.processed), 2);
+          assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
+          // The vendor recovers: the next run resumes with what is left.
+          limited = false;
+          assertSucceeded(await f.run());
+          assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
+            "3",
+            "4",
+            "5",
+          ]);
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "a target that exhausts --max-attempts ends failed and the run goes on",
+    async () => {
+      const script: Script = (id) => id === "1" ? { status: 500 } : {};
+      await withFixture(db, "t_attempts", { count: 2, script }, async (f) => {
+        assertSucceeded(
+          await f.run(["--max-attempts", "3", "--backoff", "1ms"]),
+        );
+        assertEquals(f.vendor.callsFor("1"), 3);
+        assertEquals(f.vendor.callsFor("2"), 1);
+        const state = await f.state();
+        assertEquals(state[0]!.status, "failed");
+        assertEquals(state[0]!.attempts, 3);
+        assertStringIncludes(
+          state[0]!.error!,
+          "gave up after 3 attempts; last: HTTP 500",
+        );
+        const [run] = await f.runs();
+        assertEquals(Number(run!.retries), 2);
+        assertEquals(Number(run!.requests), 4);
+      });
+    },
+  );
+
+  await t.step(
+    "redirects are not followed, so the key never reaches another host",
+    async () => {
+      const other = await startFakeVendor();
+      const script: Script = () => ({
+        status: 302,
+        headers: { location: other.urlTemplate.replace("{id}", "stolen") },
+      });
+      try {
+        await withFixture(db, "t_redirect", { count: 1, script }, async (f) => {
+          assertSucceeded(await f.run());
+          assertEquals(other.calls.length, 0);
+          assertEquals(f.vendor.callsFor("1"), 1);
+          const [state] = await f.state();
+          assertEquals(state!.status, "failed");
+        });
+      } finally {
+        await other.close();
+      }
+    },
+  );
+
+  await t.step(
+    "kill -9 mid-run, then a rerun: every target recorded once, at most one duplicate call",
+    async () => {
+      await withFixture(
+        db,
+        "t_kill",
+        { count: 40, latencyMs: 25 },
+        async (f) => {
+          const child = childCommand(
+            [...FAST],
+            { env: f.env, direct: true },
+            await refreshTaskArgs(),
+          )
+            .spawn();
+          const deadline = Date.now() + 30_000;
+          while (f.vendor.calls.length < 12 && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          // Progress is visible while the run goes.
+          const [live] = await f.runs();
+          assertEquals(live!.status, "running");
+          assertGreaterOrEqual(Number(live!.processed), 5);
+          child.kill("SIGKILL");
+          const killed = await child.output();
+          assertEquals(killed.signal, "SIGKILL");
+          const callsBefore = f.vendor.calls.length;
+          assert(callsBefore < 40, "the run finished before it was killed");
+          const result = await f.run();
+          assertSucceeded(result);
+          const state = await f.state();
+          assertEquals(state.length, 40);
+          assert(state.every((s) => s.status === "ok"));
+          const duplicates = [...new Set(f.vendor.calls.map((c) => c.id))]
+            .filter((id) => f.vendor.callsFor(id) > 1);
+          assertLessOrEqual(
+            duplicates.length,
+            1,
+            `called twice: ${duplicates}`,
+          );
+          assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 40);
+          const rows = await f.sql`select count(*)::int as n from ${
+            f.sql(`${f.schema}.people`)
+          }
+        where vendor_data is not null`;
+          assertEquals(rows[0]!.n, 40);
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "bad configuration: exit 2, every problem named, nothing touched",
+    async () => {
+      const vendor = await startFakeVendor();
+      const sql = db.client();
+      try {
+        await sql`drop schema if exists t_badconfig cascade`;
+        const result = await runRefresh([
+          "--limit",
+          "-3",
+          "--min-interval",
+          "fast",
+        ], {
+          env: {
+            DATABASE_URL: db.url,
+            REFRESH_API_URL: vendor.urlTemplate,
+            REFRESH_TABLE: "people; drop table people",
+            REFRESH_STATE_SCHEMA: "t_badconfig",
+            REFRESH_MAX_ATTEMPTS: "many",
+          },
+        });
+        assertEquals(result.code, 2, result.stderr);
+        for (
+          const expected of [
+            "REFRESH_API_KEY: is required",
+            "REFRESH_TABLE: expected a table name",
+            "--min-interval: expected a duration",
+            'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
+          ]
+        ) {
+          assertStringIncludes(result.stderr, expected);
+        }
+        // "-3" looks like a flag to parseArgs; either way it is reported.
+        assertMatch(result.stderr, /--limit|-3/);
+        assertEquals(vendor.calls.length, 0);
+        const [schema] =
+          await sql`select to_regnamespace('t_badconfig') as oid`;
+        assertEquals(schema!.oid, null, "the database was touched");
+      } finally {
+        await vendor.close();
+        await sql.end();
+      }
+    },
+  );
+
+  await t.step(
+    "a missing table or column is reported by name with exit 2",
+    async () => {
+      await withFixture(db, "t_badtarget", { count: 1 }, async (f) => {
+        const noTable = await f.run([], {
+          env: { REFRESH_TABLE: `${f.schema}.nobody` },
+        });
+        assertEquals(noTable.code, 2);
+        assertStringIncludes(
+          noTable.stderr,
+          `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
+        );
+        const noColumn = await f.run(["--data-column", "name"], {
+          env: { REFRESH_AT_COLUMN: "nope" },
+        });
+        assertEquals(noColumn.code, 2);
+        assertStringIncludes(
+          noColumn.stderr,
+          "REFRESH_DATA_COLUMN: expected column name",
+        );
+        assertStringIncludes(
+          noColumn.stderr,
+          "to be jsonb or json, found text",
+        );
+        assertStringIncludes(
+          noColumn.stderr,
+          "REFRESH_AT_COLUMN: column nope does not exist",
+        );
+        assertEquals(f.vendor.calls.length, 0);
+      });
+    },
+  );
+
+  await t.step(
+    "an unreachable database: exit 1, no password in the message",
+    async () => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (listener.addr as Deno.NetAddr).port;
+      listener.close();
+      const result = await runRefresh([], {
+        env: {
+          DATABASE_URL:
+            `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
+          REFRESH_API_URL: "http://127.0.0.1:9/{id}",
+          REFRESH_API_KEY: API_KEY,
+        },
+      });
+      assertEquals(result.code, 1, result.stderr);
+      assertStringIncludes(result.stderr, "ECONNREFUSED");
+      assert(!result.stderr.includes("unreachable-PW-123"));
+    },
+  );
+
+  await t.step("--help prints every setting and exits 0", async () => {
+    const result = await runRefresh(["--help"]);
+    assertEquals(result.code, 0);
+    assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
+    assertStringIncludes(result.stdout, "Exit codes:");
+  });
+
+  await t.step("no secret in any output or state row", async () => {
+    const sql = db.client();
+    try {
+      const dbPassword = new URL(db.url).password;
+      const outputs = allOutput.join("\n");
+      assert(!outputs.includes(API_KEY), "the API key was printed");
+      assert(
+        !outputs.includes(`:${dbPassword}@`),
+        "the database password was printed",
+      );
+      const schemas = await sql<{ name: string }[]>`
+        select nspname as name from pg_namespace where nspname like 't\\_%'
+          and to_regclass(quote_ident(nspname) || '.refresh_runs') is not null`;
+      assertGreaterOrEqual(schemas.length, 5);
+      for (const { name } of schemas) {
+        const rows = await sql`
+          select params::text || coalesce(error, '') as text
+          from ${sql(`${name}.refresh_runs`)}
+          union all
+          select coalesce(error, '') from ${sql(`${name}.refresh_state`)}`;
+        for (const row of rows) {
+          assert(!String(row.text).includes(API_KEY), `key stored in ${name}`);
+          assert(
+            !String(row.text).includes(`:${dbPassword}@`),
+            `password stored in ${name}`,
+          );
+        }
+      }
+    } finally {
+      await sql.end();
+    }
+  });
+}
