@@ -26,17 +26,28 @@
  *
  * Permissions (see the `refresh` task in `deno.json`):
  * - `--allow-net`: the database and the vendor.
- * - `--allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS`: the
- *   settings, and the two variables postgres.js reads whatever options it is
- *   given (an application name, and which server of a multi-host URL to
- *   use). Every other connection setting is passed to postgres.js
+ * - `--allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,
+ *   GITHUB_ACTIONS,GITHUB_STEP_SUMMARY`: the settings; the two variables
+ *   postgres.js reads whatever options it is given (an application name,
+ *   and which server of a multi-host URL to use); and the two GitHub
+ *   Actions sets. Every other connection setting is passed to postgres.js
  *   explicitly, so no other `PG*` variable changes where or how it connects
  *   (`PGSSLMODE` cannot weaken TLS).
  * - `--allow-read`: only used for `--ids-file`.
+ * - The `refresh:ci` task adds `--allow-write="$GITHUB_STEP_SUMMARY"`: the
+ *   one file it may write, the job summary on GitHub Actions.
  *
- * Exit codes: 0 completed, or stopped as expected (rate limited by the
- * vendor); 1 aborted (database unreachable or lost, unexpected error);
- * 2 configuration or usage error.
+ * A run stops by itself: when its targets are done, at `--budget` credits,
+ * at `--reserve` credits left at the vendor, at `--time-budget`, at the end
+ * of the calendar month (`--timezone`), when the vendor rate-limits it for
+ * longer than `--max-retry-wait`, or on SIGINT/SIGTERM. Only one run is live
+ * at a time (a lease in `refresh_runs`).
+ *
+ * Exit codes: 0 completed, dry run or an expected stop (budget_exhausted,
+ * credits_exhausted, rate_limited, deadline, period_end, outside_window);
+ * 1 aborted (key refused, too many failures in a row, database unreachable
+ * or lost, unexpected error); 2 configuration or usage error; 3 another
+ * run is live; 128+n stopped by signal n (recorded interrupted).
  *
  * The file reads top to bottom: the vendor section (the part to adapt to
  * another vendor), pure helpers (exported and unit-tested), the database
@@ -407,6 +418,8 @@ interface SettingSpec {
   default?: string;
   /** One line for the usage text. */
   help: string;
+  /** A flag without a value; its variable takes true/false/1/0/yes/no. */
+  boolean?: boolean;
 }
 
 /**
@@ -546,6 +559,105 @@ export const SETTINGS = {
     default: "1MiB",
     help: "Largest vendor answer accepted; larger ones are recorded invalid.",
   },
+  budget: {
+    env: "REFRESH_BUDGET",
+    flag: "budget",
+    arg: "N",
+    help: "Spend at most N credits (billable responses) this run; never N+1.",
+  },
+  billableStatuses: {
+    env: "REFRESH_BILLABLE_STATUSES",
+    flag: "billable-statuses",
+    arg: "LIST",
+    default: "200",
+    help: "HTTP statuses the vendor charges for, e.g. 200,404.",
+  },
+  creditsHeader: {
+    env: "REFRESH_CREDITS_HEADER",
+    flag: "credits-header",
+    arg: "NAME",
+    help:
+      "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
+  },
+  reserve: {
+    env: "REFRESH_RESERVE",
+    flag: "reserve",
+    arg: "N",
+    help:
+      "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
+  },
+  timeBudget: {
+    env: "REFRESH_TIME_BUDGET",
+    flag: "time-budget",
+    arg: "DURATION",
+    default: "5h30m",
+    help: "No new target starts after this long; the run ends as deadline.",
+  },
+  timezone: {
+    env: "REFRESH_TIMEZONE",
+    flag: "timezone",
+    arg: "TZ",
+    default: "UTC",
+    help:
+      "Time zone of the credit period: the run never continues past the end of the month there.",
+  },
+  monthEndDays: {
+    env: "REFRESH_MONTH_END_DAYS",
+    flag: "month-end-days",
+    arg: "N",
+    help:
+      "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
+  },
+  maxConsecutiveFailures: {
+    env: "REFRESH_MAX_CONSECUTIVE_FAILURES",
+    flag: "max-consecutive-failures",
+    arg: "N",
+    default: "10",
+    help: "Abort the run after N targets in a row ended failed.",
+  },
+  lease: {
+    env: "REFRESH_LEASE",
+    flag: "lease",
+    arg: "DURATION",
+    default: "2m",
+    help:
+      "A live run's heartbeat is renewed well within this; a run silent for longer is taken over as crashed.",
+  },
+  grace: {
+    env: "REFRESH_GRACE",
+    flag: "grace",
+    arg: "DURATION",
+    default: "5s",
+    help: "On SIGINT/SIGTERM, how long the request in flight may still finish.",
+  },
+  progressInterval: {
+    env: "REFRESH_PROGRESS_INTERVAL",
+    flag: "progress-interval",
+    arg: "DURATION",
+    default: "15s",
+    help: "How often a progress line is printed.",
+  },
+  logFormat: {
+    env: "REFRESH_LOG_FORMAT",
+    flag: "log-format",
+    arg: "FORMAT",
+    default: "text",
+    help: "text, or json for one JSON object per line (same facts).",
+  },
+  dryRun: {
+    env: "REFRESH_DRY_RUN",
+    flag: "dry-run",
+    arg: "",
+    boolean: true,
+    help: "Show what a run would do: no vendor call, no write to any table.",
+  },
+  now: {
+    env: "REFRESH_NOW",
+    flag: "now",
+    arg: "TIME",
+    help:
+      "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 /** Name of a setting, a key of {@linkcode SETTINGS}. */
@@ -585,6 +697,21 @@ export interface Config {
   backoffMs: number;
   maxRetryWaitMs: number;
   maxBodyBytes: number;
+  budget: number | undefined;
+  billableStatuses: number[];
+  creditsHeader: string | undefined;
+  reserve: number | undefined;
+  timeBudgetMs: number;
+  timezone: string;
+  monthEndDays: number | undefined;
+  maxConsecutiveFailures: number;
+  leaseMs: number;
+  graceMs: number;
+  progressIntervalMs: number;
+  logFormat: "text" | "json";
+  dryRun: boolean;
+  /** The injected start time (`--now`), if any. */
+  now: Date | undefined;
   help: boolean;
 }
 
@@ -758,6 +885,44 @@ const positiveInt = (raw: string) =>
     ? Number(raw)
     : undefined;
 const duration = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
+const positiveDuration = (raw: string) => parseDuration(raw) || undefined;
+const headerName = (raw: string) =>
+  /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined;
+
+function parseStatuses(raw: string): number[] | undefined {
+  const statuses = raw.split(",").map((part) => part.trim());
+  return statuses.every((s) => /^[1-5]\d\d$/.test(s))
+    ? [...new Set(statuses.map(Number))]
+    : undefined;
+}
+
+function parseTimeZone(raw: string): string | undefined {
+  try {
+    return new Intl.DateTimeFormat("en-US", { timeZone: raw })
+      .resolvedOptions().timeZone;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseBoolean(raw: string): boolean | undefined {
+  const text = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(text)) return true;
+  if (["false", "0", "no", "off"].includes(text)) return false;
+  return undefined;
+}
+
+function parseInstant(raw: string): Date | undefined {
+  if (
+    !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(
+      raw,
+    )
+  ) {
+    return undefined;
+  }
+  const date = new Date(raw);
+  return Number.isNaN(date.getTime()) ? undefined : date;
+}
 
 const ConfigSchema = v.object({
   databaseUrl: required(
@@ -777,10 +942,7 @@ const ConfigSchema = v.object({
         : raw,
   ),
   apiKeyHeader: v.optional(
-    expect(
-      "an HTTP header name",
-      (raw) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined,
-    ),
+    expect("an HTTP header name", headerName),
     "Authorization",
   ),
   table: v.optional(
@@ -837,6 +999,65 @@ const ConfigSchema = v.object({
     ),
     "1MiB",
   ),
+  budget: v.optional(expect("a positive whole number", positiveInt)),
+  billableStatuses: v.optional(
+    expect(
+      "a comma-separated list of HTTP statuses like 200,404",
+      parseStatuses,
+    ),
+    "200",
+  ),
+  creditsHeader: v.optional(expect("an HTTP header name", headerName)),
+  reserve: v.optional(
+    expect(
+      "a whole number",
+      (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
+    ),
+  ),
+  timeBudget: v.optional(
+    expect(`${duration}, above 0`, positiveDuration),
+    "5h30m",
+  ),
+  timezone: v.optional(
+    expect("an IANA time zone like UTC or Europe/Berlin", parseTimeZone),
+    "UTC",
+  ),
+  monthEndDays: v.optional(
+    expect("a whole number of days from 1 to 31", (raw) => {
+      const days = positiveInt(raw);
+      return days !== undefined && days <= 31 ? days : undefined;
+    }),
+  ),
+  maxConsecutiveFailures: v.optional(
+    expect("a positive whole number", positiveInt),
+    "10",
+  ),
+  lease: v.optional(
+    expect(`${duration}, at least 3s`, (raw) => {
+      const ms = parseDuration(raw);
+      return ms !== undefined && ms >= 3000 ? ms : undefined;
+    }),
+    "2m",
+  ),
+  grace: v.optional(expect(duration, parseDuration), "5s"),
+  progressInterval: v.optional(
+    expect(`${duration}, above 0`, positiveDuration),
+    "15s",
+  ),
+  logFormat: v.optional(
+    expect(
+      "text or json",
+      (raw) => raw === "text" || raw === "json" ? raw : undefined,
+    ),
+    "text",
+  ),
+  dryRun: v.optional(expect("true or false", parseBoolean), "false"),
+  now: v.optional(
+    expect(
+      "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
+      parseInstant,
+    ),
+  ),
 });
 
 /**
@@ -872,11 +1093,16 @@ export type EnvLookup = (name: string) => string | undefined;
  */
 export function parseConfig(args: string[], env: EnvLookup): ConfigResult {
   const errors: string[] = [];
-  const flagNames = Object.values(SETTINGS as Record<string, SettingSpec>)
-    .flatMap((spec) => spec.flag ? [spec.flag] : []);
+  const specs = Object.values(SETTINGS as Record<string, SettingSpec>);
+  const flagNames = specs.flatMap((spec) =>
+    spec.flag && !spec.boolean ? [spec.flag] : []
+  );
+  const booleanFlags = specs.flatMap((spec) =>
+    spec.flag && spec.boolean ? [spec.flag] : []
+  );
   const flags = parseArgs(joinDashValues(args, flagNames), {
     string: flagNames,
-    boolean: ["help"],
+    boolean: ["help", ...booleanFlags],
     alias: { h: "help" },
     unknown: (arg) => {
       errors.push(
@@ -892,7 +1118,14 @@ export function parseConfig(args: string[], env: EnvLookup): ConfigResult {
   for (
     const [name, spec] of Object.entries(SETTINGS) as [string, SettingSpec][]
   ) {
-    const flagValue = spec.flag ? flags[spec.flag] : undefined;
+    const flagValue = spec.flag
+      ? (flags as Record<string, unknown>)[spec.flag]
+      : undefined;
+    if (flagValue === true) {
+      raw[name] = "true";
+      source[name] = `--${spec.flag}`;
+      continue;
+    }
     if (Array.isArray(flagValue)) {
       errors.push(`--${spec.flag}: given more than once`);
       continue;
@@ -934,6 +1167,11 @@ export function parseConfig(args: string[], env: EnvLookup): ConfigResult {
       `${source.ids} and ${source.idsFile}: give the ids one way, not both`,
     );
   }
+  if (raw.reserve !== undefined && raw.creditsHeader === undefined) {
+    errors.push(
+      `${source.reserve}: needs REFRESH_CREDITS_HEADER (or --credits-header) to read the remaining credits from`,
+    );
+  }
   if (!result.success || errors.length > 0) return { ok: false, errors };
   const o = result.output;
   if (o.backoff > o.maxRetryWait) {
@@ -972,6 +1210,20 @@ export function parseConfig(args: string[], env: EnvLookup): ConfigResult {
       backoffMs: o.backoff,
       maxRetryWaitMs: o.maxRetryWait,
       maxBodyBytes: o.maxBody,
+      budget: o.budget,
+      billableStatuses: o.billableStatuses,
+      creditsHeader: o.creditsHeader,
+      reserve: o.reserve,
+      timeBudgetMs: o.timeBudget,
+      timezone: o.timezone,
+      monthEndDays: o.monthEndDays,
+      maxConsecutiveFailures: o.maxConsecutiveFailures,
+      leaseMs: o.lease,
+      graceMs: o.grace,
+      progressIntervalMs: o.progressInterval,
+      logFormat: o.logFormat,
+      dryRun: o.dryRun,
+      now: o.now,
       help: false,
     },
   };
@@ -991,7 +1243,9 @@ export function usage(): string {
     "",
   ];
   for (const spec of Object.values(SETTINGS as Record<string, SettingSpec>)) {
-    const left = spec.flag ? `--${spec.flag} ${spec.arg}` : `(env only)`;
+    const left = spec.flag
+      ? `--${spec.flag}${spec.arg ? ` ${spec.arg}` : ""}`
+      : `(env only)`;
     const dflt = spec.default !== undefined
       ? ` [default: ${spec.default}]`
       : "";
@@ -1002,9 +1256,16 @@ export function usage(): string {
     `  ${"--help, -h".padEnd(28)} Show this text.`,
     "",
     "Durations: ms, s, m, h, d and combinations (5h30m).",
-    "Exit codes: 0 completed or an expected stop (rate_limited);",
-    "            1 aborted (database unreachable or lost, unexpected error);",
-    "            2 configuration or usage error.",
+    "Exit codes:",
+    "  0        completed, dry run, or an expected stop: budget_exhausted,",
+    "           credits_exhausted, rate_limited, deadline, period_end,",
+    "           outside_window (run again later; progress is saved)",
+    "  1        aborted: the vendor refused the key (401/403), too many",
+    "           failures in a row, database unreachable or lost, or an",
+    "           unexpected error",
+    "  2        configuration or usage error; nothing was touched",
+    "  3        another run is live (its id, start and heartbeat are printed)",
+    "  128+n    stopped by signal n (130 SIGINT, 143 SIGTERM): interrupted",
   );
   return lines.join("\n");
 }
@@ -1036,7 +1297,309 @@ export function publicParams(config: Config): Record<string, unknown> {
     backoffMs: config.backoffMs,
     maxRetryWaitMs: config.maxRetryWaitMs,
     maxBodyBytes: config.maxBodyBytes,
+    budget: config.budget ?? null,
+    billableStatuses: config.billableStatuses,
+    creditsHeader: config.creditsHeader ?? null,
+    reserve: config.reserve ?? null,
+    timeBudgetMs: config.timeBudgetMs,
+    timezone: config.timezone,
+    monthEndDays: config.monthEndDays ?? null,
+    maxConsecutiveFailures: config.maxConsecutiveFailures,
+    leaseMs: config.leaseMs,
+    graceMs: config.graceMs,
+    now: config.now?.toISOString() ?? null,
   };
+}
+
+// ---------------------------------------------------------------------------
+// Time: the credit period and the month-end window.
+// ---------------------------------------------------------------------------
+
+interface ZonedParts {
+  year: number;
+  month: number;
+  day: number;
+  hour: number;
+  minute: number;
+  second: number;
+}
+
+function zonedParts(at: Date, timeZone: string): ZonedParts {
+  const format = new Intl.DateTimeFormat("en-US", {
+    timeZone,
+    hourCycle: "h23",
+    year: "numeric",
+    month: "numeric",
+    day: "numeric",
+    hour: "numeric",
+    minute: "numeric",
+    second: "numeric",
+  });
+  const parts: Record<string, number> = {};
+  for (const part of format.formatToParts(at)) {
+    if (part.type !== "literal") parts[part.type] = Number(part.value);
+  }
+  return parts as unknown as ZonedParts;
+}
+
+/** Offset of `timeZone` from UTC at the instant `at`, in milliseconds. */
+function zoneOffsetMs(at: number, timeZone: string): number {
+  const whole = Math.floor(at / 1000) * 1000;
+  const p = zonedParts(new Date(whole), timeZone);
+  const asUtc = Date.UTC(
+    p.year,
+    p.month - 1,
+    p.day,
+    p.hour,
+    p.minute,
+    p.second,
+  );
+  return asUtc - whole;
+}
+
+function daysInMonth(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/**
+ * The end of the calendar month containing `now` in `timeZone`: the
+ * instant the next month starts there. Credits reset then.
+ *
+ * @param now The current time.
+ * @param timeZone An IANA time zone.
+ * @returns The instant the current month ends.
+ */
+export function periodEnd(now: Date, timeZone: string): Date {
+  const p = zonedParts(now, timeZone);
+  // Midnight starting the next month, as if local time were UTC...
+  const local = Date.UTC(p.year, p.month, 1);
+  // ...shifted by the zone's offset at (about) that instant.
+  let instant = local - zoneOffsetMs(local, timeZone);
+  instant = local - zoneOffsetMs(instant, timeZone);
+  return new Date(instant);
+}
+
+/** Where `now` falls relative to the month-end window. */
+export interface MonthEndWindow {
+  /** Whether `now` is within the last `days` days of its month. */
+  inWindow: boolean;
+  /** Day of the month in the time zone. */
+  day: number;
+  /** Days in the month. */
+  daysInMonth: number;
+  /** First day of the month that is in the window. */
+  firstDay: number;
+}
+
+/**
+ * Tells whether `now` is within the last `days` days of the month in
+ * `timeZone`. Cron has no "last day of the month", so a schedule fires on
+ * days 25–31 and the run decides.
+ *
+ * @param now The current time.
+ * @param timeZone An IANA time zone.
+ * @param days The window's length in days.
+ * @returns The decision and the numbers behind it.
+ */
+export function monthEndWindow(
+  now: Date,
+  timeZone: string,
+  days: number,
+): MonthEndWindow {
+  const p = zonedParts(now, timeZone);
+  const total = daysInMonth(p.year, p.month);
+  const firstDay = Math.max(1, total - days + 1);
+  return {
+    inWindow: p.day >= firstDay,
+    day: p.day,
+    daysInMonth: total,
+    firstDay,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Vendor headers: credits and rate limits.
+// ---------------------------------------------------------------------------
+
+/**
+ * Reads the remaining credits from a response header.
+ *
+ * @param headers The response headers.
+ * @param name The header's name.
+ * @returns A whole number, or `undefined` when absent or malformed.
+ */
+export function parseCreditsRemaining(
+  headers: Headers,
+  name: string,
+): number | undefined {
+  const value = headers.get(name)?.trim();
+  if (value === undefined || !/^\d+$/.test(value)) return undefined;
+  const credits = Number(value);
+  return Number.isSafeInteger(credits) ? credits : undefined;
+}
+
+function resetToMs(value: string, now: Date): number | undefined {
+  if (!/^\d+(\.\d+)?$/.test(value.trim())) return undefined;
+  const n = Number(value);
+  // Large values are a Unix time in seconds; small ones, seconds to wait.
+  return n > 1_000_000_000 ? Math.max(0, n * 1000 - now.getTime()) : n * 1000;
+}
+
+/**
+ * When a response says the rate-limit window is used up, how long to wait
+ * for it to reset: `X-RateLimit-Remaining: 0` (or `RateLimit-Remaining`)
+ * with `X-RateLimit-Reset` (seconds, or a Unix time), or the IETF draft's
+ * `RateLimit: r=0;t=N`. Unknown or malformed headers are ignored.
+ *
+ * @param headers The response headers.
+ * @param now The current time, for Unix-time resets.
+ * @returns The wait in milliseconds, or `undefined` when there is none.
+ */
+export function parseRateLimitWait(
+  headers: Headers,
+  now: Date = new Date(),
+): number | undefined {
+  let wait: number | undefined;
+  const remaining = headers.get("x-ratelimit-remaining") ??
+    headers.get("ratelimit-remaining");
+  const reset = headers.get("x-ratelimit-reset") ??
+    headers.get("ratelimit-reset");
+  if (remaining?.trim() === "0" && reset !== null) {
+    wait = resetToMs(reset, now);
+  }
+  const draft = headers.get("ratelimit");
+  if (draft !== null) {
+    for (const item of draft.split(",")) {
+      const params = new Map(
+        item.split(";").map((p) => p.trim().split("=") as [string, string]),
+      );
+      const r = params.get("r")?.trim();
+      const t = params.get("t")?.trim();
+      if (r === "0" && t !== undefined && /^\d+$/.test(t)) {
+        wait = Math.max(wait ?? 0, Number(t) * 1000);
+      }
+    }
+  }
+  return wait;
+}
+
+// ---------------------------------------------------------------------------
+// Measuring and forecasting.
+// ---------------------------------------------------------------------------
+
+/**
+ * Request durations in constant memory: an exact mean and a percentile
+ * within 5 % (log-scaled buckets), however many requests a run makes.
+ */
+export class LatencyStats {
+  #buckets = new Map<number, number>();
+  /** How many durations were added. */
+  count = 0;
+  /** Their sum, in milliseconds. */
+  total = 0;
+
+  /**
+   * Records one duration.
+   *
+   * @param ms The duration in milliseconds.
+   */
+  add(ms: number): void {
+    const bucket = Math.ceil(Math.log1p(Math.max(0, ms)) / Math.log(1.05));
+    this.#buckets.set(bucket, (this.#buckets.get(bucket) ?? 0) + 1);
+    this.count++;
+    this.total += ms;
+  }
+
+  /**
+   * The mean duration.
+   *
+   * @returns Milliseconds, or `undefined` before the first one.
+   */
+  mean(): number | undefined {
+    return this.count > 0 ? this.total / this.count : undefined;
+  }
+
+  /**
+   * The duration below which the share `p` of all durations fall.
+   *
+   * @param p The share, between 0 and 1 (0.95 for p95).
+   * @returns Milliseconds (a bucket's upper edge), or `undefined` if empty.
+   */
+  percentile(p: number): number | undefined {
+    if (this.count === 0) return undefined;
+    const rank = Math.ceil(p * this.count);
+    let seen = 0;
+    for (const bucket of [...this.#buckets.keys()].sort((a, b) => a - b)) {
+      seen += this.#buckets.get(bucket)!;
+      if (seen >= rank) return Math.expm1(bucket * Math.log(1.05));
+    }
+    return undefined;
+  }
+}
+
+/** The facts a forecast is made from. */
+export interface ForecastInput {
+  /** Time the run has been working, in milliseconds. */
+  elapsedMs: number;
+  /** Time until the deadline, in milliseconds. */
+  timeLeftMs: number;
+  /** Targets processed so far. */
+  processed: number;
+  /** Targets still to process. */
+  targetsLeft: number;
+  /** Credits spent so far. */
+  creditsSpent: number;
+  /** Credits the run may still spend (budget or vendor's remaining less reserve), if known. */
+  creditsLeft: number | undefined;
+}
+
+/**
+ * Says whether, at the current pace, the run will spend its budget (or run
+ * out of targets) before its deadline, or roughly what will be left.
+ *
+ * @param input The run's numbers so far.
+ * @returns One short sentence.
+ */
+export function forecast(input: ForecastInput): string {
+  const { elapsedMs, timeLeftMs, processed, targetsLeft } = input;
+  if (processed === 0 || elapsedMs <= 0) return "too early to tell";
+  const targetsPerMs = processed / elapsedMs;
+  const creditsPerTarget = input.creditsSpent / processed;
+  const targetsByDeadline = targetsPerMs * timeLeftMs;
+  const finishMs = targetsLeft / targetsPerMs;
+  if (input.creditsLeft !== undefined && creditsPerTarget > 0) {
+    const targetsForBudget = input.creditsLeft / creditsPerTarget;
+    if (targetsForBudget <= targetsLeft) {
+      return targetsForBudget <= targetsByDeadline
+        ? `budget spent in ~${
+          formatDuration(targetsForBudget / targetsPerMs)
+        }, before the deadline`
+        : `~${
+          Math.round(input.creditsLeft - targetsByDeadline * creditsPerTarget)
+        } credits unspent at the deadline`;
+    }
+    if (finishMs <= timeLeftMs) {
+      return `targets done in ~${formatDuration(finishMs)}, ~${
+        Math.round(input.creditsLeft - targetsLeft * creditsPerTarget)
+      } credits left unspent`;
+    }
+  }
+  return finishMs <= timeLeftMs
+    ? `all targets done in ~${formatDuration(finishMs)}, before the deadline`
+    : `~${
+      Math.round(targetsLeft - targetsByDeadline)
+    } targets left at the deadline${
+      input.creditsLeft !== undefined
+        ? `, ~${
+          Math.max(
+            0,
+            Math.round(
+              input.creditsLeft - targetsByDeadline * creditsPerTarget,
+            ),
+          )
+        } credits unspent`
+        : ""
+    }`;
 }
 
 // ---------------------------------------------------------------------------
@@ -1047,17 +1610,31 @@ export function publicParams(config: Config): Record<string, unknown> {
 export interface PacerOptions {
   /** Least time between two request starts, in milliseconds. */
   minIntervalMs: number;
+  /** Largest gap adaptive pacing may widen to; 60 s by default. */
+  maxGapMs?: number;
   /** Monotonic clock in milliseconds; `performance.now` by default. */
   now?: () => number;
 }
 
+/** Smallest gap after the vendor pushed back, in milliseconds. */
+const PUSHBACK_MIN_GAP_MS = 100;
+/** How much each success narrows the gap, in milliseconds. */
+const RELAX_STEP_MS = 20;
+
 /**
- * Decides when the next vendor request may start: not before
- * `minIntervalMs` after the previous start, and not before any time the
- * vendor asked for (`Retry-After`).
+ * Decides when the next vendor request may start: not before the current
+ * gap after the previous start, and not before any time the vendor asked
+ * for (`Retry-After`, rate-limit resets).
+ *
+ * The gap adapts: each push-back from the vendor doubles it (multiplicative
+ * increase) and each success narrows it by a small fixed step (additive
+ * decrease), never below `minIntervalMs`, so a vendor that pushes back gets
+ * a steadier, slower client instead of a burst after every wait.
  */
 export class Pacer {
-  #intervalMs: number;
+  #minIntervalMs: number;
+  #maxGapMs: number;
+  #gapMs: number;
   #now: () => number;
   #lastStart = -Infinity;
   #notBefore = -Infinity;
@@ -1071,8 +1648,18 @@ export class Pacer {
         `Cannot pace requests: 'minIntervalMs' must be >= 0, current value is ${options.minIntervalMs}`,
       );
     }
-    this.#intervalMs = options.minIntervalMs;
+    this.#minIntervalMs = options.minIntervalMs;
+    this.#maxGapMs = Math.max(
+      options.maxGapMs ?? 60_000,
+      options.minIntervalMs,
+    );
+    this.#gapMs = options.minIntervalMs;
     this.#now = options.now ?? (() => performance.now());
+  }
+
+  /** The current gap between request starts, in milliseconds. */
+  get gapMs(): number {
+    return this.#gapMs;
   }
 
   /**
@@ -1084,13 +1671,26 @@ export class Pacer {
     this.#notBefore = Math.max(this.#notBefore, this.#now() + ms);
   }
 
+  /** The vendor pushed back (429, or 503 with Retry-After): widen the gap. */
+  pushBack(): void {
+    this.#gapMs = Math.min(
+      this.#maxGapMs,
+      Math.max(this.#gapMs * 2, PUSHBACK_MIN_GAP_MS),
+    );
+  }
+
+  /** A request succeeded: narrow the gap a little. */
+  relax(): void {
+    this.#gapMs = Math.max(this.#minIntervalMs, this.#gapMs - RELAX_STEP_MS);
+  }
+
   /**
    * How long the next request would have to wait now, in milliseconds.
    *
    * @returns The wait (0 when it may start at once).
    */
   pendingWait(): number {
-    const at = Math.max(this.#lastStart + this.#intervalMs, this.#notBefore);
+    const at = Math.max(this.#lastStart + this.#gapMs, this.#notBefore);
     return Math.max(0, at - this.#now());
   }
 
@@ -1118,7 +1718,18 @@ type Sql = postgres.Sql;
 export type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
 
 /** Final (or current) status of a run in `refresh_runs`. */
-export type RunStatus = "running" | "completed" | "rate_limited" | "aborted";
+export type RunStatus =
+  | "running"
+  | "completed"
+  | "budget_exhausted"
+  | "credits_exhausted"
+  | "rate_limited"
+  | "deadline"
+  | "period_end"
+  | "outside_window"
+  | "interrupted"
+  | "aborted"
+  | "crashed";
 
 /** Fully qualified names used in queries (escaped by postgres.js). */
 interface Names {
@@ -1189,6 +1800,10 @@ const RUN_COLUMNS = [
   "credits_spent bigint not null default 0",
   "requests bigint not null default 0",
   "retries bigint not null default 0",
+  "credits_remaining bigint",
+  "mean_request_ms double precision",
+  "p95_request_ms double precision",
+  "reason text",
   "error text",
 ];
 
@@ -1287,6 +1902,8 @@ async function inspectTarget(sql: Sql, config: Config): Promise<string[]> {
 interface Selection {
   /** The cutoff: refreshed before this (database time, as text) is stale. */
   cutoff: string;
+  /** Whether `refresh_state` exists (a dry run never creates it). */
+  hasState: boolean;
 }
 
 async function readCutoff(sql: Sql, staleAfterMs: number): Promise<string> {
@@ -1298,7 +1915,9 @@ async function readCutoff(sql: Sql, staleAfterMs: number): Promise<string> {
 }
 
 /** Filter shared by the count and the batches: not a known recent miss. */
-function notKnownMiss(sql: Sql, names: Names, cutoff: string) {
+function notKnownMiss(sql: Sql, names: Names, selection: Selection) {
+  if (!selection.hasState) return sql`true`;
+  const cutoff = selection.cutoff;
   return sql`not exists (
     select 1 from ${sql(names.state)} s
     where s.target_id = t.${sql(names.id)}::text
@@ -1317,7 +1936,7 @@ async function countStale(
     where (t.${sql(names.at)} is null or t.${
     sql(names.at)
   } < ${selection.cutoff}::text::timestamptz)
-      and ${notKnownMiss(sql, names, selection.cutoff)}`;
+      and ${notKnownMiss(sql, names, selection)}`;
   return Number(row!.n);
 }
 
@@ -1341,7 +1960,7 @@ async function* staleBatches(
       select t.${t.id}::text as id from ${sql(names.table)} t
       where t.${t.at} is null
         ${after === undefined ? sql`` : sql`and t.${t.id} > ${after}`}
-        and ${notKnownMiss(sql, names, selection.cutoff)}
+        and ${notKnownMiss(sql, names, selection)}
       order by t.${t.id}
       limit ${BATCH_SIZE}`;
     if (rows.length === 0) break;
@@ -1359,7 +1978,7 @@ async function* staleBatches(
         ? sql``
         : sql`and (t.${t.at}, t.${t.id}) > (${last.at}::text::timestamptz, ${last.id})`
     }
-        and ${notKnownMiss(sql, names, selection.cutoff)}
+        and ${notKnownMiss(sql, names, selection)}
       order by t.${t.at}, t.${t.id}
       limit ${BATCH_SIZE}`;
     if (rows.length === 0) break;
@@ -1469,6 +2088,115 @@ async function recordOutcome(
   return row!.updated > 0;
 }
 
+/** A run that holds the lease, as shown to a run that must wait. */
+export interface LiveRun {
+  id: string;
+  startedAt: string;
+  heartbeatAt: string;
+}
+
+/** The result of {@linkcode acquireLease}. */
+type LeaseResult =
+  | { runId: number; crashed: string[] }
+  | { live: LiveRun };
+
+/**
+ * One run at a time: in one transaction that locks `refresh_runs` (so two
+ * starters are serialized), runs whose heartbeat is older than their lease
+ * are marked `crashed`; if a live one remains, the lease is refused;
+ * otherwise this run's row is inserted as `running`. A row lease, not an
+ * advisory lock: it holds on servers where session locks do not (PGlite).
+ */
+async function acquireLease(
+  sql: Sql,
+  names: Names,
+  config: Config,
+): Promise<LeaseResult> {
+  return await sql.begin(async (tx) => {
+    await tx`lock table ${sql(names.runs)} in share row exclusive mode`;
+    const crashed = await tx<{ id: string }[]>`
+      update ${sql(names.runs)} set
+        status = 'crashed',
+        finished_at = now(),
+        error = 'no heartbeat since ' || heartbeat_at::text ||
+          '; taken over by a later run'
+      where status = 'running'
+        and heartbeat_at < now() - coalesce(
+          (params->>'leaseMs')::bigint, ${config.leaseMs}
+        ) * interval '1 millisecond'
+      returning id::text`;
+    const [live] = await tx<{ id: string; started: string; beat: string }[]>`
+      select id::text, started_at::text as started, heartbeat_at::text as beat
+      from ${sql(names.runs)} where status = 'running'
+      order by id limit 1`;
+    if (live) {
+      return {
+        live: { id: live.id, startedAt: live.started, heartbeatAt: live.beat },
+      };
+    }
+    const [run] = await tx<{ id: string }[]>`
+      insert into ${sql(names.runs)} (status, params)
+      values ('running', ${
+      sql.json(publicParams(config) as postgres.JSONValue)
+    })
+      returning id::text`;
+    return { runId: Number(run!.id), crashed: crashed.map((r) => r.id) };
+  }) as LeaseResult;
+}
+
+/**
+ * Renews this run's heartbeat.
+ *
+ * @returns false when the run is no longer `running` (another run took it
+ * over as crashed): this run must stop.
+ */
+async function heartbeat(
+  sql: Sql,
+  names: Names,
+  runId: number,
+): Promise<boolean> {
+  const rows = await sql`
+    update ${sql(names.runs)} set heartbeat_at = now()
+    where id = ${runId} and status = 'running'
+    returning 1`;
+  return rows.length > 0;
+}
+
+/** Inserts a run that is over before it began (outside the window). */
+async function recordSkippedRun(
+  sql: Sql,
+  names: Names,
+  config: Config,
+  status: RunStatus,
+  reason: string,
+): Promise<number> {
+  const [run] = await sql<{ id: string }[]>`
+    insert into ${sql(names.runs)} (status, params, finished_at, total, reason)
+    values (${status}, ${sql.json(publicParams(config) as postgres.JSONValue)},
+      now(), 0, ${reason})
+    returning id::text`;
+  return Number(run!.id);
+}
+
+/** Time per target of the last run that processed any, for estimates. */
+async function lastPace(
+  sql: Sql,
+  names: Names,
+): Promise<{ runId: string; msPerTarget: number } | undefined> {
+  const [row] = await sql<{ id: string; ms: number }[]>`
+    select id::text,
+      extract(epoch from finished_at - started_at) * 1000 / processed as ms
+    from ${sql(names.runs)}
+    where finished_at is not null and processed > 0
+    order by id desc limit 1`;
+  return row ? { runId: row.id, msPerTarget: Number(row.ms) } : undefined;
+}
+
+async function tableExists(sql: Sql, name: string): Promise<boolean> {
+  const [row] = await sql<{ oid: number | null }[]>`
+    select to_regclass(${quoted(name)})::oid as oid`;
+  return Boolean(row?.oid);
+}
 // ---------------------------------------------------------------------------
 // The run: fetch each target, strictly one request at a time.
 // ---------------------------------------------------------------------------
@@ -1485,7 +2213,7 @@ class TransientError extends Error {
 
 /** Ends the run early with the given status (an expected stop or not). */
 class StopRun extends Error {
-  status: Exclude<RunStatus, "running" | "completed">;
+  status: Exclude<RunStatus, "running" | "completed" | "crashed">;
   constructor(status: StopRun["status"], message: string) {
     super(message);
     this.name = "StopRun";
@@ -1507,6 +2235,94 @@ export interface RunCounters {
   retries: number;
 }
 
+function newCounters(): RunCounters {
+  return {
+    total: 0,
+    processed: 0,
+    succeeded: 0,
+    notFound: 0,
+    invalid: 0,
+    failed: 0,
+    unknown: 0,
+    credits: 0,
+    requests: 0,
+    retries: 0,
+  };
+}
+
+/**
+ * Stops a run from outside: signals, the deadline, a lost lease. `stop`
+ * means no new request starts and every wait is cut short; `hard` aborts
+ * the request in flight.
+ */
+class RunControl {
+  readonly stop = new AbortController();
+  readonly hard = new AbortController();
+  /** The first signal received, if any. */
+  signal: { name: Deno.Signal; number: number } | undefined;
+  #graceMs: number;
+  #timers: ReturnType<typeof setTimeout>[] = [];
+  #listeners: [Deno.Signal, () => void][] = [];
+
+  constructor(graceMs: number, external?: AbortSignal) {
+    this.#graceMs = graceMs;
+    external?.addEventListener("abort", () => this.halt("SIGINT"), {
+      once: true,
+    });
+  }
+
+  /** Handles SIGINT and SIGTERM from now on. */
+  listen(): void {
+    for (const name of ["SIGINT", "SIGTERM"] as const) {
+      const listener = () => this.halt(name);
+      Deno.addSignalListener(name, listener);
+      this.#listeners.push([name, listener]);
+    }
+  }
+
+  /** First call: stop gracefully; second call: abort the request too. */
+  halt(name: Deno.Signal): void {
+    const number = name === "SIGINT" ? 2 : name === "SIGTERM" ? 15 : 1;
+    if (this.signal !== undefined) {
+      this.hard.abort(
+        new StopRun("interrupted", `received ${name} twice: aborted at once`),
+      );
+      return;
+    }
+    this.signal = { name, number };
+    const reason = new StopRun("interrupted", `received ${name}`);
+    this.stop.abort(reason);
+    this.after(this.#graceMs, () => this.hard.abort(reason));
+  }
+
+  /** Stops (gracefully) at the given time from now. */
+  stopAfter(ms: number, reason: StopRun): void {
+    this.after(ms, () => this.stop.abort(reason));
+  }
+
+  /** Stops at once, aborting the request in flight. */
+  abort(reason: StopRun): void {
+    this.stop.abort(reason);
+    this.hard.abort(reason);
+  }
+
+  after(ms: number, fn: () => void): void {
+    // setTimeout holds at most ~24.8 days.
+    this.#timers.push(setTimeout(fn, Math.min(ms, 2 ** 31 - 1)));
+  }
+
+  every(ms: number, fn: () => void): void {
+    this.#timers.push(setInterval(fn, ms));
+  }
+
+  dispose(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    for (const [name, listener] of this.#listeners) {
+      Deno.removeSignalListener(name, listener);
+    }
+  }
+}
+
 interface RunContext {
   sql: Sql;
   config: Config;
@@ -1515,22 +2331,61 @@ interface RunContext {
   pacer: Pacer;
   log: Logger;
   counters: RunCounters;
-  signal?: AbortSignal;
+  stats: LatencyStats;
+  control: RunControl;
+  /** The vendor's last reported remaining credits. */
+  creditsRemaining?: number;
+  /** Targets in a row that ended `failed`. */
+  consecutiveFailures: number;
+  /** A stop decided during a target, taken after it is recorded. */
+  stopAfterTarget?: StopRun;
+  /** GitHub annotations printed so far. */
+  annotations: number;
+  env: EnvLookup;
+  stdout: (text: string) => void;
 }
 
 const BODY_SNIPPET = 200;
 
 async function bodySnippet(response: Response): Promise<string> {
-  try {
-    const bytes = await readCappedBody(response.body, 64 * 1024).catch(() =>
-      new Uint8Array()
+  const bytes = await readCappedBody(response.body, 64 * 1024).catch(() =>
+    new Uint8Array()
+  );
+  const text = new TextDecoder().decode(bytes).replace(/\s+/g, " ").trim();
+  return text.length > BODY_SNIPPET ? `${text.slice(0, BODY_SNIPPET)}…` : text;
+}
+
+function failure(
+  status: TargetStatus,
+  httpStatus: number | null,
+  error: string,
+): Outcome {
+  return { status, attempts: 0, httpStatus, error, credits: 0 };
+}
+
+/** Notes what the response headers say about credits and rate limits. */
+function readVendorHeaders(ctx: RunContext, response: Response): void {
+  const { config } = ctx;
+  if (config.creditsHeader) {
+    const remaining = parseCreditsRemaining(
+      response.headers,
+      config.creditsHeader,
     );
-    const text = new TextDecoder().decode(bytes).replace(/\s+/g, " ").trim();
-    return text.length > BODY_SNIPPET
-      ? `${text.slice(0, BODY_SNIPPET)}…`
-      : text;
-  } catch {
-    return "";
+    if (remaining !== undefined) ctx.creditsRemaining = remaining;
+  }
+  const wait = parseRateLimitWait(response.headers);
+  if (wait === undefined) return;
+  if (wait > config.maxRetryWaitMs) {
+    ctx.stopAfterTarget ??= new StopRun(
+      "rate_limited",
+      `the vendor's rate-limit window resets in ${
+        formatDuration(wait)
+      }, longer than --max-retry-wait ${
+        formatDuration(config.maxRetryWaitMs)
+      }; progress is saved, run again later`,
+    );
+  } else {
+    ctx.pacer.deferFor(wait);
   }
 }
 
@@ -1543,20 +2398,16 @@ async function requestOnce(
   id: string,
   spent: { credits: number },
 ): Promise<Outcome> {
-  const { config } = ctx;
+  const { config, control } = ctx;
   const { url, headers } = buildVendorRequest(id, config.vendor);
   const timeout = AbortSignal.timeout(config.requestTimeoutMs);
-  const signal = ctx.signal ? AbortSignal.any([ctx.signal, timeout]) : timeout;
-  const fail = (
-    status: TargetStatus,
-    httpStatus: number | null,
-    error: string,
-  ) => ({ status, attempts: 0, httpStatus, error, credits: 0 }) as Outcome;
+  const signal = AbortSignal.any([control.hard.signal, timeout]);
+  const started = performance.now();
   let response: Response;
   try {
     response = await fetch(url, { headers, redirect: "error", signal });
   } catch (error) {
-    if (ctx.signal?.aborted) throw ctx.signal.reason;
+    if (control.hard.signal.aborted) throw control.hard.signal.reason;
     if (timeout.aborted) {
       throw new TransientError(
         `no answer within ${formatDuration(config.requestTimeoutMs)}`,
@@ -1565,90 +2416,120 @@ async function requestOnce(
     const message = String((error as Error)?.message ?? error)
       .replaceAll(url, redactUrl(url));
     if (/redirect/i.test(message)) {
-      return fail(
+      return failure(
         "failed",
         null,
         `the vendor redirected; redirects are not followed (${message})`,
       );
     }
     throw new TransientError(`network error: ${message}`);
+  } finally {
+    ctx.stats.add(performance.now() - started);
   }
-  const classification = classifyResponse(response.status, response.headers);
-  if (response.status === 200) spent.credits++;
+  const status = response.status;
+  if (config.billableStatuses.includes(status)) spent.credits++;
+  readVendorHeaders(ctx, response);
+  if (status === 401 || status === 403) {
+    await response.body?.cancel();
+    throw new StopRun(
+      "aborted",
+      `the vendor refused the API key (HTTP ${status}); every call would fail`,
+    );
+  }
+  if (status === 402) {
+    await response.body?.cancel();
+    throw new StopRun(
+      "credits_exhausted",
+      "the vendor answered 402 Payment Required: no credits left",
+    );
+  }
+  const classification = classifyResponse(status, response.headers);
   switch (classification.kind) {
     case "success":
-      return await readSuccess(ctx, response, timeout, fail);
+      return await readSuccess(ctx, response, timeout);
     case "not_found":
       await response.body?.cancel();
-      return fail(
+      return failure(
         "not_found",
         404,
         "HTTP 404: the vendor does not know this id",
       );
     case "failed": {
       const snippet = await bodySnippet(response);
-      return fail(
+      return failure(
         "failed",
-        response.status,
-        `HTTP ${response.status}${snippet ? `: ${snippet}` : ""}`,
+        status,
+        `HTTP ${status}${snippet ? `: ${snippet}` : ""}`,
       );
     }
-    case "transient": {
+    case "transient":
       await response.body?.cancel();
-      const wait = classification.retryAfterMs;
-      if (wait !== undefined) {
-        if (wait > config.maxRetryWaitMs) {
-          throw new StopRun(
-            "rate_limited",
-            `the vendor asked to wait ${
-              formatDuration(wait)
-            } (HTTP ${response.status} Retry-After), longer than --max-retry-wait ${
-              formatDuration(config.maxRetryWaitMs)
-            }; progress is saved, run again later`,
-          );
-        }
-        ctx.pacer.deferFor(wait);
-      }
-      throw new TransientError(
-        `HTTP ${response.status}${
-          wait !== undefined ? ` (Retry-After ${formatDuration(wait)})` : ""
-        }`,
-        response.status,
+      throw transient(ctx, status, classification.retryAfterMs);
+  }
+}
+
+/**
+ * Obeys a Retry-After (or throws a stop when it is too long), adapts the
+ * pace, and describes the failure for a retry.
+ */
+function transient(
+  ctx: RunContext,
+  status: number,
+  wait: number | undefined,
+): TransientError {
+  if (status === 429 || (status === 503 && wait !== undefined)) {
+    ctx.pacer.pushBack();
+  }
+  if (wait !== undefined) {
+    if (wait > ctx.config.maxRetryWaitMs) {
+      throw new StopRun(
+        "rate_limited",
+        `the vendor asked to wait ${
+          formatDuration(wait)
+        } (HTTP ${status} Retry-After), longer than --max-retry-wait ${
+          formatDuration(ctx.config.maxRetryWaitMs)
+        }; progress is saved, run again later`,
       );
     }
+    ctx.pacer.deferFor(wait);
   }
+  return new TransientError(
+    `HTTP ${status}${
+      wait !== undefined ? ` (Retry-After ${formatDuration(wait)})` : ""
+    }`,
+    status,
+  );
 }
 
 async function readSuccess(
   ctx: RunContext,
   response: Response,
   timeout: AbortSignal,
-  fail: (s: TargetStatus, h: number | null, e: string) => Outcome,
 ): Promise<Outcome> {
   const max = ctx.config.maxBodyBytes;
   const declared = Number(response.headers.get("content-length") ?? NaN);
   if (declared > max) {
     await response.body?.cancel();
-    return fail("invalid", response.status, new BodyTooLargeError(max).message);
+    return failure(
+      "invalid",
+      response.status,
+      new BodyTooLargeError(max).message,
+    );
   }
   let bytes: Uint8Array;
   try {
     bytes = await readCappedBody(response.body, max);
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
-      return fail("invalid", response.status, error.message);
+      return failure("invalid", response.status, error.message);
     }
-    if (ctx.signal?.aborted) throw ctx.signal.reason;
-    if (timeout.aborted) {
-      throw new TransientError(
-        `body not received within ${
-          formatDuration(ctx.config.requestTimeoutMs)
-        }`,
-        response.status,
-      );
-    }
+    if (ctx.control.hard.signal.aborted) throw ctx.control.hard.signal.reason;
     throw new TransientError(
-      `network error while reading the body: ${(error as Error)?.message}`,
+      timeout.aborted
+        ? `body not received within ${
+          formatDuration(ctx.config.requestTimeoutMs)
+        }`
+        : `network error while reading the body: ${(error as Error)?.message}`,
       response.status,
     );
   }
@@ -1656,11 +2537,11 @@ async function readSuccess(
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
-    return fail("invalid", response.status, "body is not valid UTF-8");
+    return failure("invalid", response.status, "body is not valid UTF-8");
   }
   const parsedBody = parseVendorBody(text);
   if (!parsedBody.ok) {
-    return fail("invalid", response.status, parsedBody.reason);
+    return failure("invalid", response.status, parsedBody.reason);
   }
   return {
     status: "ok",
@@ -1672,6 +2553,17 @@ async function readSuccess(
   };
 }
 
+/** Refuses to start a request that could spend credit N+1. */
+function checkBudget(ctx: RunContext, spentOnTarget: number): void {
+  const { budget } = ctx.config;
+  if (budget !== undefined && ctx.counters.credits + spentOnTarget >= budget) {
+    throw new StopRun(
+      "budget_exhausted",
+      `spent the budget of ${budget} credit(s)`,
+    );
+  }
+}
+
 /**
  * Fetches one target with retries (exponential backoff, full jitter) and
  * returns its outcome. Strictly sequential: each attempt is awaited before
@@ -1679,12 +2571,15 @@ async function readSuccess(
  */
 async function refreshTarget(ctx: RunContext, id: string): Promise<Outcome> {
   const { config } = ctx;
+  const stop = ctx.control.stop.signal;
   const spent = { credits: 0 };
   let attempts = 0;
   let outcome: Outcome;
   try {
     outcome = await retry(async () => {
-      await ctx.pacer.wait(ctx.signal);
+      stop.throwIfAborted();
+      checkBudget(ctx, spent.credits);
+      await ctx.pacer.wait(stop);
       attempts++;
       return await requestOnce(ctx, id, spent);
     }, {
@@ -1694,23 +2589,49 @@ async function refreshTarget(ctx: RunContext, id: string): Promise<Outcome> {
       multiplier: 2,
       jitter: 1,
       isRetriable: (error) => error instanceof TransientError,
-      signal: ctx.signal,
+      signal: stop,
     });
   } catch (error) {
+    // Credits spent on a target that is left unrecorded still count.
+    ctx.counters.credits += spent.credits;
     if (!(error instanceof RetryError)) throw error;
+    ctx.counters.credits -= spent.credits;
     const cause = error.cause as TransientError;
-    outcome = {
-      status: "failed",
-      attempts: 0,
-      httpStatus: cause.httpStatus,
-      error: `gave up after ${attempts} attempts; last: ${cause.message}`,
-      credits: 0,
-    };
+    outcome = failure(
+      "failed",
+      cause.httpStatus,
+      `gave up after ${attempts} attempts; last: ${cause.message}`,
+    );
   }
   return { ...outcome, attempts, credits: spent.credits };
 }
 
-async function processTarget(ctx: RunContext, id: string): Promise<void> {
+function escapeAnnotation(text: string): string {
+  return text.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll(
+    "\n",
+    "%0A",
+  );
+}
+
+const MAX_ANNOTATIONS = 10;
+
+function annotateTarget(ctx: RunContext, id: string, outcome: Outcome): void {
+  if (ctx.env("GITHUB_ACTIONS") !== "true") return;
+  ctx.annotations++;
+  if (ctx.annotations <= MAX_ANNOTATIONS) {
+    ctx.stdout(
+      `::warning title=refresh: target ${
+        escapeAnnotation(id)
+      } ${outcome.status}::${escapeAnnotation(outcome.error ?? "")}`,
+    );
+  } else if (ctx.annotations === MAX_ANNOTATIONS + 1) {
+    ctx.stdout(
+      `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
+    );
+  }
+}
+
+async function processTarget(ctx: RunContext, id: string): Promise<Outcome> {
   const outcome = await refreshTarget(ctx, id);
   if (outcome.error !== null) {
     outcome.error = scrubSecrets(outcome.error, secretsOf(ctx.config));
@@ -1731,11 +2652,49 @@ async function processTarget(ctx: RunContext, id: string): Promise<void> {
   else if (outcome.status === "not_found") c.notFound++;
   else if (outcome.status === "invalid") c.invalid++;
   else c.failed++;
+  if (outcome.status === "ok") ctx.pacer.relax();
   if (outcome.status === "ok" && !updated) {
     ctx.log.warn(`target ${id}: row vanished before its refresh was written`);
   } else if (outcome.status === "invalid" || outcome.status === "failed") {
-    ctx.log.warn(`target ${id}: ${outcome.status}: ${outcome.error}`);
+    ctx.log.warn(`target ${id}: ${outcome.status}: ${outcome.error}`, {
+      target: id,
+      outcome: outcome.status,
+    });
+    annotateTarget(ctx, id, outcome);
   }
+  return outcome;
+}
+
+/** Decides, after a recorded target, whether the run must stop. */
+function stopAfter(ctx: RunContext, outcome: Outcome): StopRun | undefined {
+  const { config } = ctx;
+  ctx.consecutiveFailures = outcome.status === "failed"
+    ? ctx.consecutiveFailures + 1
+    : 0;
+  if (ctx.consecutiveFailures >= config.maxConsecutiveFailures) {
+    return new StopRun(
+      "aborted",
+      `${ctx.consecutiveFailures} targets in a row failed (--max-consecutive-failures); last: ${outcome.error}`,
+    );
+  }
+  if (ctx.stopAfterTarget) return ctx.stopAfterTarget;
+  const remaining = ctx.creditsRemaining;
+  if (remaining === 0) {
+    return new StopRun(
+      "credits_exhausted",
+      "the vendor reports 0 credits remaining",
+    );
+  }
+  if (
+    remaining !== undefined && config.reserve !== undefined &&
+    remaining <= config.reserve
+  ) {
+    return new StopRun(
+      "budget_exhausted",
+      `the vendor reports ${remaining} credit(s) remaining, at or below the reserve of ${config.reserve}`,
+    );
+  }
+  return undefined;
 }
 
 async function runTargets(
@@ -1743,23 +2702,28 @@ async function runTargets(
   batches: AsyncIterable<string[]>,
 ): Promise<void> {
   const limit = ctx.config.limit ?? Infinity;
+  const stop = ctx.control.stop.signal;
   for await (const batch of batches) {
     for (const id of batch) {
       if (ctx.counters.processed >= limit) return;
-      await processTarget(ctx, id);
+      stop.throwIfAborted();
+      checkBudget(ctx, 0);
+      const outcome = await processTarget(ctx, id);
+      const reason = stopAfter(ctx, outcome);
+      if (reason) throw reason;
     }
   }
 }
 
 // ---------------------------------------------------------------------------
-// Output
+// Output: log lines, progress, summaries.
 // ---------------------------------------------------------------------------
 
 /** Where lines go; every line is scrubbed of secrets first. */
 export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
 }
 
 function secretsOf(config: Config): string[] {
@@ -1772,42 +2736,245 @@ function secretsOf(config: Config): string[] {
 }
 
 function createLogger(
+  format: "text" | "json",
   write: (line: string) => void,
   secrets: () => string[],
 ): Logger {
-  const line = (level: string, message: string) =>
-    write(scrubSecrets(`refresh: ${level}${message}`, secrets()));
+  const line = (
+    level: "info" | "warning" | "error",
+    message: string,
+    fields: Record<string, unknown> = {},
+  ) => {
+    const text = format === "json"
+      ? JSON.stringify({
+        time: new Date().toISOString(),
+        level,
+        event: "log",
+        message,
+        ...fields,
+      })
+      : `refresh: ${level === "info" ? "" : `${level}: `}${message}`;
+    write(scrubSecrets(text, secrets()));
+  };
   return {
-    info: (message) => line("", message),
-    warn: (message) => line("warning: ", message),
-    error: (message) => line("error: ", message),
+    info: (message, fields) => line("info", message, fields),
+    warn: (message, fields) => line("warning", message, fields),
+    error: (message, fields) => line("error", message, fields),
   };
 }
 
-function summary(
-  runId: number,
+/** Everything a progress line or summary reports. */
+interface RunReport {
+  runId: number;
+  status: RunStatus;
+  reason: string | null;
+  elapsedMs: number;
+  counters: RunCounters;
+  creditsRemaining: number | undefined;
+  meanRequestMs: number | undefined;
+  p95RequestMs: number | undefined;
+}
+
+function reportOf(
+  ctx: RunContext,
   status: RunStatus,
-  c: RunCounters,
-  elapsedMs: number,
   reason: string | null,
-): string {
+  elapsedMs: number,
+): RunReport {
+  return {
+    runId: ctx.runId,
+    status,
+    reason,
+    elapsedMs,
+    counters: ctx.counters,
+    creditsRemaining: ctx.creditsRemaining,
+    meanRequestMs: ctx.stats.mean(),
+    p95RequestMs: ctx.stats.percentile(0.95),
+  };
+}
+
+function ms(value: number | undefined): string {
+  return value === undefined ? "n/a" : formatDuration(value);
+}
+
+function progressLine(
+  ctx: RunContext,
+  elapsedMs: number,
+  timeLeftMs: number,
+): { text: string; fields: Record<string, unknown> } {
+  const c = ctx.counters;
+  const perMinute = elapsedMs > 0 ? (c.processed / elapsedMs) * 60_000 : 0;
+  const left = Math.max(0, c.total - c.processed);
+  const etaMs = perMinute > 0 ? (left / perMinute) * 60_000 : undefined;
+  const budgetLeft = ctx.config.budget !== undefined
+    ? ctx.config.budget - c.credits
+    : undefined;
+  const vendorLeft = ctx.creditsRemaining !== undefined
+    ? ctx.creditsRemaining - (ctx.config.reserve ?? 0)
+    : undefined;
+  const creditsLeft = budgetLeft === undefined
+    ? vendorLeft
+    : vendorLeft === undefined
+    ? budgetLeft
+    : Math.min(budgetLeft, vendorLeft);
+  const outlook = forecast({
+    elapsedMs,
+    timeLeftMs,
+    processed: c.processed,
+    targetsLeft: left,
+    creditsSpent: c.credits,
+    creditsLeft,
+  });
+  const pct = c.total > 0 ? ((c.processed / c.total) * 100).toFixed(1) : "100";
+  const text =
+    `progress: ${c.processed}/${c.total} (${pct}%), ${c.succeeded} ok, ${c.failed} failed, ${
+      c.notFound + c.invalid
+    } not_found/invalid; ${perMinute.toFixed(1)}/min, ETA ${
+      ms(etaMs)
+    }; credits ${c.credits} spent${
+      ctx.creditsRemaining !== undefined
+        ? `, ${ctx.creditsRemaining} remaining`
+        : ""
+    }; gap ${formatDuration(ctx.pacer.gapMs)}; forecast: ${outlook}`;
+  return {
+    text,
+    fields: {
+      event: "progress",
+      processed: c.processed,
+      total: c.total,
+      succeeded: c.succeeded,
+      failed: c.failed,
+      notFound: c.notFound,
+      invalid: c.invalid,
+      perMinute: Number(perMinute.toFixed(2)),
+      etaMs: etaMs === undefined ? null : Math.round(etaMs),
+      credits: c.credits,
+      creditsRemaining: ctx.creditsRemaining ?? null,
+      gapMs: ctx.pacer.gapMs,
+      forecast: outlook,
+    },
+  };
+}
+
+/**
+ * The end-of-run summary, as text.
+ *
+ * @param r The run's report.
+ * @returns Three or four lines.
+ */
+function summaryText(r: RunReport): string {
+  const c = r.counters;
   return [
-    `refresh: run ${runId} ${status} in ${formatDuration(elapsedMs)}${
-      reason ? ` (${reason})` : ""
+    `refresh: run ${r.runId} ${r.status} in ${formatDuration(r.elapsedMs)}${
+      r.reason ? ` (${r.reason})` : ""
     }`,
     `  targets: ${c.total} selected, ${c.processed} processed: ${c.succeeded} ok, ${c.notFound} not_found, ${c.invalid} invalid, ${c.failed} failed${
       c.unknown ? `; ${c.unknown} unknown ids skipped` : ""
     }`,
-    `  requests: ${c.requests} (${c.retries} retries), credits spent: ${c.credits}`,
+    `  credits: ${c.credits} spent${
+      r.creditsRemaining !== undefined
+        ? `, ${r.creditsRemaining} remaining at the vendor`
+        : ""
+    }`,
+    `  requests: ${c.requests} (${c.retries} retries), mean ${
+      ms(r.meanRequestMs)
+    }, p95 ${ms(r.p95RequestMs)}`,
   ].join("\n");
 }
 
-const EXIT_CODES: Record<RunStatus, number> = {
-  running: 1,
-  completed: 0,
-  rate_limited: 0,
-  aborted: 1,
-};
+function summaryJson(r: RunReport): string {
+  return JSON.stringify({
+    time: new Date().toISOString(),
+    level: "info",
+    event: "summary",
+    runId: r.runId,
+    status: r.status,
+    reason: r.reason,
+    durationMs: Math.round(r.elapsedMs),
+    ...r.counters,
+    creditsRemaining: r.creditsRemaining ?? null,
+    meanRequestMs: r.meanRequestMs ?? null,
+    p95RequestMs: r.p95RequestMs ?? null,
+  });
+}
+
+/**
+ * The end-of-run summary as GitHub-flavoured markdown, for
+ * `$GITHUB_STEP_SUMMARY`.
+ *
+ * @param r The run's report.
+ * @returns A heading and a table.
+ */
+function summaryMarkdown(r: RunReport): string {
+  const c = r.counters;
+  const cell = (text: string) => text.replaceAll("|", "\\|");
+  const rows: [string, string][] = [
+    ["Status", `**${r.status}**`],
+    ["Why it stopped", r.reason ? cell(r.reason) : "all selected targets done"],
+    ["Duration", formatDuration(r.elapsedMs)],
+    ["Targets selected", String(c.total)],
+    ["Processed", String(c.processed)],
+    ["ok", String(c.succeeded)],
+    ["not_found", String(c.notFound)],
+    ["invalid", String(c.invalid)],
+    ["failed", String(c.failed)],
+    ["Credits spent", String(c.credits)],
+    ["Credits remaining (vendor)", r.creditsRemaining?.toString() ?? "unknown"],
+    ["Requests (retries)", `${c.requests} (${c.retries})`],
+    [
+      "Request time mean / p95",
+      `${ms(r.meanRequestMs)} / ${ms(r.p95RequestMs)}`,
+    ],
+  ];
+  return [
+    `### refresh run ${r.runId}: ${r.status}`,
+    "",
+    "| | |",
+    "| --- | --- |",
+    ...rows.map(([k, v]) => `| ${k} | ${v} |`),
+    "",
+  ].join("\n");
+}
+
+const EXPECTED_STOPS: ReadonlySet<RunStatus> = new Set([
+  "completed",
+  "budget_exhausted",
+  "credits_exhausted",
+  "rate_limited",
+  "deadline",
+  "period_end",
+  "outside_window",
+]);
+
+/**
+ * The exit code for a final run status.
+ *
+ * @param status The run's final status.
+ * @param signal The number of the signal that interrupted it, if any.
+ * @returns 0 for an expected end, 128 + n after signal n, else 1.
+ */
+export function exitCodeFor(status: RunStatus, signal?: number): number {
+  if (signal !== undefined) return 128 + signal;
+  return EXPECTED_STOPS.has(status) ? 0 : 1;
+}
+
+async function writeStepSummary(
+  env: EnvLookup,
+  markdown: string,
+  log: Logger,
+): Promise<void> {
+  const path = env("GITHUB_STEP_SUMMARY");
+  if (!path) return;
+  try {
+    await Deno.writeTextFile(path, `${markdown}\n`, { append: true });
+  } catch (error) {
+    log.warn(
+      `cannot write the step summary (run through the refresh:ci task, which may write it): ${
+        (error as Error).message
+      }`,
+    );
+  }
+}
 
 // ---------------------------------------------------------------------------
 // main
@@ -1823,7 +2990,10 @@ export interface MainOptions {
   stderr?: (line: string) => void;
   /** Receives the summary and help (stdout by default). */
   stdout?: (text: string) => void;
-  /** Stops the run: no new request starts, waits are cut short. */
+  /**
+   * Stops the run like SIGINT. When given, no process signal handler is
+   * installed.
+   */
   signal?: AbortSignal;
 }
 
@@ -1842,6 +3012,314 @@ async function readIdsFile(
   }
   const ids = parseIds(text, /\r?\n/);
   return ids.length > 0 ? ids : { error: `no ids in ${JSON.stringify(path)}` };
+}
+
+/** The wall clock of a run: real time, or `--now` advancing in step. */
+function startClock(now: Date | undefined): () => Date {
+  const wall = (now ?? new Date()).getTime();
+  const mono = performance.now();
+  return () => new Date(wall + performance.now() - mono);
+}
+
+/** Explains, or returns undefined, why a run must not start now. */
+function outsideWindow(config: Config, now: Date): string | undefined {
+  if (config.monthEndDays === undefined) return undefined;
+  const w = monthEndWindow(now, config.timezone, config.monthEndDays);
+  if (w.inWindow) return undefined;
+  return `outside the month-end window: today is day ${w.day} of ${w.daysInMonth} in ${config.timezone}; runs happen on days ${w.firstDay}-${w.daysInMonth} (--month-end-days ${config.monthEndDays})`;
+}
+
+/** Everything main() hands to the two kinds of run. */
+interface Job {
+  sql: Sql;
+  config: Config;
+  names: Names;
+  log: Logger;
+  env: EnvLookup;
+  stdout: (text: string) => void;
+  control: RunControl;
+  clock: () => Date;
+}
+
+/** Picks the targets: the given ids, or the stale ones. */
+async function selectTargets(
+  job: Job,
+  selection: Selection,
+  counters: RunCounters,
+): Promise<AsyncIterable<string[]>> {
+  const { sql, config, names, log } = job;
+  if (config.ids) {
+    counters.total = Math.min(config.ids.length, config.limit ?? Infinity);
+    return givenIdBatches(sql, names, config.ids, (unknown) => {
+      counters.unknown += unknown.length;
+      counters.total = Math.min(
+        config.ids!.length - counters.unknown,
+        config.limit ?? Infinity,
+      );
+      const shown = unknown.slice(0, 20).join(", ");
+      log.warn(
+        `${unknown.length} id(s) not in ${config.table}, not fetched: ${shown}${
+          unknown.length > 20 ? ", …" : ""
+        }`,
+      );
+    });
+  }
+  const stale = await countStale(sql, names, selection);
+  counters.total = Math.min(stale, config.limit ?? Infinity);
+  return staleBatches(sql, names, selection);
+}
+
+async function dryRun(job: Job): Promise<number> {
+  const { sql, config, names, log, stdout } = job;
+  const skip = outsideWindow(config, job.clock());
+  if (skip) {
+    log.info(`dry run: ${skip}; a real run would exit 0 at once`);
+    return 0;
+  }
+  const hasState = await tableExists(sql, names.state);
+  const selection: Selection = {
+    cutoff: await readCutoff(sql, config.staleAfterMs),
+    hasState,
+  };
+  const counters = newCounters();
+  const batches = await selectTargets(job, selection, counters);
+  const first: string[] = [];
+  for await (const batch of batches) {
+    first.push(...batch.slice(0, 10 - first.length));
+    if (first.length >= 10 && !config.ids) break;
+  }
+  if (config.ids) {
+    counters.total = Math.min(
+      config.ids.length - counters.unknown,
+      config.limit ?? Infinity,
+    );
+  }
+  const n = counters.total;
+  const pace = (await tableExists(sql, names.runs))
+    ? await lastPace(sql, names)
+    : undefined;
+  const affordable = config.budget !== undefined
+    ? Math.min(n, config.budget)
+    : n;
+  const credits = config.budget !== undefined
+    ? `~${n} needed (one per target that succeeds); budget ${config.budget}${
+      config.budget < n
+        ? `: the run would stop after ~${config.budget} targets`
+        : ": enough"
+    }`
+    : `~${n} needed (one per target that succeeds); no --budget`;
+  const reserve = config.reserve !== undefined
+    ? `; reserve ${config.reserve}: checked against ${config.creditsHeader} once the vendor answers`
+    : "";
+  const estimate = pace
+    ? `~${formatDuration(affordable * pace.msPerTarget)} (at ${
+      formatDuration(pace.msPerTarget)
+    } per target, from run ${pace.runId})`
+    : "unknown (no earlier run to learn the pace from)";
+  const capped = affordable * (pace?.msPerTarget ?? 0) > config.timeBudgetMs
+    ? `; more than --time-budget ${formatDuration(config.timeBudgetMs)}`
+    : "";
+  if (config.logFormat === "json") {
+    stdout(JSON.stringify({
+      time: new Date().toISOString(),
+      level: "info",
+      event: "dry_run",
+      targets: n,
+      unknownIds: counters.unknown,
+      budget: config.budget ?? null,
+      reserve: config.reserve ?? null,
+      estimatedMs: pace ? Math.round(affordable * pace.msPerTarget) : null,
+      firstIds: first,
+    }));
+  } else {
+    stdout([
+      "refresh: dry run: no vendor call, nothing written",
+      `  targets: ${n} would be refreshed in ${config.table}${
+        config.limit !== undefined ? ` (--limit ${config.limit})` : ""
+      }${counters.unknown ? `; ${counters.unknown} unknown ids skipped` : ""}`,
+      `  credits: ${credits}${reserve}`,
+      `  estimated duration: ${estimate}${capped}`,
+      `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
+    ].join("\n"));
+  }
+  return 0;
+}
+
+async function realRun(job: Job): Promise<number> {
+  const { sql, config, names, log, control } = job;
+  await ensureStateTables(sql, names);
+  const startedAt = job.clock();
+  const started = performance.now();
+  const skip = outsideWindow(config, startedAt);
+  if (skip) {
+    const runId = await recordSkippedRun(
+      sql,
+      names,
+      config,
+      "outside_window",
+      skip,
+    );
+    log.info(`run ${runId} outside_window: ${skip}; nothing to do today`);
+    return 0;
+  }
+  const lease = await acquireLease(sql, names, config);
+  if ("live" in lease) {
+    log.error(
+      `another run is live: run ${lease.live.id}, started ${lease.live.startedAt}, last heartbeat ${lease.live.heartbeatAt}; it is taken over as crashed once its heartbeat is older than its lease (--lease ${
+        formatDuration(config.leaseMs)
+      })`,
+    );
+    return 3;
+  }
+  const runId = lease.runId;
+  if (lease.crashed.length > 0) {
+    log.warn(
+      `marked run(s) ${lease.crashed.join(", ")} crashed (heartbeat expired)`,
+    );
+  }
+  const ctx: RunContext = {
+    sql,
+    config,
+    names,
+    runId,
+    pacer: new Pacer({
+      minIntervalMs: config.minIntervalMs,
+      maxGapMs: config.maxRetryWaitMs,
+    }),
+    log,
+    counters: newCounters(),
+    stats: new LatencyStats(),
+    control,
+    consecutiveFailures: 0,
+    annotations: 0,
+    env: job.env,
+    stdout: job.stdout,
+  };
+  keepLease(ctx);
+  const deadlineAt = scheduleDeadline(ctx, startedAt);
+  let status: RunStatus = "completed";
+  let reason: string | null = null;
+  try {
+    const selection: Selection = {
+      cutoff: await readCutoff(sql, config.staleAfterMs),
+      hasState: true,
+    };
+    const batches = await selectTargets(job, selection, ctx.counters);
+    await sql`update ${
+      sql(names.runs)
+    } set total = ${ctx.counters.total} where id = ${runId}`;
+    log.info(
+      `run ${runId}: ${ctx.counters.total} target(s) to refresh in ${config.table}; deadline ${
+        new Date(startedAt.getTime() + deadlineAt - started).toISOString()
+      }`,
+      { event: "start", runId, total: ctx.counters.total },
+    );
+    const progress = () => {
+      const now = performance.now();
+      const line = progressLine(ctx, now - started, deadlineAt - now);
+      log.info(line.text, line.fields);
+    };
+    control.every(config.progressIntervalMs, progress);
+    try {
+      await runTargets(ctx, batches);
+    } finally {
+      progress();
+    }
+  } catch (error) {
+    if (!(error instanceof StopRun)) throw error;
+    status = error.status;
+    reason = error.message;
+  }
+  if (control.signal) status = "interrupted";
+  if (status !== "completed") log.warn(`stopping: ${status}: ${reason}`);
+  const report = reportOf(ctx, status, reason, performance.now() - started);
+  await finishRun(sql, names, report);
+  job.stdout(
+    config.logFormat === "json" ? summaryJson(report) : summaryText(report),
+  );
+  await writeStepSummary(job.env, summaryMarkdown(report), log);
+  if (status === "aborted" && job.env("GITHUB_ACTIONS") === "true") {
+    job.stdout(
+      `::error title=refresh run ${runId} aborted::${
+        escapeAnnotation(reason ?? "")
+      }`,
+    );
+  }
+  return exitCodeFor(status, control.signal?.number);
+}
+
+/** Renews the heartbeat; stops the run if the lease was taken over. */
+function keepLease(ctx: RunContext): void {
+  const every = Math.min(ctx.config.leaseMs / 3, 30_000);
+  ctx.control.every(every, async () => {
+    try {
+      if (!(await heartbeat(ctx.sql, ctx.names, ctx.runId))) {
+        ctx.control.abort(
+          new StopRun(
+            "aborted",
+            "lost the lease: another run marked this one crashed",
+          ),
+        );
+      }
+    } catch (error) {
+      ctx.log.warn(`heartbeat failed: ${describeError(error)}`);
+    }
+  });
+}
+
+/**
+ * Stops the run at the earlier of the time budget and the end of the
+ * credit period.
+ *
+ * @returns The deadline on the `performance.now()` clock.
+ */
+function scheduleDeadline(ctx: RunContext, startedAt: Date): number {
+  const { config } = ctx;
+  const end = periodEnd(startedAt, config.timezone);
+  const toPeriodEnd = end.getTime() - startedAt.getTime();
+  const byBudget = config.timeBudgetMs <= toPeriodEnd;
+  const ms = byBudget ? config.timeBudgetMs : toPeriodEnd;
+  ctx.control.stopAfter(
+    ms,
+    byBudget
+      ? new StopRun(
+        "deadline",
+        `reached the time budget of ${formatDuration(config.timeBudgetMs)}`,
+      )
+      : new StopRun(
+        "period_end",
+        `the credit period ended at ${end.toISOString()} (end of the month in ${config.timezone})`,
+      ),
+  );
+  return performance.now() + ms;
+}
+
+async function finishRun(
+  sql: Sql,
+  names: Names,
+  r: RunReport,
+): Promise<void> {
+  const aborted = r.status === "aborted";
+  await sql`
+    update ${sql(names.runs)} set
+      status = ${r.status},
+      finished_at = now(),
+      heartbeat_at = now(),
+      total = ${r.counters.total},
+      credits_remaining = ${r.creditsRemaining ?? null},
+      mean_request_ms = ${r.meanRequestMs ?? null},
+      p95_request_ms = ${r.p95RequestMs ?? null},
+      reason = ${r.reason},
+      error = ${aborted ? r.reason : null}
+    where id = ${r.runId}`;
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return `${error.message}${typeof code === "string" ? ` (${code})` : ""}`;
+  }
+  return String(error);
 }
 
 /**
@@ -1868,7 +3346,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
     stdout(usage());
     return 0;
   }
-  const log = createLogger(stderr, () => secretsOf(config));
+  const log = createLogger(config.logFormat, stderr, () => secretsOf(config));
   if (config.idsFile !== undefined) {
     const ids = await readIdsFile(config.idsFile);
     if (!Array.isArray(ids)) {
@@ -1877,140 +3355,50 @@ export async function main(options: MainOptions = {}): Promise<number> {
     }
     config.ids = ids;
   }
-
-  const started = performance.now();
+  const control = new RunControl(config.graceMs, options.signal);
+  if (!options.signal) control.listen();
   const names = namesFor(config);
-  const counters: RunCounters = {
-    total: 0,
-    processed: 0,
-    succeeded: 0,
-    notFound: 0,
-    invalid: 0,
-    failed: 0,
-    unknown: 0,
-    credits: 0,
-    requests: 0,
-    retries: 0,
-  };
   const sql = connect(config.database);
-  let runId: number | undefined;
+  const job: Job = {
+    sql,
+    config,
+    names,
+    log,
+    env,
+    stdout,
+    control,
+    clock: startClock(config.now),
+  };
   try {
     log.info(
-      `connecting to ${config.database.redacted}; vendor ${
+      `${
+        config.dryRun ? "dry run: " : ""
+      }database ${config.database.redacted}; vendor ${
         redactUrl(config.vendor.apiUrl)
       }`,
     );
-    try {
-      await ensureStateTables(sql, names);
-    } catch (error) {
-      log.error(`database: ${describeError(error)}`);
-      return 1;
-    }
     const problems = await inspectTarget(sql, config);
     if (problems.length > 0) {
       log.error("invalid target:");
       for (const problem of problems) log.error(`  ${problem}`);
       return 2;
     }
-    const [run] = await sql<{ id: string }[]>`
-      insert into ${sql(names.runs)} (status, params)
-      values ('running', ${
-      sql.json(publicParams(config) as postgres.JSONValue)
-    })
-      returning id::text`;
-    runId = Number(run!.id);
-
-    const selection: Selection = {
-      cutoff: await readCutoff(sql, config.staleAfterMs),
-    };
-    let batches: AsyncIterable<string[]>;
-    if (config.ids) {
-      counters.total = Math.min(config.ids.length, config.limit ?? Infinity);
-      batches = givenIdBatches(sql, names, config.ids, (unknown) => {
-        counters.unknown += unknown.length;
-        const shown = unknown.slice(0, 20).join(", ");
-        log.warn(
-          `${unknown.length} id(s) not in ${config.table}, not fetched: ${shown}${
-            unknown.length > 20 ? ", …" : ""
-          }`,
-        );
-      });
-    } else {
-      const stale = await countStale(sql, names, selection);
-      counters.total = Math.min(stale, config.limit ?? Infinity);
-      batches = staleBatches(sql, names, selection);
-    }
-    await sql`update ${
-      sql(names.runs)
-    } set total = ${counters.total} where id = ${runId}`;
-    log.info(
-      `run ${runId}: ${counters.total} target(s) to refresh in ${config.table}`,
-    );
-
-    const ctx: RunContext = {
-      sql,
-      config,
-      names,
-      runId,
-      pacer: new Pacer({ minIntervalMs: config.minIntervalMs }),
-      log,
-      counters,
-      signal: options.signal,
-    };
-    let status: RunStatus = "completed";
-    let reason: string | null = null;
-    try {
-      await runTargets(ctx, batches);
-    } catch (error) {
-      if (!(error instanceof StopRun)) throw error;
-      status = error.status;
-      reason = error.message;
-      log.warn(`stopping: ${reason}`);
-    }
-    if (config.ids) counters.total -= counters.unknown;
-    await finishRun(sql, names, runId, status, reason, counters);
-    stdout(
-      summary(runId, status, counters, performance.now() - started, reason),
-    );
-    return EXIT_CODES[status];
+    return config.dryRun ? await dryRun(job) : await realRun(job);
   } catch (error) {
-    const message = scrubSecrets(describeError(error), secretsOf(config));
-    log.error(message);
-    if (runId !== undefined) {
-      await finishRun(sql, names, runId, "aborted", message, counters).catch(
-        () => {},
+    const message = describeError(error);
+    log.error(`aborted: ${message}`);
+    if (env("GITHUB_ACTIONS") === "true") {
+      stdout(
+        `::error title=refresh aborted::${
+          escapeAnnotation(scrubSecrets(message, secretsOf(config)))
+        }`,
       );
     }
     return 1;
   } finally {
+    control.dispose();
     await sql.end({ timeout: 5 });
   }
-}
-
-async function finishRun(
-  sql: Sql,
-  names: Names,
-  runId: number,
-  status: RunStatus,
-  reason: string | null,
-  counters: RunCounters,
-): Promise<void> {
-  await sql`
-    update ${sql(names.runs)} set
-      status = ${status},
-      finished_at = now(),
-      heartbeat_at = now(),
-      total = ${counters.total},
-      error = ${reason}
-    where id = ${runId}`;
-}
-
-function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return `${error.message}${typeof code === "string" ? ` (${code})` : ""}`;
-  }
-  return String(error);
 }
 
 if (import.meta.main) Deno.exitCode = await main();

@@ -19,15 +19,22 @@ import {
 import {
   buildVendorRequest,
   classifyResponse,
+  exitCodeFor,
+  forecast,
   formatDuration,
+  LatencyStats,
+  monthEndWindow,
   type Outcome,
   Pacer,
   parseBytes,
   parseConfig,
+  parseCreditsRemaining,
   parseDatabaseUrl,
   parseDuration,
+  parseRateLimitWait,
   parseRetryAfter,
   parseVendorBody,
+  periodEnd,
   publicParams,
   readCappedBody,
   redactUrl,
@@ -429,12 +436,298 @@ Deno.test("usage() lists every flag and variable", () => {
   }
 });
 
+Deno.test("periodEnd() is the start of the next month in the time zone", () => {
+  const at = (iso: string) => new Date(iso);
+  assertEquals(
+    periodEnd(at("2026-11-28T12:00:00Z"), "UTC").toISOString(),
+    "2026-12-01T00:00:00.000Z",
+  );
+  assertEquals(
+    periodEnd(at("2026-12-31T23:59:59Z"), "UTC").toISOString(),
+    "2027-01-01T00:00:00.000Z",
+  );
+  // New York is UTC-5 in December: its November ends at 05:00 UTC.
+  assertEquals(
+    periodEnd(at("2026-12-01T03:00:00Z"), "America/New_York").toISOString(),
+    "2026-12-01T05:00:00.000Z",
+  );
+  // Across a DST change (Sydney is UTC+11 in summer, +10 in winter).
+  assertEquals(
+    periodEnd(at("2027-03-15T00:00:00Z"), "Australia/Sydney").toISOString(),
+    "2027-03-31T13:00:00.000Z",
+  );
+  assertEquals(
+    periodEnd(at("2027-04-15T00:00:00Z"), "Australia/Sydney").toISOString(),
+    "2027-04-30T14:00:00.000Z",
+  );
+  assertEquals(
+    periodEnd(at("2027-01-10T00:00:00Z"), "Asia/Kolkata").toISOString(),
+    "2027-01-31T18:30:00.000Z",
+  );
+});
+
+Deno.test("monthEndWindow() opens on the last N days of 28-, 29-, 30- and 31-day months", () => {
+  const day = (iso: string, tz = "UTC", n = 3) =>
+    monthEndWindow(new Date(iso), tz, n);
+  assertEquals(day("2026-11-27T23:00:00Z").inWindow, false);
+  assertEquals(day("2026-11-28T00:00:00Z").inWindow, true);
+  assertEquals(day("2026-11-30T23:59:59Z").inWindow, true);
+  assertEquals(day("2026-12-28T12:00:00Z").inWindow, false);
+  assertEquals(day("2026-12-29T12:00:00Z").firstDay, 29);
+  assertEquals(day("2027-02-25T12:00:00Z").inWindow, false);
+  assertEquals(day("2027-02-26T12:00:00Z").inWindow, true);
+  assertEquals(day("2028-02-27T12:00:00Z").inWindow, true);
+  assertEquals(day("2028-02-26T12:00:00Z").inWindow, false);
+  // The local date decides: 23:30 UTC on the 27th is the 28th in Berlin.
+  assertEquals(day("2026-11-27T23:30:00Z", "Europe/Berlin").inWindow, true);
+  assertEquals(day("2026-11-01T00:00:00Z", "UTC", 31).inWindow, true);
+});
+
+Deno.test("parseRateLimitWait() reads exhausted windows and ignores the rest", () => {
+  const now = new Date("2026-11-28T12:00:00Z");
+  const h = (init: Record<string, string>) => new Headers(init);
+  assertEquals(
+    parseRateLimitWait(
+      h({ "x-ratelimit-remaining": "0", "x-ratelimit-reset": "30" }),
+      now,
+    ),
+    30_000,
+  );
+  assertEquals(
+    parseRateLimitWait(
+      h({
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": String(now.getTime() / 1000 + 90),
+      }),
+      now,
+    ),
+    90_000,
+  );
+  assertEquals(parseRateLimitWait(h({ "ratelimit": "r=0;t=12" }), now), 12_000);
+  assertEquals(
+    parseRateLimitWait(h({ "ratelimit": '"default";r=0;t=7' }), now),
+    7_000,
+  );
+  assertEquals(
+    parseRateLimitWait(
+      h({ "x-ratelimit-remaining": "5", "x-ratelimit-reset": "30" }),
+      now,
+    ),
+    undefined,
+  );
+  assertEquals(
+    parseRateLimitWait(h({ "ratelimit": "r=3;t=12" }), now),
+    undefined,
+  );
+  assertEquals(
+    parseRateLimitWait(
+      h({ "x-ratelimit-remaining": "0", "x-ratelimit-reset": "soon" }),
+      now,
+    ),
+    undefined,
+  );
+  assertEquals(
+    parseRateLimitWait(h({ "ratelimit": "garbage" }), now),
+    undefined,
+  );
+});
+
+Deno.test("parseCreditsRemaining() accepts whole numbers only", () => {
+  const h = (value: string) => new Headers({ "x-credits-remaining": value });
+  assertEquals(parseCreditsRemaining(h("1200"), "X-Credits-Remaining"), 1200);
+  assertEquals(parseCreditsRemaining(h(" 0 "), "X-Credits-Remaining"), 0);
+  assertEquals(
+    parseCreditsRemaining(h("-4"), "X-Credits-Remaining"),
+    undefined,
+  );
+  assertEquals(
+    parseCreditsRemaining(h("many"), "X-Credits-Remaining"),
+    undefined,
+  );
+  assertEquals(
+    parseCreditsRemaining(new Headers(), "X-Credits-Remaining"),
+    undefined,
+  );
+});
+
+Deno.test("Pacer widens the gap on push-back and narrows it slowly on success", () => {
+  const pacer = new Pacer({ minIntervalMs: 50, maxGapMs: 1000, now: () => 0 });
+  assertEquals(pacer.gapMs, 50);
+  pacer.pushBack();
+  assertEquals(pacer.gapMs, 100);
+  pacer.pushBack();
+  pacer.pushBack();
+  assertEquals(pacer.gapMs, 400);
+  for (let i = 0; i < 5; i++) pacer.pushBack();
+  assertEquals(pacer.gapMs, 1000, "capped at maxGapMs");
+  pacer.relax();
+  assertEquals(pacer.gapMs, 980);
+  for (let i = 0; i < 100; i++) pacer.relax();
+  assertEquals(pacer.gapMs, 50, "never below minIntervalMs");
+});
+
+Deno.test("LatencyStats gives an exact mean and a close p95 in constant memory", () => {
+  const stats = new LatencyStats();
+  assertEquals(stats.mean(), undefined);
+  for (let i = 1; i <= 1000; i++) stats.add(i);
+  assertEquals(stats.mean(), 500.5);
+  const p95 = stats.percentile(0.95)!;
+  assert(p95 >= 950 && p95 <= 950 * 1.06, `p95 ${p95}`);
+});
+
+Deno.test("forecast() compares the pace with the deadline and the budget", () => {
+  const base = { elapsedMs: 60_000, processed: 60, creditsSpent: 60 };
+  // One target per second, one credit each.
+  assertEquals(
+    forecast({
+      ...base,
+      timeLeftMs: 3_600_000,
+      targetsLeft: 100,
+      creditsLeft: undefined,
+    }),
+    "all targets done in ~1m40s, before the deadline",
+  );
+  assertEquals(
+    forecast({
+      ...base,
+      timeLeftMs: 60_000,
+      targetsLeft: 100,
+      creditsLeft: undefined,
+    }),
+    "~40 targets left at the deadline",
+  );
+  assertEquals(
+    forecast({
+      ...base,
+      timeLeftMs: 3_600_000,
+      targetsLeft: 1000,
+      creditsLeft: 120,
+    }),
+    "budget spent in ~2m, before the deadline",
+  );
+  assertEquals(
+    forecast({
+      ...base,
+      timeLeftMs: 60_000,
+      targetsLeft: 1000,
+      creditsLeft: 500,
+    }),
+    "~440 credits unspent at the deadline",
+  );
+  assertEquals(
+    forecast({
+      ...base,
+      timeLeftMs: 3_600_000,
+      targetsLeft: 10,
+      creditsLeft: 500,
+    }),
+    "targets done in ~10s, ~490 credits left unspent",
+  );
+  assertEquals(
+    forecast({
+      ...base,
+      processed: 0,
+      timeLeftMs: 1,
+      targetsLeft: 1,
+      creditsLeft: 1,
+    }),
+    "too early to tell",
+  );
+});
+
+Deno.test("exitCodeFor() maps statuses to the documented exit codes", () => {
+  for (
+    const status of [
+      "completed",
+      "budget_exhausted",
+      "credits_exhausted",
+      "rate_limited",
+      "deadline",
+      "period_end",
+      "outside_window",
+    ] as const
+  ) {
+    assertEquals(exitCodeFor(status), 0, status);
+  }
+  assertEquals(exitCodeFor("aborted"), 1);
+  assertEquals(exitCodeFor("interrupted", 15), 143);
+  assertEquals(exitCodeFor("interrupted", 2), 130);
+});
+
+Deno.test("parseConfig() validates the run-control settings", () => {
+  const ok = parseConfig(
+    [
+      "--budget",
+      "100",
+      "--billable-statuses",
+      "200,404",
+      "--dry-run",
+      "--log-format",
+      "json",
+    ],
+    lookup({
+      ...BASE_ENV,
+      REFRESH_TIMEZONE: "Europe/Berlin",
+      REFRESH_MONTH_END_DAYS: "3",
+      REFRESH_NOW: "2026-11-28T06:00:00Z",
+    }),
+  );
+  assert(ok.ok, JSON.stringify(ok));
+  assertEquals(ok.config.budget, 100);
+  assertEquals(ok.config.billableStatuses, [200, 404]);
+  assertEquals(ok.config.dryRun, true);
+  assertEquals(ok.config.logFormat, "json");
+  assertEquals(ok.config.timezone, "Europe/Berlin");
+  assertEquals(ok.config.timeBudgetMs, 5.5 * 3_600_000);
+  assertEquals(ok.config.now?.toISOString(), "2026-11-28T06:00:00.000Z");
+  const envBool = parseConfig(
+    [],
+    lookup({ ...BASE_ENV, REFRESH_DRY_RUN: "false" }),
+  );
+  assert(envBool.ok);
+  assertEquals(envBool.config.dryRun, false);
+  const bad = parseConfig(
+    [
+      "--reserve",
+      "5",
+      "--timezone",
+      "Mars/Olympus",
+      "--month-end-days",
+      "40",
+      "--log-format",
+      "xml",
+    ],
+    lookup({
+      ...BASE_ENV,
+      REFRESH_BILLABLE_STATUSES: "200,ok",
+      REFRESH_DRY_RUN: "maybe",
+      REFRESH_NOW: "yesterday",
+    }),
+  );
+  assert(!bad.ok);
+  const text = bad.errors.join("\n");
+  for (
+    const expected of [
+      "--reserve: needs REFRESH_CREDITS_HEADER",
+      "--timezone: expected an IANA time zone",
+      "--month-end-days: expected a whole number of days from 1 to 31",
+      "--log-format: expected text or json",
+      "REFRESH_BILLABLE_STATUSES: expected a comma-separated list of HTTP statuses",
+      "REFRESH_DRY_RUN: expected true or false",
+      "REFRESH_NOW: expected an ISO 8601 time",
+    ]
+  ) {
+    assertStringIncludes(text, expected);
+  }
+});
+
 Deno.test("README's configuration table names every variable and flag", async () => {
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
   for (const spec of Object.values(SETTINGS)) {
     assertStringIncludes(readme, `| \`${spec.env}\``);
     if ("flag" in spec) {
-      assertStringIncludes(readme, `\`--${spec.flag} ${spec.arg}\``);
+      const flag = spec.arg ? `--${spec.flag} ${spec.arg}` : `--${spec.flag}`;
+      assertStringIncludes(readme, `\`${flag}\``);
     }
   }
 });
@@ -589,6 +882,8 @@ Deno.test({
     const db = await startTestDatabase();
     try {
       await endToEnd(t, db);
+      await runControl(t, db);
+      await noSecrets(t, db);
     } finally {
       await db.close();
     }
@@ -940,8 +1235,9 @@ async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
         "t_kill",
         { count: 40, latencyMs: 25 },
         async (f) => {
+          // A short lease, so that the dead run stops blocking soon.
           const child = childCommand(
-            [...FAST],
+            [...FAST, "--lease", "3s"],
             { env: f.env, direct: true },
             await refreshTaskArgs(),
           )
@@ -959,8 +1255,13 @@ async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
           assertEquals(killed.signal, "SIGKILL");
           const callsBefore = f.vendor.calls.length;
           assert(callsBefore < 40, "the run finished before it was killed");
+          // At once, the dead run's lease still holds...
+          assertEquals((await f.run()).code, 3);
+          // ...until its heartbeat is older than its lease.
+          await new Promise((r) => setTimeout(r, 3_100));
           const result = await f.run();
           assertSucceeded(result);
+          assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
           const state = await f.state();
           assertEquals(state.length, 40);
           assert(state.every((s) => s.status === "ok"));
@@ -1086,7 +1387,9 @@ async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
     assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
     assertStringIncludes(result.stdout, "Exit codes:");
   });
+}
 
+async function noSecrets(t: Deno.TestContext, db: TestDatabase) {
   await t.step("no secret in any output or state row", async () => {
     const sql = db.client();
     try {
@@ -1119,4 +1422,514 @@ async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
       await sql.end();
     }
   });
+}
+
+// ---------------------------------------------------------------------------
+// Run control, end to end
+// ---------------------------------------------------------------------------
+
+/** Starts a run through `deno task refresh` without waiting for it. */
+async function spawnRefresh(args: string[], env: Record<string, string>) {
+  return childCommand([...FAST, ...args], { env }, await refreshTaskArgs())
+    .spawn();
+}
+
+async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function outputOf(
+  child: Deno.ChildProcess,
+): Promise<RunResult & { signal: Deno.Signal | null }> {
+  const out = await child.output();
+  const result = {
+    code: out.code,
+    signal: out.signal,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  allOutput.push(result.stdout, result.stderr);
+  return result;
+}
+
+const okCalls = (vendor: FakeVendor) =>
+  vendor.calls.filter((c) => c.status === 200).length;
+
+async function runControl(t: Deno.TestContext, db: TestDatabase) {
+  await t.step("--budget is exact: never one billable call more", async () => {
+    const script: Script = (
+      id,
+    ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
+    await withFixture(db, "t_budget", { count: 20, script }, async (f) => {
+      const result = await f.run(["--budget", "5"]);
+      assertSucceeded(result);
+      assertEquals(okCalls(f.vendor), 5);
+      assertStringIncludes(result.stdout, "budget_exhausted");
+      const [run] = await f.runs();
+      assertEquals(run!.status, "budget_exhausted");
+      assertEquals(Number(run!.credits_spent), 5);
+      // Misses billed too: 404s count against the budget.
+      const before = f.vendor.calls.length;
+      assertSucceeded(
+        await f.run(["--budget", "4", "--billable-statuses", "200,404"]),
+      );
+      const billed = f.vendor.calls.slice(before).filter((c) =>
+        c.status === 200 || c.status === 404
+      );
+      assertEquals(billed.length, 4);
+      assertEquals(f.vendor.calls.length - before, 4);
+    });
+  });
+
+  await t.step(
+    "--reserve stops once the vendor's credits header reaches it",
+    async () => {
+      let credits = 10;
+      const script: Script = () => ({
+        headers: { "x-credits-remaining": String(--credits) },
+      });
+      await withFixture(db, "t_reserve", { count: 20, script }, async (f) => {
+        const result = await f.run(["--reserve", "7"], {
+          env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
+        });
+        assertSucceeded(result);
+        assertEquals(
+          f.vendor.calls.length,
+          3,
+          "remaining 9, 8, 7: stop at the reserve",
+        );
+        const [run] = await f.runs();
+        assertEquals(run!.status, "budget_exhausted");
+        assertEquals(Number(run!.credits_remaining), 7);
+        assertStringIncludes(
+          String(run!.reason),
+          "at or below the reserve of 7",
+        );
+        assertEquals(
+          (await f.state()).length,
+          3,
+          "the last answer was still recorded",
+        );
+      });
+    },
+  );
+
+  await t.step(
+    "402, or the credits header reaching 0, stops the run as credits_exhausted",
+    async () => {
+      const script: Script = (id) => (id === "3" ? { status: 402 } : {});
+      await withFixture(db, "t_402", { count: 6, script }, async (f) => {
+        const result = await f.run();
+        assertSucceeded(result);
+        assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+        const [run] = await f.runs();
+        assertEquals(run!.status, "credits_exhausted");
+        assertEquals(
+          (await f.state()).map((s) => s.target_id),
+          ["1", "2"],
+          "402 is no outcome for the target",
+        );
+      });
+      let credits = 2;
+      const zero: Script = () => ({
+        headers: { "x-credits-remaining": String(--credits) },
+      });
+      await withFixture(db, "t_zero", { count: 6, script: zero }, async (f) => {
+        assertSucceeded(
+          await f.run([], {
+            env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
+          }),
+        );
+        assertEquals(f.vendor.calls.length, 2);
+        assertEquals((await f.runs())[0]!.status, "credits_exhausted");
+      });
+    },
+  );
+
+  await t.step("--time-budget: no new target starts after it", async () => {
+    await withFixture(
+      db,
+      "t_deadline",
+      { count: 50, latencyMs: 100 },
+      async (f) => {
+        const result = await f.run(["--time-budget", "1s"]);
+        assertSucceeded(result);
+        assertStringIncludes(result.stdout, "deadline");
+        const [run] = await f.runs();
+        assertEquals(run!.status, "deadline");
+        const calls = f.vendor.calls;
+        assert(calls.length >= 3 && calls.length < 50, `${calls.length} calls`);
+        const span = calls.at(-1)!.startedAt - calls[0]!.startedAt;
+        assertLessOrEqual(
+          span,
+          1000,
+          `a request started ${span}ms after the first`,
+        );
+        assertEquals(
+          Number(run!.processed),
+          calls.length,
+          "the request in flight was recorded",
+        );
+      },
+    );
+  });
+
+  await t.step(
+    "the run stops at the end of the credit period (injected clock)",
+    async () => {
+      await withFixture(
+        db,
+        "t_period",
+        { count: 50, latencyMs: 100 },
+        async (f) => {
+          // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
+          const result = await f.run([
+            "--now",
+            "2026-12-01T04:59:59Z",
+            "--timezone",
+            "America/New_York",
+          ]);
+          assertSucceeded(result);
+          const [run] = await f.runs();
+          assertEquals(run!.status, "period_end");
+          assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
+          assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "--month-end-days: outside the window a run exits 0 at once",
+    async () => {
+      await withFixture(db, "t_window", { count: 3 }, async (f) => {
+        const early = await f.run([
+          "--month-end-days",
+          "3",
+          "--now",
+          "2026-11-20T08:00:00Z",
+        ]);
+        assertSucceeded(early);
+        assertStringIncludes(early.stderr, "day 20 of 30");
+        assertEquals(f.vendor.calls.length, 0);
+        const [run] = await f.runs();
+        assertEquals(run!.status, "outside_window");
+        const inside = await f.run([
+          "--month-end-days",
+          "3",
+          "--now",
+          "2026-11-28T08:00:00Z",
+        ]);
+        assertSucceeded(inside);
+        assertEquals(f.vendor.calls.length, 3);
+      });
+    },
+  );
+
+  await t.step(
+    "--max-consecutive-failures aborts a run against a sick vendor",
+    async () => {
+      const script: Script = () => ({ status: 500 });
+      await withFixture(db, "t_breaker", { count: 20, script }, async (f) => {
+        const result = await f.run([
+          "--max-attempts",
+          "2",
+          "--max-consecutive-failures",
+          "3",
+        ], {
+          env: { GITHUB_ACTIONS: "true" },
+        });
+        assertEquals(result.code, 1, result.stderr);
+        assertEquals(f.vendor.calls.length, 6);
+        const [run] = await f.runs();
+        assertEquals(run!.status, "aborted");
+        assertStringIncludes(String(run!.error), "3 targets in a row failed");
+        assertMatch(
+          result.stdout,
+          /^::warning title=refresh: target 1 failed::gave up after 2 attempts/m,
+        );
+        assertMatch(
+          result.stdout,
+          /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
+        );
+      });
+    },
+  );
+
+  await t.step(
+    "401 aborts at once: the key is wrong for every call",
+    async () => {
+      const script: Script = () => ({ status: 401 });
+      await withFixture(db, "t_401", { count: 5, script }, async (f) => {
+        const result = await f.run();
+        assertEquals(result.code, 1);
+        assertEquals(f.vendor.calls.length, 1);
+        assertEquals((await f.runs())[0]!.status, "aborted");
+        assertEquals((await f.state()).length, 0);
+        assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
+      });
+    },
+  );
+
+  await t.step(
+    "a rate-limit header that says the window is used up is waited out",
+    async () => {
+      const script: Script = (id) =>
+        id === "2"
+          ? {
+            headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
+          }
+          : {};
+      await withFixture(db, "t_ratelimit", { count: 3, script }, async (f) => {
+        assertSucceeded(await f.run());
+        const [, second, third] = f.vendor.calls;
+        const gap = third!.startedAt - second!.startedAt;
+        assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+      });
+      const longer: Script = (
+        id,
+      ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
+      await withFixture(
+        db,
+        "t_ratelimit_stop",
+        { count: 3, script: longer },
+        async (f) => {
+          assertSucceeded(await f.run());
+          assertEquals(f.vendor.calls.length, 2);
+          assertEquals((await f.runs())[0]!.status, "rate_limited");
+          assertEquals(
+            (await f.state()).length,
+            2,
+            "the answer that said so was recorded",
+          );
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "one run at a time: a live lease refuses a second run with exit 3",
+    async () => {
+      await withFixture(db, "t_lease", { count: 3 }, async (f) => {
+        assertSucceeded(await f.run(["--limit", "1"]));
+        const runs = f.sql(`${f.schema}.refresh_runs`);
+        const [live] = await f.sql<{ id: string }[]>`
+        insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
+        const refused = await f.run();
+        assertEquals(refused.code, 3, refused.stderr);
+        assertStringIncludes(
+          refused.stderr,
+          `another run is live: run ${live!.id}, started `,
+        );
+        assertStringIncludes(refused.stderr, "last heartbeat");
+        assertEquals(f.vendor.calls.length, 1);
+        // Its heartbeat expires: the next run takes over and marks it crashed.
+        await f
+          .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
+          live!.id
+        }`;
+        const takeover = await f.run(["--lease", "1m"]);
+        assertSucceeded(takeover);
+        assertStringIncludes(
+          takeover.stderr,
+          `marked run(s) ${live!.id} crashed`,
+        );
+        const [old] = await f.sql`select status from ${runs} where id = ${
+          live!.id
+        }`;
+        assertEquals(old!.status, "crashed");
+        assertEquals(f.vendor.calls.length, 3);
+      });
+    },
+  );
+
+  await t.step(
+    "SIGTERM mid-request: the answer is committed, the run interrupted, exit 143",
+    async () => {
+      const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
+      await withFixture(db, "t_sigterm", { count: 10, script }, async (f) => {
+        const child = await spawnRefresh([], f.env);
+        await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
+        child.kill("SIGTERM");
+        const result = await outputOf(child);
+        assertEquals(result.code, 143, result.stderr);
+        assertEquals(
+          f.vendor.calls.length,
+          3,
+          "a new request started after SIGTERM",
+        );
+        const [run] = await f.runs();
+        assertEquals(run!.status, "interrupted");
+        assertEquals(Number(run!.processed), 3);
+        assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
+          ["1", "ok"],
+          ["2", "ok"],
+          ["3", "ok"],
+        ]);
+      });
+    },
+  );
+
+  await t.step(
+    "a second signal aborts the request in flight; nothing half-written",
+    async () => {
+      const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+      await withFixture(db, "t_sigint2", { count: 5, script }, async (f) => {
+        const child = await spawnRefresh(["--grace", "30s"], f.env);
+        await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+        const sent = Date.now();
+        child.kill("SIGINT");
+        await new Promise((r) => setTimeout(r, 200));
+        child.kill("SIGINT");
+        const result = await outputOf(child);
+        assertEquals(result.code, 130, result.stderr);
+        assertLessOrEqual(Date.now() - sent, 10_000);
+        assertEquals((await f.runs())[0]!.status, "interrupted");
+        assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
+        const [row] = await f.sql`select vendor_data from ${
+          f.sql(`${f.schema}.people`)
+        } where id = 2`;
+        assertEquals(row!.vendor_data, null);
+      });
+    },
+  );
+
+  await t.step("a signal during a long wait cuts it short", async () => {
+    const script: Script = (id, attempt) =>
+      id === "1" && attempt === 1
+        ? { status: 503, headers: { "retry-after": "60" } }
+        : {};
+    await withFixture(db, "t_sigwait", { count: 3, script }, async (f) => {
+      const child = await spawnRefresh(["--max-retry-wait", "5m"], f.env);
+      await waitFor("the 503", () => f.vendor.calls.length === 1);
+      await new Promise((r) => setTimeout(r, 300));
+      const sent = Date.now();
+      child.kill("SIGTERM");
+      const result = await outputOf(child);
+      assertEquals(result.code, 143, result.stderr);
+      assertLessOrEqual(Date.now() - sent, 10_000);
+      assertEquals(f.vendor.calls.length, 1);
+      assertEquals((await f.runs())[0]!.status, "interrupted");
+    });
+  });
+
+  await t.step("--dry-run calls nobody and writes nothing", async () => {
+    await withFixture(db, "t_dry", { count: 25, freshUpTo: 5 }, async (f) => {
+      const first = await f.run(["--dry-run", "--budget", "10"]);
+      assertSucceeded(first);
+      assertStringIncludes(first.stdout, "20 would be refreshed");
+      assertStringIncludes(
+        first.stdout,
+        "budget 10: the run would stop after ~10 targets",
+      );
+      assertStringIncludes(first.stdout, "estimated duration: unknown");
+      assertStringIncludes(
+        first.stdout,
+        "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
+      );
+      assertEquals(f.vendor.calls.length, 0);
+      const [tables] = await f
+        .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
+      assertEquals(tables!.runs, null, "a dry run created the state tables");
+      assertSucceeded(await f.run(["--limit", "4"]));
+      const snapshot = async () =>
+        await f.sql`select
+          (select count(*) from ${
+          f.sql(`${f.schema}.refresh_runs`)
+        })::int as runs,
+          (select count(*) from ${
+          f.sql(`${f.schema}.refresh_state`)
+        })::int as states,
+          (select count(*) from ${
+          f.sql(`${f.schema}.people`)
+        } where vendor_data is not null)::int as rows`;
+      const before = await snapshot();
+      const second = await f.run(["--dry-run"]);
+      assertSucceeded(second);
+      assertStringIncludes(second.stdout, "16 would be refreshed");
+      assertMatch(
+        second.stdout,
+        /estimated duration: ~\S+ \(at \S+ per target, from run \d+\)/,
+      );
+      assertEquals(await snapshot(), before);
+      assertEquals(f.vendor.calls.length, 4);
+    });
+  });
+
+  await t.step("--log-format json: every line is a JSON object", async () => {
+    const script: Script = (id) => (id === "2" ? { status: 400 } : {});
+    await withFixture(db, "t_json", { count: 4, script }, async (f) => {
+      const result = await f.run([
+        "--log-format",
+        "json",
+        "--progress-interval",
+        "50ms",
+      ]);
+      assertSucceeded(result);
+      const lines = result.stderr.trim().split("\n");
+      const events = lines.map((line) => JSON.parse(line));
+      assert(events.some((e) => e.event === "progress" && e.total === 4));
+      assert(events.some((e) => e.level === "warning" && e.target === "2"));
+      const summary = JSON.parse(result.stdout.trim());
+      assertEquals(summary.event, "summary");
+      assertEquals(summary.status, "completed");
+      assertEquals([summary.succeeded, summary.failed], [3, 1]);
+    });
+  });
+
+  await t.step(
+    "progress lines report pace, credits, gap and forecast",
+    async () => {
+      await withFixture(
+        db,
+        "t_progress",
+        { count: 8, latencyMs: 30 },
+        async (f) => {
+          const result = await f.run([
+            "--progress-interval",
+            "100ms",
+            "--budget",
+            "100",
+          ]);
+          assertSucceeded(result);
+          assertMatch(
+            result.stderr,
+            /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
+          );
+          assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
+          assertStringIncludes(result.stdout, "p95");
+        },
+      );
+    },
+  );
+
+  await t.step(
+    "GITHUB_STEP_SUMMARY receives a markdown summary (refresh:ci task)",
+    async () => {
+      await withFixture(db, "t_summary", { count: 3 }, async (f) => {
+        const file = await Deno.makeTempFile({ suffix: ".md" });
+        try {
+          const child = new Deno.Command(Deno.execPath(), {
+            args: ["task", "--quiet", "refresh:ci", ...FAST],
+            cwd: ROOT,
+            env: { ...f.env, GITHUB_STEP_SUMMARY: file },
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn();
+          const result = await outputOf(child);
+          assertSucceeded(result);
+          const markdown = await Deno.readTextFile(file);
+          assertMatch(markdown, /^### refresh run \d+: completed$/m);
+          assertStringIncludes(markdown, "| Status | **completed** |");
+          assertStringIncludes(markdown, "| ok | 3 |");
+        } finally {
+          await Deno.remove(file);
+        }
+      });
+    },
+  );
 }
