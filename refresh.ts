@@ -3306,6 +3306,7 @@ async function finishRun(
       finished_at = now(),
       heartbeat_at = now(),
       total = ${r.counters.total},
+      credits_spent = ${r.counters.credits},
       credits_remaining = ${r.creditsRemaining ?? null},
       mean_request_ms = ${r.meanRequestMs ?? null},
       p95_request_ms = ${r.p95RequestMs ?? null},

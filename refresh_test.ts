@@ -1711,6 +1711,30 @@ async function runControl(t: Deno.TestContext, db: TestDatabase) {
     },
   );
 
+  await t.step("a 429 widens the gap between request starts", async () => {
+    const script: Script = (
+      id,
+      attempt,
+    ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
+    await withFixture(db, "t_adaptive", { count: 4, script }, async (f) => {
+      const result = await f.run([
+        "--backoff",
+        "1ms",
+        "--progress-interval",
+        "1h",
+      ]);
+      assertSucceeded(result);
+      const starts = f.vendor.calls.map((c) => c.startedAt);
+      // Gap 100ms after the push-back, then 80ms, 60ms, 40ms as successes follow.
+      for (const [i, least] of [[1, 100], [2, 80], [3, 60], [4, 40]] as const) {
+        const gap = starts[i]! - starts[i - 1]!;
+        // Measured at the server: allow 10ms of network jitter.
+        assertGreaterOrEqual(gap, least - 10, `gap ${i}: ${gap}ms`);
+      }
+      assertStringIncludes(result.stderr, "gap 20ms");
+    });
+  });
+
   await t.step(
     "one run at a time: a live lease refuses a second run with exit 3",
     async () => {
