@@ -924,6 +924,14 @@ function parseInstant(raw: string): Date | undefined {
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
 
+/** A column name setting with its default. */
+function column(name: string) {
+  return v.optional(
+    expect("a column name", (raw) => parseIdentifier(raw, 1)),
+    name,
+  );
+}
+
 const ConfigSchema = v.object({
   databaseUrl: required(
     "databaseUrl",
@@ -952,18 +960,9 @@ const ConfigSchema = v.object({
     ),
     "people",
   ),
-  idColumn: v.optional(
-    expect("a column name", (raw) => parseIdentifier(raw, 1)),
-    "id",
-  ),
-  dataColumn: v.optional(
-    expect("a column name", (raw) => parseIdentifier(raw, 1)),
-    "vendor_data",
-  ),
-  atColumn: v.optional(
-    expect("a column name", (raw) => parseIdentifier(raw, 1)),
-    "vendor_refreshed_at",
-  ),
+  idColumn: column("id"),
+  dataColumn: column("vendor_data"),
+  atColumn: column("vendor_refreshed_at"),
   stateSchema: v.optional(
     expect("a schema name", (raw) => parseIdentifier(raw, 1)),
   ),
