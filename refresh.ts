@@ -2731,8 +2731,13 @@ function secretsOf(config: Config): string[] {
   for (const secret of [...secrets]) {
     if (secret) secrets.push(encodeURIComponent(secret));
   }
-  return secrets.filter((s) => s.length >= 1);
+  // A secret of one to three characters cannot be scrubbed from text
+  // without mangling it; such values are still never printed as such (URLs
+  // are printed with the password replaced), only not searched for.
+  return secrets.filter((s) => s.length >= MIN_SCRUBBED_LENGTH);
 }
+
+const MIN_SCRUBBED_LENGTH = 4;
 
 function createLogger(
   format: "text" | "json",
