@@ -2249,6 +2249,9 @@ function newCounters(): RunCounters {
   };
 }
 
+/** A repeat of the first signal within this many milliseconds is ignored. */
+const SIGNAL_REPEAT_MS = 500;
+
 /**
  * Stops a run from outside: signals, the deadline, a lost lease. `stop`
  * means no new request starts and every wait is cut short; `hard` aborts
@@ -2260,6 +2263,7 @@ class RunControl {
   /** The first signal received, if any. */
   signal: { name: Deno.Signal; number: number } | undefined;
   #graceMs: number;
+  #firstSignalAt = 0;
   #timers: ReturnType<typeof setTimeout>[] = [];
   #listeners: [Deno.Signal, () => void][] = [];
 
@@ -2283,12 +2287,17 @@ class RunControl {
   halt(name: Deno.Signal): void {
     const number = name === "SIGINT" ? 2 : name === "SIGTERM" ? 15 : 1;
     if (this.signal !== undefined) {
+      // `deno task` sometimes relays one signal twice: a repeat of the same
+      // signal within moments is that one signal, not a second one.
+      const sinceFirst = performance.now() - this.#firstSignalAt;
+      if (name === this.signal.name && sinceFirst < SIGNAL_REPEAT_MS) return;
       this.hard.abort(
         new StopRun("interrupted", `received ${name} twice: aborted at once`),
       );
       return;
     }
     this.signal = { name, number };
+    this.#firstSignalAt = performance.now();
     const reason = new StopRun("interrupted", `received ${name}`);
     this.stop.abort(reason);
     this.after(this.#graceMs, () => this.hard.abort(reason));
