@@ -2027,8 +2027,9 @@ export interface Outcome {
 
 /**
  * Records one target's outcome in ONE statement, hence one transaction:
- * the target row (for `ok`), its `refresh_state` row and the run's
- * counters and heartbeat. A crash leaves all of it written or none.
+ * the target row (for `ok`) and its `refresh_state` row. A crash leaves
+ * both written or neither. (The run's counters follow every second with
+ * the heartbeat, and exactly at the end.)
  *
  * @returns Whether the target row was updated (false if it vanished).
  */
@@ -2069,19 +2070,6 @@ async function recordOutcome(
         last_attempt_at = excluded.last_attempt_at,
         last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
         run_id = excluded.run_id
-    ),
-    run as (
-      update ${sql(names.runs)} set
-        processed = processed + 1,
-        succeeded = succeeded + ${ok ? 1 : 0},
-        not_found = not_found + ${outcome.status === "not_found" ? 1 : 0},
-        invalid = invalid + ${outcome.status === "invalid" ? 1 : 0},
-        failed = failed + ${outcome.status === "failed" ? 1 : 0},
-        credits_spent = credits_spent + ${outcome.credits},
-        requests = requests + ${outcome.attempts},
-        retries = retries + ${Math.max(0, outcome.attempts - 1)},
-        heartbeat_at = now()
-      where id = ${runId}
     )
     select (select count(*) from target)::int as updated`;
   return row!.updated > 0;
@@ -2144,7 +2132,7 @@ async function acquireLease(
 }
 
 /**
- * Renews this run's heartbeat.
+ * Renews this run's heartbeat and writes its progress counters.
  *
  * @returns false when the run is no longer `running` (another run took it
  * over as crashed): this run must stop.
@@ -2153,12 +2141,32 @@ async function heartbeat(
   sql: Sql,
   names: Names,
   runId: number,
+  c: RunCounters,
+  creditsRemaining: number | undefined,
 ): Promise<boolean> {
   const rows = await sql`
-    update ${sql(names.runs)} set heartbeat_at = now()
+    update ${sql(names.runs)} set
+      heartbeat_at = now(),
+      ${sql(counterColumns(c, creditsRemaining))}
     where id = ${runId} and status = 'running'
     returning 1`;
   return rows.length > 0;
+}
+
+/** The run's counters as `refresh_runs` columns. */
+function counterColumns(c: RunCounters, creditsRemaining: number | undefined) {
+  return {
+    total: c.total,
+    processed: c.processed,
+    succeeded: c.succeeded,
+    not_found: c.notFound,
+    invalid: c.invalid,
+    failed: c.failed,
+    credits_spent: c.credits,
+    credits_remaining: creditsRemaining ?? null,
+    requests: c.requests,
+    retries: c.retries,
+  };
 }
 
 /** Inserts a run that is over before it began (outside the window). */
@@ -2406,9 +2414,32 @@ async function requestOnce(
   id: string,
   spent: { credits: number },
 ): Promise<Outcome> {
-  const { config, control } = ctx;
+  const { config } = ctx;
   const { url, headers } = buildVendorRequest(id, config.vendor);
-  const timeout = AbortSignal.timeout(config.requestTimeoutMs);
+  // A timer cleared when the request is over, so that nothing of it stays
+  // alive for the length of the timeout (AbortSignal.timeout would).
+  const timer = new AbortController();
+  const timeout = timer.signal;
+  const timeoutId = setTimeout(
+    () => timer.abort(new DOMException("timed out", "TimeoutError")),
+    config.requestTimeoutMs,
+  );
+  try {
+    return await requestWithin(ctx, id, url, headers, timeout, spent);
+  } finally {
+    clearTimeout(timeoutId);
+  }
+}
+
+async function requestWithin(
+  ctx: RunContext,
+  id: string,
+  url: string,
+  headers: Headers,
+  timeout: AbortSignal,
+  spent: { credits: number },
+): Promise<Outcome> {
+  const { config, control } = ctx;
   const signal = AbortSignal.any([control.hard.signal, timeout]);
   const started = performance.now();
   let response: Response;
@@ -2472,7 +2503,7 @@ async function requestOnce(
     }
     case "transient":
       await response.body?.cancel();
-      throw transient(ctx, status, classification.retryAfterMs);
+      throw transient(ctx, id, status, classification.retryAfterMs);
   }
 }
 
@@ -2482,6 +2513,7 @@ async function requestOnce(
  */
 function transient(
   ctx: RunContext,
+  id: string,
   status: number,
   wait: number | undefined,
 ): TransientError {
@@ -2500,6 +2532,13 @@ function transient(
       );
     }
     ctx.pacer.deferFor(wait);
+    if (wait >= 1000) {
+      ctx.log.info(
+        `target ${id}: HTTP ${status}; waiting ${
+          formatDuration(wait)
+        } as the vendor asked (Retry-After)`,
+      );
+    }
   }
   return new TransientError(
     `HTTP ${status}${
@@ -2842,9 +2881,9 @@ function progressLine(
   const text =
     `progress: ${c.processed}/${c.total} (${pct}%), ${c.succeeded} ok, ${c.failed} failed, ${
       c.notFound + c.invalid
-    } not_found/invalid; ${perMinute.toFixed(1)}/min, ETA ${
-      ms(etaMs)
-    }; credits ${c.credits} spent${
+    } not_found/invalid, ${c.retries} retries; ${
+      perMinute.toFixed(1)
+    }/min, ETA ${ms(etaMs)}; credits ${c.credits} spent${
       ctx.creditsRemaining !== undefined
         ? `, ${ctx.creditsRemaining} remaining`
         : ""
@@ -2863,6 +2902,7 @@ function progressLine(
       etaMs: etaMs === undefined ? null : Math.round(etaMs),
       credits: c.credits,
       creditsRemaining: ctx.creditsRemaining ?? null,
+      retries: c.retries,
       gapMs: ctx.pacer.gapMs,
       forecast: outlook,
     },
@@ -3261,12 +3301,21 @@ async function realRun(job: Job): Promise<number> {
   return exitCodeFor(status, control.signal?.number);
 }
 
-/** Renews the heartbeat; stops the run if the lease was taken over. */
+/**
+ * Every second: renews the heartbeat and writes the counters; stops the run
+ * if the lease was taken over.
+ */
 function keepLease(ctx: RunContext): void {
-  const every = Math.min(ctx.config.leaseMs / 3, 30_000);
+  const every = Math.min(ctx.config.leaseMs / 3, HEARTBEAT_MS);
+  let busy = false;
   ctx.control.every(every, async () => {
+    if (busy) return;
+    busy = true;
     try {
-      if (!(await heartbeat(ctx.sql, ctx.names, ctx.runId))) {
+      const { sql, names, runId, counters } = ctx;
+      if (
+        !(await heartbeat(sql, names, runId, counters, ctx.creditsRemaining))
+      ) {
         ctx.control.abort(
           new StopRun(
             "aborted",
@@ -3276,9 +3325,14 @@ function keepLease(ctx: RunContext): void {
       }
     } catch (error) {
       ctx.log.warn(`heartbeat failed: ${describeError(error)}`);
+    } finally {
+      busy = false;
     }
   });
 }
+
+/** How often the heartbeat and the progress counters are written. */
+const HEARTBEAT_MS = 1000;
 
 /**
  * Stops the run at the earlier of the time budget and the end of the
@@ -3318,9 +3372,7 @@ async function finishRun(
       status = ${r.status},
       finished_at = now(),
       heartbeat_at = now(),
-      total = ${r.counters.total},
-      credits_spent = ${r.counters.credits},
-      credits_remaining = ${r.creditsRemaining ?? null},
+      ${sql(counterColumns(r.counters, r.creditsRemaining))},
       mean_request_ms = ${r.meanRequestMs ?? null},
       p95_request_ms = ${r.p95RequestMs ?? null},
       reason = ${r.reason},
