@@ -2362,6 +2362,7 @@ interface RunContext {
 }
 
 const BODY_SNIPPET = 200;
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 async function bodySnippet(response: Response): Promise<string> {
   const bytes = await readCappedBody(response.body, 64 * 1024).catch(() =>
@@ -2416,38 +2417,56 @@ async function requestOnce(
 ): Promise<Outcome> {
   const { config } = ctx;
   const { url, headers } = buildVendorRequest(id, config.vendor);
-  // A timer cleared when the request is over, so that nothing of it stays
-  // alive for the length of the timeout (AbortSignal.timeout would).
-  const timer = new AbortController();
-  const timeout = timer.signal;
-  const timeoutId = setTimeout(
-    () => timer.abort(new DOMException("timed out", "TimeoutError")),
-    config.requestTimeoutMs,
-  );
+  const { control } = ctx;
+  control.hard.signal.throwIfAborted();
+  // One controller per request, aborted by its timeout or by a hard stop;
+  // its timer and listener go as soon as the request is over
+  // (AbortSignal.timeout would keep them alive for the whole timeout).
+  const request = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    request.abort(new DOMException("timed out", "TimeoutError"));
+  }, config.requestTimeoutMs);
+  const onHard = () => request.abort(control.hard.signal.reason);
+  control.hard.signal.addEventListener("abort", onHard, { once: true });
   try {
-    return await requestWithin(ctx, id, url, headers, timeout, spent);
+    return await requestWithin(ctx, {
+      id,
+      url,
+      headers,
+      signal: request.signal,
+      timedOut: () => timedOut,
+    }, spent);
   } finally {
-    clearTimeout(timeoutId);
+    clearTimeout(timer);
+    control.hard.signal.removeEventListener("abort", onHard);
   }
+}
+
+/** One request's parts and how to tell that it timed out. */
+interface VendorCall {
+  id: string;
+  url: string;
+  headers: Headers;
+  signal: AbortSignal;
+  timedOut: () => boolean;
 }
 
 async function requestWithin(
   ctx: RunContext,
-  id: string,
-  url: string,
-  headers: Headers,
-  timeout: AbortSignal,
+  call: VendorCall,
   spent: { credits: number },
 ): Promise<Outcome> {
   const { config, control } = ctx;
-  const signal = AbortSignal.any([control.hard.signal, timeout]);
+  const { id, url, headers, signal } = call;
   const started = performance.now();
   let response: Response;
   try {
     response = await fetch(url, { headers, redirect: "error", signal });
   } catch (error) {
     if (control.hard.signal.aborted) throw control.hard.signal.reason;
-    if (timeout.aborted) {
+    if (call.timedOut()) {
       throw new TransientError(
         `no answer within ${formatDuration(config.requestTimeoutMs)}`,
       );
@@ -2485,7 +2504,7 @@ async function requestWithin(
   const classification = classifyResponse(status, response.headers);
   switch (classification.kind) {
     case "success":
-      return await readSuccess(ctx, response, timeout);
+      return await readSuccess(ctx, response, call.timedOut);
     case "not_found":
       await response.body?.cancel();
       return failure(
@@ -2551,7 +2570,7 @@ function transient(
 async function readSuccess(
   ctx: RunContext,
   response: Response,
-  timeout: AbortSignal,
+  timedOut: () => boolean,
 ): Promise<Outcome> {
   const max = ctx.config.maxBodyBytes;
   const declared = Number(response.headers.get("content-length") ?? NaN);
@@ -2565,14 +2584,18 @@ async function readSuccess(
   }
   let bytes: Uint8Array;
   try {
-    bytes = await readCappedBody(response.body, max);
+    // A declared length within the cap is all fetch will deliver: read it
+    // in one go; otherwise count the bytes as they come.
+    bytes = Number.isSafeInteger(declared)
+      ? new Uint8Array(await response.arrayBuffer())
+      : await readCappedBody(response.body, max);
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       return failure("invalid", response.status, error.message);
     }
     if (ctx.control.hard.signal.aborted) throw ctx.control.hard.signal.reason;
     throw new TransientError(
-      timeout.aborted
+      timedOut()
         ? `body not received within ${
           formatDuration(ctx.config.requestTimeoutMs)
         }`
@@ -2582,7 +2605,7 @@ async function readSuccess(
   }
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = UTF8.decode(bytes);
   } catch {
     return failure("invalid", response.status, "body is not valid UTF-8");
   }
