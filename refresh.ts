@@ -2662,10 +2662,11 @@ async function refreshTarget(ctx: RunContext, id: string): Promise<Outcome> {
       signal: stop,
     });
   } catch (error) {
-    // Credits spent on a target that is left unrecorded still count.
-    ctx.counters.credits += spent.credits;
-    if (!(error instanceof RetryError)) throw error;
-    ctx.counters.credits -= spent.credits;
+    if (!(error instanceof RetryError)) {
+      // Credits spent on a target that a stop leaves unrecorded still count.
+      ctx.counters.credits += spent.credits;
+      throw error;
+    }
     const cause = error.cause as TransientError;
     outcome = failure(
       "failed",
@@ -3164,12 +3165,7 @@ async function dryRun(job: Job): Promise<number> {
     first.push(...batch.slice(0, 10 - first.length));
     if (first.length >= 10 && !config.ids) break;
   }
-  if (config.ids) {
-    counters.total = Math.min(
-      config.ids.length - counters.unknown,
-      config.limit ?? Infinity,
-    );
-  }
+  // (With --ids, selectTargets keeps the total net of unknown ids.)
   const n = counters.total;
   const pace = (await tableExists(sql, names.runs))
     ? await lastPace(sql, names)

@@ -1864,6 +1864,13 @@ async function runControl(t: Deno.TestContext, db: TestDatabase) {
         "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
       );
       assertEquals(f.vendor.calls.length, 0);
+      const given = await f.run(["--dry-run", "--ids", "3,6,99"]);
+      assertSucceeded(given);
+      assertStringIncludes(
+        given.stdout,
+        "2 would be refreshed in t_dry.people; 1 unknown ids skipped",
+      );
+      assertStringIncludes(given.stdout, "first ids: 3, 6");
       const [tables] = await f
         .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
       assertEquals(tables!.runs, null, "a dry run created the state tables");
