@@ -56,11 +56,11 @@
  * @module
  */
 
-import { parseArgs } from "@std/cli/parse-args";
-import { retry, RetryError } from "@std/async/retry";
-import { delay } from "@std/async/delay";
-import postgres from "postgres";
-import * as v from "valibot";
+import { parseArgs } from "jsr:@std/cli@1.0.32/parse-args";
+import { retry, RetryError } from "jsr:@std/async@1.5.0/retry";
+import { delay } from "jsr:@std/async@1.5.0/delay";
+import postgres from "npm:postgres@3.4.9";
+import * as v from "npm:valibot@1.5.0";
 
 // ============================================================================
 // VENDOR SECTION — adapt this part to your data vendor.
