@@ -103,3 +103,25 @@ export async function createPeople(
       case when i <= ${options.freshUpTo ?? 0} then now() end
     from generate_series(1, ${options.count}::int) as i`;
 }
+
+/** Variables a child process may inherit: what Deno and npm need to run. */
+const INHERITED =
+  /^(PATH|HOME|DENO_DIR|JSR_URL|TMPDIR|NO_COLOR|LANG|LC_ALL|(HTTPS?|ALL|NO)_PROXY|(https?|all|no)_proxy|NPM_CONFIG_\w+|npm_config_\w+|DENO_CERT|DENO_TLS_CA_STORE|SSL_CERT_FILE)$/;
+
+/**
+ * The environment for a child process: an allow-list of this process's
+ * variables (so `GITHUB_*`, `REFRESH_*`, `DATABASE_URL` and `PG*` of the
+ * machine running the tests never leak in) plus the given ones. Use it with
+ * `clearEnv: true`.
+ *
+ * @param own The child's own variables; they win.
+ * @returns The environment.
+ */
+export function childEnv(
+  own: Record<string, string> = {},
+): Record<string, string> {
+  const inherited = Object.entries(Deno.env.toObject()).filter(([name]) =>
+    INHERITED.test(name)
+  );
+  return { ...Object.fromEntries(inherited), ...own };
+}
