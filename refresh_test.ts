@@ -48,11 +48,16 @@ import {
   startFakeVendor,
 } from "./dev/fake_vendor.ts";
 import {
+  childEnv,
   createPeople,
-  startTestDatabase,
   type TestDatabase,
+  testDatabaseForModule,
 } from "./dev/test_db.ts";
 import type postgres from "postgres";
+
+// Deno 2.8 and later leave the op and resource sanitizers off unless asked:
+// every test here runs with both (and the exit sanitizer, on by default).
+Deno.test.sanitizer({ ops: true, resources: true });
 
 // Outcome is part of the public surface; keep the import honest.
 const _outcomeShape: Partial<Outcome> = {};
@@ -735,70 +740,198 @@ Deno.test("README's configuration table names every variable and flag", async ()
 // ---------------------------------------------------------------------------
 // The job, end to end
 // ---------------------------------------------------------------------------
+//
+// Every test below is independent: it gets its own schema, fake vendor and
+// client from withFixture(), on the database this module shares (started
+// once, before its first test), and leaves nothing behind. Every output of
+// every run, and every state row a fixture leaves, is checked for secrets.
+
+/** The module's database: `TEST_DATABASE_URL`'s server, or one PGlite. */
+const database = testDatabaseForModule();
 
 /** What one child run printed and returned. */
 interface RunResult {
   code: number;
+  signal: Deno.Signal | null;
   stdout: string;
   stderr: string;
 }
 
-/** Every output of every child run, checked for secrets at the end. */
-const allOutput: string[] = [];
-
+/** How to start the job. */
 interface RunOptions {
+  /**
+   * The child's variables; it gets nothing else of this process's
+   * environment but what Deno needs to run (see `childEnv`).
+   */
   env?: Record<string, string>;
+  /** Written to its standard input, then closed; none by default. */
   stdin?: string;
-  /** Run `deno run` with the task's flags directly instead of `deno task`. */
+  /**
+   * Run `deno run` with the task's flags instead of `deno task`, so that
+   * signals reach refresh.ts itself.
+   */
   direct?: boolean;
+  /** The task: `refresh` (by default) or `refresh:ci`. */
+  task?: string;
 }
 
-async function refreshTaskArgs(): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
-  const task: string = config.tasks.refresh;
-  return task.split(/\s+/).slice(1);
+/** A value no output or stored row may hold, and what to call it. */
+interface Secret {
+  name: string;
+  text: string;
 }
 
-function childCommand(args: string[], options: RunOptions, taskArgs: string[]) {
-  return new Deno.Command(Deno.execPath(), {
+/**
+ * The secrets a child is given: the API key, and the database password as
+ * it would appear in a URL (`:<password>@`). It is given no other: its
+ * environment is cleared, so `TEST_DATABASE_URL` never reaches it.
+ */
+function secretsIn(env: Record<string, string>): Secret[] {
+  const secrets: Secret[] = [{ name: "the API key", text: API_KEY }];
+  const key = env.REFRESH_API_KEY;
+  if (key && key !== API_KEY) {
+    secrets.push({ name: "REFRESH_API_KEY", text: key });
+  }
+  let password = "";
+  try {
+    password = new URL(env.DATABASE_URL ?? "").password;
+  } catch {
+    // No URL, no password.
+  }
+  for (const text of new Set([password, decodeURIComponent(password)])) {
+    if (text) {
+      secrets.push({ name: "the database password", text: `:${text}@` });
+    }
+  }
+  return secrets;
+}
+
+/** Fails if `text` holds a secret, naming where and quoting the line. */
+function assertNoSecret(
+  text: string,
+  secrets: readonly Secret[],
+  where: string,
+) {
+  for (const { name, text: secret } of secrets) {
+    const line = text.split("\n").find((l) => l.includes(secret));
+    assert(
+      line === undefined,
+      `${name} in ${where}: ${line?.replaceAll(secret, `<${name}>`)}`,
+    );
+  }
+}
+
+/** The secrets given to each child started by spawnRefresh(). */
+const childSecrets = new WeakMap<Deno.ChildProcess, Secret[]>();
+
+/** `deno run` and the flags of a task of deno.json (a JSONC file). */
+async function taskArgs(task: string): Promise<string[]> {
+  const config = await Deno.readTextFile(`${ROOT}deno.json`);
+  const quoted = config.match(
+    new RegExp(`"${task}"\\s*:\\s*("(?:[^"\\\\]|\\\\.)*")`),
+  );
+  assert(quoted, `no task ${task} in deno.json`);
+  const command: string = JSON.parse(quoted[1]!);
+  return command.split(/\s+/).slice(1);
+}
+
+/**
+ * Starts the job (`deno task --quiet refresh`, or what `options` say)
+ * without waiting for it; {@linkcode outputOf} gives its output.
+ */
+async function spawnRefresh(
+  args: string[],
+  options: RunOptions = {},
+): Promise<Deno.ChildProcess> {
+  const task = options.task ?? "refresh";
+  const env = options.env ?? {};
+  const child = new Deno.Command(Deno.execPath(), {
     args: options.direct
-      ? [...taskArgs, ...args]
-      : ["task", "--quiet", "refresh", ...args],
+      ? [...await taskArgs(task), ...args]
+      : ["task", "--quiet", task, ...args],
     cwd: ROOT,
-    env: options.env,
+    clearEnv: true,
+    env: childEnv(env),
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-  });
-}
-
-async function runRefresh(
-  args: string[],
-  options: RunOptions = {},
-): Promise<RunResult> {
-  const child = childCommand(args, options, await refreshTaskArgs()).spawn();
+  }).spawn();
+  childSecrets.set(child, secretsIn(env));
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(options.stdin));
     await writer.close();
   }
+  return child;
+}
+
+/**
+ * Waits for a child of {@linkcode spawnRefresh} to end, and fails if its
+ * output holds any secret it was given.
+ */
+async function outputOf(child: Deno.ChildProcess): Promise<RunResult> {
   const out = await child.output();
   const result = {
     code: out.code,
+    signal: out.signal,
     stdout: new TextDecoder().decode(out.stdout),
     stderr: new TextDecoder().decode(out.stderr),
   };
-  allOutput.push(result.stdout, result.stderr);
+  const secrets = childSecrets.get(child) ?? secretsIn({});
+  assertNoSecret(result.stdout, secrets, "a run's standard output");
+  assertNoSecret(result.stderr, secrets, "a run's standard error");
   return result;
 }
 
-/** A schema of its own per test: a people table and the state tables. */
+/** Runs the job to its end; see {@linkcode spawnRefresh}. */
+async function runRefresh(
+  args: string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
+  return await outputOf(await spawnRefresh(args, options));
+}
+
+/** What a test asks of {@linkcode withFixture}. */
+interface FixtureSetup {
+  /**
+   * A short name (lower case, digits, `_`) for the schema,
+   * `t_<name>_<random>`: unique, so that test processes sharing a server
+   * never collide.
+   */
+  name: string;
+  /** Rows in `<schema>.people` (ids 1..count); no table without it. */
+  count?: number;
+  /** Rows with an id up to this were refreshed recently. */
+  freshUpTo?: number;
+  /** The people id column's type; `bigint` by default. */
+  idType?: string;
+  /** The fake vendor's answers; a 200 with a person by default. */
+  script?: Script;
+  /** Latency the fake vendor adds to every reply, in milliseconds. */
+  latencyMs?: number;
+  /** `false`: leave the schema uncreated (the name is still reserved). */
+  createSchema?: boolean;
+}
+
+/** One test's world: its schema, vendor, client and job. */
 interface Fixture {
+  /** The module's database. */
+  db: TestDatabase;
+  /** This test's schema, for the people table and the state tables. */
   schema: string;
+  /** `<schema>.people`. */
+  table: string;
+  /** A client of this test's own, ended when the test ends. */
   sql: postgres.Sql;
+  /** This test's fake vendor. */
   vendor: FakeVendor;
+  /** The job's variables for this schema, vendor and database. */
   env: Record<string, string>;
+  /** Runs the job to its end with `FAST` and `args`, `env` plus `options.env`. */
   run(args?: string[], options?: RunOptions): Promise<RunResult>;
+  /** Starts it the same way; {@linkcode outputOf} gives its output. */
+  spawn(args?: string[], options?: RunOptions): Promise<Deno.ChildProcess>;
+  /** `<schema>.refresh_state`, by id. */
   state(): Promise<
     {
       target_id: string;
@@ -808,60 +941,193 @@ interface Fixture {
       error: string | null;
     }[]
   >;
+  /** `<schema>.refresh_runs`, by id. */
   runs(): Promise<Record<string, unknown>[]>;
 }
 
+/** Short retry waits, so that tests of retries take milliseconds. */
 const FAST = ["--backoff", "10ms", "--max-retry-wait", "5s"];
 
+/** A schema name no other test, here or in another process, uses. */
+function uniqueSchema(name: string): string {
+  assertMatch(name, /^[a-z0-9_]{1,40}$/, "a fixture's name");
+  const suffix = Array.from(
+    crypto.getRandomValues(new Uint8Array(4)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  return `t_${name}_${suffix}`;
+}
+
+/**
+ * Gives `body` a fixture of its own on the module's database: a schema
+ * (with `<schema>.people` when `count` is given), a fake vendor, a client,
+ * and the job set up to use them. When `body` is done, it ends the
+ * children it started that still run, checks that no state row holds a
+ * secret, drops the schema, stops the vendor and ends the client.
+ *
+ * ```ts
+ * Deno.test("a 404 is recorded as not_found", async () => {
+ *   await withFixture(
+ *     { name: "not_found", count: 2, script: () => ({ status: 404 }) },
+ *     async (f) => {
+ *       assertSucceeded(await f.run());
+ *       assertEquals((await f.state())[0]!.status, "not_found");
+ *     },
+ *   );
+ * });
+ * ```
+ */
 async function withFixture(
-  db: TestDatabase,
-  schema: string,
-  setup: {
-    count: number;
-    freshUpTo?: number;
-    script?: Script;
-    latencyMs?: number;
-    idType?: string;
-  },
+  setup: FixtureSetup,
   body: (f: Fixture) => Promise<void>,
 ): Promise<void> {
+  const db = await database();
+  const schema = uniqueSchema(setup.name);
+  const table = `${schema}.people`;
   const sql = db.client();
-  const vendor = await startFakeVendor({
-    script: setup.script,
-    latencyMs: setup.latencyMs,
-  });
+  const spawned: Deno.ChildProcess[] = [];
+  let vendor: FakeVendor | undefined;
   try {
-    await createPeople(sql, schema, setup);
+    vendor = await startFakeVendor({
+      script: setup.script,
+      latencyMs: setup.latencyMs,
+    });
+    if (setup.count !== undefined) {
+      assert(setup.createSchema !== false, "people need a schema");
+      await createPeople(sql, schema, {
+        count: setup.count,
+        freshUpTo: setup.freshUpTo,
+        idType: setup.idType,
+      });
+    } else if (setup.createSchema !== false) {
+      await sql`create schema ${sql(schema)}`;
+    }
     const env = {
       DATABASE_URL: db.url,
       REFRESH_API_URL: vendor.urlTemplate,
       REFRESH_API_KEY: API_KEY,
-      REFRESH_TABLE: `${schema}.people`,
+      REFRESH_TABLE: table,
       REFRESH_STATE_SCHEMA: schema,
     };
-    await body({
-      schema,
-      sql,
-      vendor,
-      env,
-      run: (args = [], options = {}) =>
-        runRefresh([...FAST, ...args], {
-          ...options,
-          env: { ...env, ...options.env },
+    const spawn = async (args: string[] = [], options: RunOptions = {}) => {
+      const child = await spawnRefresh([...FAST, ...args], {
+        ...options,
+        env: { ...env, ...options.env },
+      });
+      spawned.push(child);
+      return child;
+    };
+    await settle(
+      () =>
+        body({
+          db,
+          schema,
+          table,
+          sql,
+          vendor: vendor!,
+          env,
+          run: async (args, options) =>
+            await outputOf(await spawn(args, options)),
+          spawn,
+          state: () =>
+            sql`select target_id, status, attempts, http_status, error
+                from ${
+              sql(`${schema}.refresh_state`)
+            } order by target_id::int` as never,
+          runs: () =>
+            sql`select * from ${
+              sql(`${schema}.refresh_runs`)
+            } order by id` as never,
         }),
-      state: () =>
-        sql`select target_id, status, attempts, http_status, error
-            from ${
-          sql(`${schema}.refresh_state`)
-        } order by target_id::int` as never,
-      runs: () =>
-        sql`select * from ${
-          sql(`${schema}.refresh_runs`)
-        } order by id` as never,
-    });
+      async () => {
+        await endChildren(spawned);
+        await assertNoSecretStored(sql, schema, secretsIn(env));
+      },
+    );
   } finally {
-    await vendor.close();
-    await sql.end();
+    try {
+      await sql`drop schema if exists ${sql(schema)} cascade`;
+    } finally {
+      await vendor?.close();
+      await sql.end();
+    }
+  }
+}
+
+/**
+ * Runs `body`, then `after` whether or not it failed, and throws the
+ * first failure (both, when both failed).
+ */
+async function settle(
+  body: () => Promise<void>,
+  after: () => Promise<void>,
+): Promise<void> {
+  const failures: unknown[] = [];
+  for (const step of [body, after]) {
+    try {
+      await step();
+    } catch (error) {
+      failures.push(error);
+    }
+  }
+  if (failures.length === 1) throw failures[0];
+  if (failures.length > 1) {
+    throw new AggregateError(failures, "the test failed, and so did its end");
+  }
+}
+
+/** Ends children a failed test left running, and releases their pipes. */
+async function endChildren(children: Deno.ChildProcess[]): Promise<void> {
+  for (const child of children) {
+    // SIGTERM reaches refresh.ts through `deno task`; SIGKILL would not.
+    if (signal(child, "SIGTERM")) {
+      const timer = setTimeout(() => signal(child, "SIGKILL"), 5_000);
+      await child.status;
+      clearTimeout(timer);
+    }
+    for (const stream of [child.stdout, child.stderr]) {
+      if (!stream.locked) await stream.cancel();
+    }
+  }
+}
+
+/** Sends a signal; false if the child has exited. */
+function signal(child: Deno.ChildProcess, name: Deno.Signal): boolean {
+  try {
+    child.kill(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Fails if a run or state row in `schema` holds a secret. */
+async function assertNoSecretStored(
+  sql: postgres.Sql,
+  schema: string,
+  secrets: readonly Secret[],
+): Promise<void> {
+  const runs = `${schema}.refresh_runs`;
+  const state = `${schema}.refresh_state`;
+  const [found] = await sql<{ runs: boolean; state: boolean }[]>`
+    select to_regclass(${runs}) is not null as runs,
+      to_regclass(${state}) is not null as state`;
+  if (found!.runs) {
+    const rows = await sql<{ id: string; params: string; error: string }[]>`
+      select id::text, params::text, coalesce(error, '') as error
+      from ${sql(runs)}`;
+    for (const row of rows) {
+      assertNoSecret(row.params, secrets, `${runs} ${row.id} params`);
+      assertNoSecret(row.error, secrets, `${runs} ${row.id} error`);
+    }
+  }
+  if (found!.state) {
+    const rows = await sql<{ id: string; error: string }[]>`
+      select target_id::text as id, coalesce(error, '') as error
+      from ${sql(state)}`;
+    for (const row of rows) {
+      assertNoSecret(row.error, secrets, `${state} ${row.id} error`);
+    }
   }
 }
 
@@ -873,568 +1139,6 @@ function assertSucceeded(result: RunResult, code = 0) {
   );
 }
 
-Deno.test({
-  name: "refresh job end to end",
-  // The embedded database and the vendor live across the steps below.
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn(t) {
-    const db = await startTestDatabase();
-    try {
-      await endToEnd(t, db);
-      await runControl(t, db);
-      await noSecrets(t, db);
-    } finally {
-      await db.close();
-    }
-  },
-});
-
-async function endToEnd(t: Deno.TestContext, db: TestDatabase) {
-  await t.step(
-    "refreshes stale targets, never-refreshed first, then stalest first",
-    async () => {
-      await withFixture(
-        db,
-        "t_select",
-        { count: 12, freshUpTo: 4 },
-        async (f) => {
-          // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
-          await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
-          await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
-          await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
-          const result = await f.run();
-          assertSucceeded(result);
-          assertEquals(f.vendor.calls.map((c) => c.id), [
-            "5",
-            "6",
-            "7",
-            "8",
-            "12",
-            "10",
-            "9",
-          ]);
-          const rows = await f.sql<
-            { id: string; name: string; fresh: boolean }[]
-          >`
-        select id::text, vendor_data->>'name' as name,
-          vendor_refreshed_at > now() - interval '1 minute' as fresh
-        from ${f.sql(`${f.schema}.people`)} order by id`;
-          assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
-          assertEquals(
-            rows.find((r) => r.id === "11")?.name,
-            null,
-            "a fresh-enough row was refreshed",
-          );
-          const [run] = await f.runs();
-          assertEquals(run!.status, "completed");
-          assertEquals(Number(run!.total), 7);
-          assertEquals(Number(run!.processed), 7);
-          assertEquals(Number(run!.succeeded), 7);
-          assertEquals(Number(run!.credits_spent), 7);
-          assertMatch(result.stdout, /run \d+ completed/);
-          assertStringIncludes(result.stdout, "7 processed: 7 ok");
-          // A second run finds nothing to do.
-          const again = await f.run();
-          assertSucceeded(again);
-          assertEquals(f.vendor.calls.length, 7);
-          assertStringIncludes(again.stdout, "0 selected");
-        },
-      );
-    },
-  );
-
-  await t.step(
-    "--stale-after widens the window and --limit caps the run",
-    async () => {
-      await withFixture(
-        db,
-        "t_limit",
-        { count: 10, freshUpTo: 10 },
-        async (f) => {
-          assertSucceeded(await f.run());
-          assertEquals(f.vendor.calls.length, 0);
-          assertSucceeded(await f.run(["--stale-after", "0", "--limit", "3"]));
-          assertEquals(f.vendor.calls.length, 3);
-        },
-      );
-    },
-  );
-
-  await t.step(
-    "records outcomes: not_found and invalid are skipped next time, failed is retried",
-    async () => {
-      const script: Script = (id) => {
-        if (id === "2") return { status: 404 };
-        if (id === "3") return { body: "[1,2,3]" };
-        if (id === "4") return { body: "not json" };
-        if (id === "5") {
-          return { status: 400, body: { error: "bad id format" } };
-        }
-        if (id === "6") return { body: { blob: "x".repeat(5000) } };
-        return {};
-      };
-      await withFixture(db, "t_outcomes", { count: 7, script }, async (f) => {
-        const result = await f.run(["--max-body", "4KiB"]);
-        assertSucceeded(result);
-        const state = await f.state();
-        assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
-          ["1", "ok", 200],
-          ["2", "not_found", 404],
-          ["3", "invalid", 200],
-          ["4", "invalid", 200],
-          ["5", "failed", 400],
-          ["6", "invalid", 200],
-          ["7", "ok", 200],
-        ]);
-        assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
-        assertStringIncludes(state[3]!.error!, "not JSON");
-        assertStringIncludes(
-          state[4]!.error!,
-          'HTTP 400: {"error":"bad id format"}',
-        );
-        assertStringIncludes(state[5]!.error!, "4096-byte cap");
-        assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
-        const untouched = await f.sql<{ id: string }[]>`
-        select id::text from ${f.sql(`${f.schema}.people`)}
-        where vendor_data is null order by id`;
-        assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
-        const [run] = await f.runs();
-        assertEquals(
-          [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
-            Number,
-          ),
-          [2, 1, 3, 1],
-        );
-        // Next run: only the failed target is tried again.
-        const before = f.vendor.calls.length;
-        assertSucceeded(await f.run());
-        assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
-      });
-    },
-  );
-
-  await t.step(
-    "--ids refreshes exactly the given ids and reports unknown ones",
-    async () => {
-      await withFixture(db, "t_ids", { count: 5, freshUpTo: 5 }, async (f) => {
-        const result = await f.run(["--ids", "4,2,99,abc"]);
-        assertSucceeded(result);
-        assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
-        assertStringIncludes(result.stderr, "2 id(s) not in");
-        assertStringIncludes(result.stderr, "99, abc");
-        assertStringIncludes(result.stdout, "2 unknown ids skipped");
-        const fromStdin = await f.run(["--ids-file", "-"], {
-          stdin: "5\n\n1\n",
-        });
-        assertSucceeded(fromStdin);
-        assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
-        const file = await Deno.makeTempFile();
-        try {
-          await Deno.writeTextFile(file, "3\r\n");
-          assertSucceeded(await f.run(["--ids-file", file]));
-          assertEquals(f.vendor.calls.at(-1)?.id, "3");
-        } finally {
-          await Deno.remove(file);
-        }
-        const missing = await f.run(["--ids-file", "/nonexistent/ids.txt"]);
-        assertEquals(missing.code, 2);
-        assertStringIncludes(
-          missing.stderr,
-          '--ids-file: cannot read "/nonexistent/ids.txt"',
-        );
-      });
-    },
-  );
-
-  await t.step("custom columns, text ids and a key header", async () => {
-    const sql = db.client();
-    const vendor = await startFakeVendor();
-    try {
-      await sql`drop schema if exists t_custom cascade`;
-      await sql`create schema t_custom`;
-      await sql`create table t_custom."Contacts" (
-        contact_key text primary key, enrichment json, enriched_on timestamptz)`;
-      await sql`insert into t_custom."Contacts" (contact_key) values ('a/1'), ('b 2')`;
-      const result = await runRefresh(FAST, {
-        env: {
-          DATABASE_URL: db.url,
-          REFRESH_API_URL: vendor.urlTemplate,
-          REFRESH_API_KEY: API_KEY,
-          REFRESH_API_KEY_HEADER: "X-Api-Key",
-          REFRESH_TABLE: "t_custom.Contacts",
-          REFRESH_ID_COLUMN: "contact_key",
-          REFRESH_DATA_COLUMN: "enrichment",
-          REFRESH_AT_COLUMN: "enriched_on",
-          REFRESH_STATE_SCHEMA: "t_custom",
-        },
-      });
-      assertSucceeded(result);
-      assertEquals(vendor.calls.map((c) => c.id).sort(), ["a/1", "b 2"]);
-      for (const call of vendor.calls) {
-        assertEquals(call.headers.get("x-api-key"), API_KEY);
-        assertEquals(call.headers.get("authorization"), null);
-        assert(!call.url.includes(API_KEY));
-      }
-      const rows = await sql`select contact_key, enrichment->>'id' as got
-        from t_custom."Contacts" order by contact_key`;
-      assertEquals(rows.map((r) => r.got), ["a/1", "b 2"]);
-    } finally {
-      await vendor.close();
-      await sql.end();
-    }
-  });
-
-  await t.step(
-    "one request in flight at a time, through timeouts and retries",
-    async () => {
-      const script: Script = (id, attempt) => {
-        const n = Number(id);
-        if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
-        if (n % 3 === 0 && attempt <= 2) return { status: 503 };
-        if (n % 5 === 0 && attempt === 1) return { status: 502 };
-        return { delayMs: 5 };
-      };
-      await withFixture(
-        db,
-        "t_serial",
-        { count: 24, script, latencyMs: 5 },
-        async (f) => {
-          const result = await f.run([
-            "--request-timeout",
-            "150ms",
-            "--backoff",
-            "1ms",
-          ]);
-          assertSucceeded(result);
-          assertEquals(
-            f.vendor.maxInFlight,
-            1,
-            "more than one request in flight",
-          );
-          const state = await f.state();
-          assertEquals(state.filter((s) => s.status === "ok").length, 24);
-          assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
-          assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
-          // Requests never overlap as the server saw them.
-          const calls = [...f.vendor.calls].sort((a, b) =>
-            a.startedAt - b.startedAt
-          );
-          for (let i = 1; i < calls.length; i++) {
-            assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
-          }
-        },
-      );
-    },
-  );
-
-  await t.step("Retry-After is obeyed before the next request", async () => {
-    const script: Script = (id, attempt) =>
-      id === "2" && attempt === 1
-        ? { status: 429, headers: { "retry-after": "1" } }
-        : {};
-    await withFixture(db, "t_retry_after", { count: 3, script }, async (f) => {
-      assertSucceeded(await f.run(["--backoff", "1ms"]));
-      const calls = f.vendor.calls;
-      assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
-      const gap = calls[2]!.startedAt - calls[1]!.startedAt;
-      assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
-      assertEquals((await f.state()).every((s) => s.status === "ok"), true);
-    });
-  });
-
-  await t.step(
-    "a Retry-After beyond --max-retry-wait stops the run as rate_limited",
-    async () => {
-      let limited = true;
-      const script: Script = (id) =>
-        id === "3" && limited
-          ? { status: 503, headers: { "retry-after": "3600" } }
-          : {};
-      await withFixture(
-        db,
-        "t_rate_limited",
-        { count: 5, script },
-        async (f) => {
-          const result = await f.run(["--max-retry-wait", "1m"]);
-          assertSucceeded(result);
-          assertStringIncludes(result.stdout, "rate_limited");
-          assertStringIncludes(result.stderr, "asked to wait 1h");
-          assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-          const [run] = await f.runs();
-          assertEquals(run!.status, "rate_limited");
-          assertEquals(Number(run!.processed), 2);
-          assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
-          // The vendor recovers: the next run resumes with what is left.
-          limited = false;
-          assertSucceeded(await f.run());
-          assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
-            "3",
-            "4",
-            "5",
-          ]);
-        },
-      );
-    },
-  );
-
-  await t.step(
-    "a target that exhausts --max-attempts ends failed and the run goes on",
-    async () => {
-      const script: Script = (id) => id === "1" ? { status: 500 } : {};
-      await withFixture(db, "t_attempts", { count: 2, script }, async (f) => {
-        assertSucceeded(
-          await f.run(["--max-attempts", "3", "--backoff", "1ms"]),
-        );
-        assertEquals(f.vendor.callsFor("1"), 3);
-        assertEquals(f.vendor.callsFor("2"), 1);
-        const state = await f.state();
-        assertEquals(state[0]!.status, "failed");
-        assertEquals(state[0]!.attempts, 3);
-        assertStringIncludes(
-          state[0]!.error!,
-          "gave up after 3 attempts; last: HTTP 500",
-        );
-        const [run] = await f.runs();
-        assertEquals(Number(run!.retries), 2);
-        assertEquals(Number(run!.requests), 4);
-      });
-    },
-  );
-
-  await t.step(
-    "redirects are not followed, so the key never reaches another host",
-    async () => {
-      const other = await startFakeVendor();
-      const script: Script = () => ({
-        status: 302,
-        headers: { location: other.urlTemplate.replace("{id}", "stolen") },
-      });
-      try {
-        await withFixture(db, "t_redirect", { count: 1, script }, async (f) => {
-          assertSucceeded(await f.run());
-          assertEquals(other.calls.length, 0);
-          assertEquals(f.vendor.callsFor("1"), 1);
-          const [state] = await f.state();
-          assertEquals(state!.status, "failed");
-        });
-      } finally {
-        await other.close();
-      }
-    },
-  );
-
-  await t.step(
-    "kill -9 mid-run, then a rerun: every target recorded once, at most one duplicate call",
-    async () => {
-      await withFixture(
-        db,
-        "t_kill",
-        { count: 150, latencyMs: 25 },
-        async (f) => {
-          // A short lease, so that the dead run stops blocking soon.
-          const child = childCommand(
-            [...FAST, "--lease", "3s"],
-            { env: f.env, direct: true },
-            await refreshTaskArgs(),
-          )
-            .spawn();
-          // Progress is visible while the run goes (counters every second).
-          let live: Record<string, unknown> | undefined;
-          const deadline = Date.now() + 30_000;
-          while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 50));
-            [live] = await f.runs().catch(() => []);
-          }
-          assertEquals(live!.status, "running");
-          assertGreaterOrEqual(Number(live!.processed), 5);
-          child.kill("SIGKILL");
-          const killed = await child.output();
-          assertEquals(killed.signal, "SIGKILL");
-          const callsBefore = f.vendor.calls.length;
-          assert(callsBefore < 150, "the run finished before it was killed");
-          // At once, the dead run's lease still holds...
-          assertEquals((await f.run()).code, 3);
-          // ...until its heartbeat is older than its lease.
-          await new Promise((r) => setTimeout(r, 3_100));
-          const result = await f.run();
-          assertSucceeded(result);
-          assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
-          const state = await f.state();
-          assertEquals(state.length, 150);
-          assert(state.every((s) => s.status === "ok"));
-          const duplicates = [...new Set(f.vendor.calls.map((c) => c.id))]
-            .filter((id) => f.vendor.callsFor(id) > 1);
-          assertLessOrEqual(
-            duplicates.length,
-            1,
-            `called twice: ${duplicates}`,
-          );
-          assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
-          const rows = await f.sql`select count(*)::int as n from ${
-            f.sql(`${f.schema}.people`)
-          }
-        where vendor_data is not null`;
-          assertEquals(rows[0]!.n, 150);
-        },
-      );
-    },
-  );
-
-  await t.step(
-    "bad configuration: exit 2, every problem named, nothing touched",
-    async () => {
-      const vendor = await startFakeVendor();
-      const sql = db.client();
-      try {
-        await sql`drop schema if exists t_badconfig cascade`;
-        const result = await runRefresh([
-          "--limit",
-          "-3",
-          "--min-interval",
-          "fast",
-        ], {
-          env: {
-            DATABASE_URL: db.url,
-            REFRESH_API_URL: vendor.urlTemplate,
-            REFRESH_TABLE: "people; drop table people",
-            REFRESH_STATE_SCHEMA: "t_badconfig",
-            REFRESH_MAX_ATTEMPTS: "many",
-          },
-        });
-        assertEquals(result.code, 2, result.stderr);
-        for (
-          const expected of [
-            "REFRESH_API_KEY: is required",
-            "REFRESH_TABLE: expected a table name",
-            "--min-interval: expected a duration",
-            'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
-          ]
-        ) {
-          assertStringIncludes(result.stderr, expected);
-        }
-        // "-3" looks like a flag to parseArgs; either way it is reported.
-        assertMatch(result.stderr, /--limit|-3/);
-        assertEquals(vendor.calls.length, 0);
-        const [schema] =
-          await sql`select to_regnamespace('t_badconfig') as oid`;
-        assertEquals(schema!.oid, null, "the database was touched");
-      } finally {
-        await vendor.close();
-        await sql.end();
-      }
-    },
-  );
-
-  await t.step(
-    "a missing table or column is reported by name with exit 2",
-    async () => {
-      await withFixture(db, "t_badtarget", { count: 1 }, async (f) => {
-        const noTable = await f.run([], {
-          env: { REFRESH_TABLE: `${f.schema}.nobody` },
-        });
-        assertEquals(noTable.code, 2);
-        assertStringIncludes(
-          noTable.stderr,
-          `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
-        );
-        const noColumn = await f.run(["--data-column", "name"], {
-          env: { REFRESH_AT_COLUMN: "nope" },
-        });
-        assertEquals(noColumn.code, 2);
-        assertStringIncludes(
-          noColumn.stderr,
-          "REFRESH_DATA_COLUMN: expected column name",
-        );
-        assertStringIncludes(
-          noColumn.stderr,
-          "to be jsonb or json, found text",
-        );
-        assertStringIncludes(
-          noColumn.stderr,
-          "REFRESH_AT_COLUMN: column nope does not exist",
-        );
-        assertEquals(f.vendor.calls.length, 0);
-      });
-    },
-  );
-
-  await t.step(
-    "an unreachable database: exit 1, no password in the message",
-    async () => {
-      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const port = (listener.addr as Deno.NetAddr).port;
-      listener.close();
-      const result = await runRefresh([], {
-        env: {
-          DATABASE_URL:
-            `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
-          REFRESH_API_URL: "http://127.0.0.1:9/{id}",
-          REFRESH_API_KEY: API_KEY,
-        },
-      });
-      assertEquals(result.code, 1, result.stderr);
-      assertStringIncludes(result.stderr, "ECONNREFUSED");
-      assert(!result.stderr.includes("unreachable-PW-123"));
-    },
-  );
-
-  await t.step("--help prints every setting and exits 0", async () => {
-    const result = await runRefresh(["--help"]);
-    assertEquals(result.code, 0);
-    assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
-    assertStringIncludes(result.stdout, "Exit codes:");
-  });
-}
-
-async function noSecrets(t: Deno.TestContext, db: TestDatabase) {
-  await t.step("no secret in any output or state row", async () => {
-    const sql = db.client();
-    try {
-      const dbPassword = new URL(db.url).password;
-      const outputs = allOutput.join("\n");
-      assert(!outputs.includes(API_KEY), "the API key was printed");
-      assert(
-        !outputs.includes(`:${dbPassword}@`),
-        "the database password was printed",
-      );
-      const schemas = await sql<{ name: string }[]>`
-        select nspname as name from pg_namespace where nspname like 't\\_%'
-          and to_regclass(quote_ident(nspname) || '.refresh_runs') is not null`;
-      assertGreaterOrEqual(schemas.length, 5);
-      for (const { name } of schemas) {
-        const rows = await sql`
-          select params::text || coalesce(error, '') as text
-          from ${sql(`${name}.refresh_runs`)}
-          union all
-          select coalesce(error, '') from ${sql(`${name}.refresh_state`)}`;
-        for (const row of rows) {
-          assert(!String(row.text).includes(API_KEY), `key stored in ${name}`);
-          assert(
-            !String(row.text).includes(`:${dbPassword}@`),
-            `password stored in ${name}`,
-          );
-        }
-      }
-    } finally {
-      await sql.end();
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// Run control, end to end
-// ---------------------------------------------------------------------------
-
-/** Starts a run through `deno task refresh` without waiting for it. */
-async function spawnRefresh(args: string[], env: Record<string, string>) {
-  return childCommand([...FAST, ...args], { env }, await refreshTaskArgs())
-    .spawn();
-}
-
 async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
   const deadline = Date.now() + ms;
   while (!ok()) {
@@ -1443,532 +1147,962 @@ async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
   }
 }
 
-async function outputOf(
-  child: Deno.ChildProcess,
-): Promise<RunResult & { signal: Deno.Signal | null }> {
-  const out = await child.output();
-  const result = {
-    code: out.code,
-    signal: out.signal,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-  allOutput.push(result.stdout, result.stderr);
-  return result;
-}
-
 const okCalls = (vendor: FakeVendor) =>
   vendor.calls.filter((c) => c.status === 200).length;
 
-async function runControl(t: Deno.TestContext, db: TestDatabase) {
-  await t.step("--budget is exact: never one billable call more", async () => {
-    const script: Script = (
-      id,
-    ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
-    await withFixture(db, "t_budget", { count: 20, script }, async (f) => {
-      const result = await f.run(["--budget", "5"]);
-      assertSucceeded(result);
-      assertEquals(okCalls(f.vendor), 5);
-      assertStringIncludes(result.stdout, "budget_exhausted");
-      const [run] = await f.runs();
-      assertEquals(run!.status, "budget_exhausted");
-      assertEquals(Number(run!.credits_spent), 5);
-      // Misses billed too: 404s count against the budget.
-      const before = f.vendor.calls.length;
-      assertSucceeded(
-        await f.run(["--budget", "4", "--billable-statuses", "200,404"]),
-      );
-      const billed = f.vendor.calls.slice(before).filter((c) =>
-        c.status === 200 || c.status === 404
-      );
-      assertEquals(billed.length, 4);
-      assertEquals(f.vendor.calls.length - before, 4);
-    });
-  });
-
-  await t.step(
-    "--reserve stops once the vendor's credits header reaches it",
-    async () => {
-      let credits = 10;
-      const script: Script = () => ({
-        headers: { "x-credits-remaining": String(--credits) },
-      });
-      await withFixture(db, "t_reserve", { count: 20, script }, async (f) => {
-        const result = await f.run(["--reserve", "7"], {
-          env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-        });
-        assertSucceeded(result);
-        assertEquals(
-          f.vendor.calls.length,
-          3,
-          "remaining 9, 8, 7: stop at the reserve",
-        );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "budget_exhausted");
-        assertEquals(Number(run!.credits_remaining), 7);
-        assertStringIncludes(
-          String(run!.reason),
-          "at or below the reserve of 7",
-        );
-        assertEquals(
-          (await f.state()).length,
-          3,
-          "the last answer was still recorded",
-        );
-      });
-    },
-  );
-
-  await t.step(
-    "402, or the credits header reaching 0, stops the run as credits_exhausted",
-    async () => {
-      const script: Script = (id) => (id === "3" ? { status: 402 } : {});
-      await withFixture(db, "t_402", { count: 6, script }, async (f) => {
+Deno.test(
+  "refreshes stale targets, never-refreshed first, then stalest first",
+  async () => {
+    await withFixture(
+      { name: "select", count: 12, freshUpTo: 4 },
+      async (f) => {
+        // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
+        await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
+        await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
+        await f.sql`update ${f.sql(`${f.schema}.people`)}
+        set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
         const result = await f.run();
         assertSucceeded(result);
-        assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-        const [run] = await f.runs();
-        assertEquals(run!.status, "credits_exhausted");
+        assertEquals(f.vendor.calls.map((c) => c.id), [
+          "5",
+          "6",
+          "7",
+          "8",
+          "12",
+          "10",
+          "9",
+        ]);
+        const rows = await f.sql<
+          { id: string; name: string; fresh: boolean }[]
+        >`
+        select id::text, vendor_data->>'name' as name,
+          vendor_refreshed_at > now() - interval '1 minute' as fresh
+        from ${f.sql(`${f.schema}.people`)} order by id`;
+        assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
         assertEquals(
-          (await f.state()).map((s) => s.target_id),
-          ["1", "2"],
-          "402 is no outcome for the target",
+          rows.find((r) => r.id === "11")?.name,
+          null,
+          "a fresh-enough row was refreshed",
         );
+        const [run] = await f.runs();
+        assertEquals(run!.status, "completed");
+        assertEquals(Number(run!.total), 7);
+        assertEquals(Number(run!.processed), 7);
+        assertEquals(Number(run!.succeeded), 7);
+        assertEquals(Number(run!.credits_spent), 7);
+        assertMatch(result.stdout, /run \d+ completed/);
+        assertStringIncludes(result.stdout, "7 processed: 7 ok");
+        // A second run finds nothing to do.
+        const again = await f.run();
+        assertSucceeded(again);
+        assertEquals(f.vendor.calls.length, 7);
+        assertStringIncludes(again.stdout, "0 selected");
+      },
+    );
+  },
+);
+
+Deno.test(
+  "--stale-after widens the window and --limit caps the run",
+  async () => {
+    await withFixture(
+      { name: "limit", count: 10, freshUpTo: 10 },
+      async (f) => {
+        assertSucceeded(await f.run());
+        assertEquals(f.vendor.calls.length, 0);
+        assertSucceeded(await f.run(["--stale-after", "0", "--limit", "3"]));
+        assertEquals(f.vendor.calls.length, 3);
+      },
+    );
+  },
+);
+
+Deno.test(
+  "records outcomes: not_found and invalid are skipped next time, failed is retried",
+  async () => {
+    const script: Script = (id) => {
+      if (id === "2") return { status: 404 };
+      if (id === "3") return { body: "[1,2,3]" };
+      if (id === "4") return { body: "not json" };
+      if (id === "5") {
+        return { status: 400, body: { error: "bad id format" } };
+      }
+      if (id === "6") return { body: { blob: "x".repeat(5000) } };
+      return {};
+    };
+    await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
+      const result = await f.run(["--max-body", "4KiB"]);
+      assertSucceeded(result);
+      const state = await f.state();
+      assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
+        ["1", "ok", 200],
+        ["2", "not_found", 404],
+        ["3", "invalid", 200],
+        ["4", "invalid", 200],
+        ["5", "failed", 400],
+        ["6", "invalid", 200],
+        ["7", "ok", 200],
+      ]);
+      assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
+      assertStringIncludes(state[3]!.error!, "not JSON");
+      assertStringIncludes(
+        state[4]!.error!,
+        'HTTP 400: {"error":"bad id format"}',
+      );
+      assertStringIncludes(state[5]!.error!, "4096-byte cap");
+      assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
+      const untouched = await f.sql<{ id: string }[]>`
+        select id::text from ${f.sql(`${f.schema}.people`)}
+        where vendor_data is null order by id`;
+      assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
+      const [run] = await f.runs();
+      assertEquals(
+        [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
+          Number,
+        ),
+        [2, 1, 3, 1],
+      );
+      // Next run: only the failed target is tried again.
+      const before = f.vendor.calls.length;
+      assertSucceeded(await f.run());
+      assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
+    });
+  },
+);
+
+Deno.test(
+  "--ids refreshes exactly the given ids and reports unknown ones",
+  async () => {
+    await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
+      const result = await f.run(["--ids", "4,2,99,abc"]);
+      assertSucceeded(result);
+      assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
+      assertStringIncludes(result.stderr, "2 id(s) not in");
+      assertStringIncludes(result.stderr, "99, abc");
+      assertStringIncludes(result.stdout, "2 unknown ids skipped");
+      const fromStdin = await f.run(["--ids-file", "-"], {
+        stdin: "5\n\n1\n",
       });
-      let credits = 2;
-      const zero: Script = () => ({
-        headers: { "x-credits-remaining": String(--credits) },
-      });
-      await withFixture(db, "t_zero", { count: 6, script: zero }, async (f) => {
-        assertSucceeded(
-          await f.run([], {
-            env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-          }),
+      assertSucceeded(fromStdin);
+      assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
+      const file = await Deno.makeTempFile();
+      try {
+        await Deno.writeTextFile(file, "3\r\n");
+        assertSucceeded(await f.run(["--ids-file", file]));
+        assertEquals(f.vendor.calls.at(-1)?.id, "3");
+      } finally {
+        await Deno.remove(file);
+      }
+      const missing = await f.run(["--ids-file", "/nonexistent/ids.txt"]);
+      assertEquals(missing.code, 2);
+      assertStringIncludes(
+        missing.stderr,
+        '--ids-file: cannot read "/nonexistent/ids.txt"',
+      );
+    });
+  },
+);
+
+Deno.test("custom columns, text ids and a key header", async () => {
+  await withFixture({ name: "custom" }, async (f) => {
+    const contacts = f.sql(`${f.schema}.Contacts`);
+    await f.sql`create table ${contacts} (
+        contact_key text primary key, enrichment json, enriched_on timestamptz)`;
+    await f.sql`insert into ${contacts} (contact_key) values ('a/1'), ('b 2')`;
+    const result = await f.run([], {
+      env: {
+        REFRESH_API_KEY_HEADER: "X-Api-Key",
+        REFRESH_TABLE: `${f.schema}.Contacts`,
+        REFRESH_ID_COLUMN: "contact_key",
+        REFRESH_DATA_COLUMN: "enrichment",
+        REFRESH_AT_COLUMN: "enriched_on",
+      },
+    });
+    assertSucceeded(result);
+    assertEquals(f.vendor.calls.map((c) => c.id).sort(), ["a/1", "b 2"]);
+    for (const call of f.vendor.calls) {
+      assertEquals(call.headers.get("x-api-key"), API_KEY);
+      assertEquals(call.headers.get("authorization"), null);
+      assert(!call.url.includes(API_KEY));
+    }
+    const rows = await f.sql`select contact_key, enrichment->>'id' as got
+        from ${contacts} order by contact_key`;
+    assertEquals(rows.map((r) => r.got), ["a/1", "b 2"]);
+  });
+});
+
+Deno.test(
+  "one request in flight at a time, through timeouts and retries",
+  async () => {
+    const script: Script = (id, attempt) => {
+      const n = Number(id);
+      if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
+      if (n % 3 === 0 && attempt <= 2) return { status: 503 };
+      if (n % 5 === 0 && attempt === 1) return { status: 502 };
+      return { delayMs: 5 };
+    };
+    await withFixture(
+      { name: "serial", count: 24, script, latencyMs: 5 },
+      async (f) => {
+        const result = await f.run([
+          "--request-timeout",
+          "150ms",
+          "--backoff",
+          "1ms",
+        ]);
+        assertSucceeded(result);
+        assertEquals(
+          f.vendor.maxInFlight,
+          1,
+          "more than one request in flight",
         );
-        assertEquals(f.vendor.calls.length, 2);
-        assertEquals((await f.runs())[0]!.status, "credits_exhausted");
+        const state = await f.state();
+        assertEquals(state.filter((s) => s.status === "ok").length, 24);
+        assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
+        assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
+        // Requests never overlap as the server saw them.
+        const calls = [...f.vendor.calls].sort((a, b) =>
+          a.startedAt - b.startedAt
+        );
+        for (let i = 1; i < calls.length; i++) {
+          assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
+        }
+      },
+    );
+  },
+);
+
+Deno.test("Retry-After is obeyed before the next request", async () => {
+  const script: Script = (id, attempt) =>
+    id === "2" && attempt === 1
+      ? { status: 429, headers: { "retry-after": "1" } }
+      : {};
+  await withFixture({ name: "retry_after", count: 3, script }, async (f) => {
+    assertSucceeded(await f.run(["--backoff", "1ms"]));
+    const calls = f.vendor.calls;
+    assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
+    const gap = calls[2]!.startedAt - calls[1]!.startedAt;
+    assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+    assertEquals((await f.state()).every((s) => s.status === "ok"), true);
+  });
+});
+
+Deno.test(
+  "a Retry-After beyond --max-retry-wait stops the run as rate_limited",
+  async () => {
+    let limited = true;
+    const script: Script = (id) =>
+      id === "3" && limited
+        ? { status: 503, headers: { "retry-after": "3600" } }
+        : {};
+    await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
+      const result = await f.run(["--max-retry-wait", "1m"]);
+      assertSucceeded(result);
+      assertStringIncludes(result.stdout, "rate_limited");
+      assertStringIncludes(result.stderr, "asked to wait 1h");
+      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "rate_limited");
+      assertEquals(Number(run!.processed), 2);
+      assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
+      // The vendor recovers: the next run resumes with what is left.
+      limited = false;
+      assertSucceeded(await f.run());
+      assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
+        "3",
+        "4",
+        "5",
+      ]);
+    });
+  },
+);
+
+Deno.test(
+  "a target that exhausts --max-attempts ends failed and the run goes on",
+  async () => {
+    const script: Script = (id) => id === "1" ? { status: 500 } : {};
+    await withFixture({ name: "attempts", count: 2, script }, async (f) => {
+      assertSucceeded(
+        await f.run(["--max-attempts", "3", "--backoff", "1ms"]),
+      );
+      assertEquals(f.vendor.callsFor("1"), 3);
+      assertEquals(f.vendor.callsFor("2"), 1);
+      const state = await f.state();
+      assertEquals(state[0]!.status, "failed");
+      assertEquals(state[0]!.attempts, 3);
+      assertStringIncludes(
+        state[0]!.error!,
+        "gave up after 3 attempts; last: HTTP 500",
+      );
+      const [run] = await f.runs();
+      assertEquals(Number(run!.retries), 2);
+      assertEquals(Number(run!.requests), 4);
+    });
+  },
+);
+
+Deno.test(
+  "redirects are not followed, so the key never reaches another host",
+  async () => {
+    const other = await startFakeVendor();
+    const script: Script = () => ({
+      status: 302,
+      headers: { location: other.urlTemplate.replace("{id}", "stolen") },
+    });
+    try {
+      await withFixture({ name: "redirect", count: 1, script }, async (f) => {
+        assertSucceeded(await f.run());
+        assertEquals(other.calls.length, 0);
+        assertEquals(f.vendor.callsFor("1"), 1);
+        const [state] = await f.state();
+        assertEquals(state!.status, "failed");
       });
+    } finally {
+      await other.close();
+    }
+  },
+);
+
+Deno.test(
+  "kill -9 mid-run, then a rerun: every target recorded once, at most one duplicate call",
+  async () => {
+    await withFixture(
+      { name: "kill", count: 150, latencyMs: 25 },
+      async (f) => {
+        // A short lease, so that the dead run stops blocking soon.
+        const child = await f.spawn(["--lease", "3s"], { direct: true });
+        // Progress is visible while the run goes (counters every second).
+        let live: Record<string, unknown> | undefined;
+        const deadline = Date.now() + 30_000;
+        while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+          [live] = await f.runs().catch(() => []);
+        }
+        assertEquals(live!.status, "running");
+        assertGreaterOrEqual(Number(live!.processed), 5);
+        child.kill("SIGKILL");
+        const killed = await outputOf(child);
+        assertEquals(killed.signal, "SIGKILL");
+        const callsBefore = f.vendor.calls.length;
+        assert(callsBefore < 150, "the run finished before it was killed");
+        // At once, the dead run's lease still holds...
+        assertEquals((await f.run()).code, 3);
+        // ...until its heartbeat is older than its lease.
+        await new Promise((r) => setTimeout(r, 3_100));
+        const result = await f.run();
+        assertSucceeded(result);
+        assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
+        const state = await f.state();
+        assertEquals(state.length, 150);
+        assert(state.every((s) => s.status === "ok"));
+        const duplicates = [...new Set(f.vendor.calls.map((c) => c.id))]
+          .filter((id) => f.vendor.callsFor(id) > 1);
+        assertLessOrEqual(
+          duplicates.length,
+          1,
+          `called twice: ${duplicates}`,
+        );
+        assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
+        const rows = await f.sql`select count(*)::int as n from ${
+          f.sql(`${f.schema}.people`)
+        }
+        where vendor_data is not null`;
+        assertEquals(rows[0]!.n, 150);
+      },
+    );
+  },
+);
+
+Deno.test(
+  "bad configuration: exit 2, every problem named, nothing touched",
+  async () => {
+    await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
+      const result = await runRefresh([
+        "--limit",
+        "-3",
+        "--min-interval",
+        "fast",
+      ], {
+        env: {
+          DATABASE_URL: f.db.url,
+          REFRESH_API_URL: f.vendor.urlTemplate,
+          REFRESH_TABLE: "people; drop table people",
+          REFRESH_STATE_SCHEMA: f.schema,
+          REFRESH_MAX_ATTEMPTS: "many",
+        },
+      });
+      assertEquals(result.code, 2, result.stderr);
+      for (
+        const expected of [
+          "REFRESH_API_KEY: is required",
+          "REFRESH_TABLE: expected a table name",
+          "--min-interval: expected a duration",
+          'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
+        ]
+      ) {
+        assertStringIncludes(result.stderr, expected);
+      }
+      // "-3" looks like a flag to parseArgs; either way it is reported.
+      assertMatch(result.stderr, /--limit|-3/);
+      assertEquals(f.vendor.calls.length, 0);
+      const [schema] = await f.sql`select to_regnamespace(${f.schema}) as oid`;
+      assertEquals(schema!.oid, null, "the database was touched");
+    });
+  },
+);
+
+Deno.test(
+  "a missing table or column is reported by name with exit 2",
+  async () => {
+    await withFixture({ name: "badtarget", count: 1 }, async (f) => {
+      const noTable = await f.run([], {
+        env: { REFRESH_TABLE: `${f.schema}.nobody` },
+      });
+      assertEquals(noTable.code, 2);
+      assertStringIncludes(
+        noTable.stderr,
+        `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
+      );
+      const noColumn = await f.run(["--data-column", "name"], {
+        env: { REFRESH_AT_COLUMN: "nope" },
+      });
+      assertEquals(noColumn.code, 2);
+      assertStringIncludes(
+        noColumn.stderr,
+        "REFRESH_DATA_COLUMN: expected column name",
+      );
+      assertStringIncludes(
+        noColumn.stderr,
+        "to be jsonb or json, found text",
+      );
+      assertStringIncludes(
+        noColumn.stderr,
+        "REFRESH_AT_COLUMN: column nope does not exist",
+      );
+      assertEquals(f.vendor.calls.length, 0);
+    });
+  },
+);
+
+Deno.test(
+  "an unreachable database: exit 1, no password in the message",
+  async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const result = await runRefresh([], {
+      env: {
+        DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
+        REFRESH_API_URL: "http://127.0.0.1:9/{id}",
+        REFRESH_API_KEY: API_KEY,
+      },
+    });
+    assertEquals(result.code, 1, result.stderr);
+    assertStringIncludes(result.stderr, "ECONNREFUSED");
+    assert(!result.stderr.includes("unreachable-PW-123"));
+  },
+);
+
+Deno.test("--help prints every setting and exits 0", async () => {
+  const result = await runRefresh(["--help"]);
+  assertEquals(result.code, 0);
+  assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
+  assertStringIncludes(result.stdout, "Exit codes:");
+});
+
+Deno.test("--budget is exact: never one billable call more", async () => {
+  const script: Script = (
+    id,
+  ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
+  await withFixture({ name: "budget", count: 20, script }, async (f) => {
+    const result = await f.run(["--budget", "5"]);
+    assertSucceeded(result);
+    assertEquals(okCalls(f.vendor), 5);
+    assertStringIncludes(result.stdout, "budget_exhausted");
+    const [run] = await f.runs();
+    assertEquals(run!.status, "budget_exhausted");
+    assertEquals(Number(run!.credits_spent), 5);
+    // Misses billed too: 404s count against the budget.
+    const before = f.vendor.calls.length;
+    assertSucceeded(
+      await f.run(["--budget", "4", "--billable-statuses", "200,404"]),
+    );
+    const billed = f.vendor.calls.slice(before).filter((c) =>
+      c.status === 200 || c.status === 404
+    );
+    assertEquals(billed.length, 4);
+    assertEquals(f.vendor.calls.length - before, 4);
+  });
+});
+
+Deno.test(
+  "--reserve stops once the vendor's credits header reaches it",
+  async () => {
+    let credits = 10;
+    const script: Script = () => ({
+      headers: { "x-credits-remaining": String(--credits) },
+    });
+    await withFixture({ name: "reserve", count: 20, script }, async (f) => {
+      const result = await f.run(["--reserve", "7"], {
+        env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
+      });
+      assertSucceeded(result);
+      assertEquals(
+        f.vendor.calls.length,
+        3,
+        "remaining 9, 8, 7: stop at the reserve",
+      );
+      const [run] = await f.runs();
+      assertEquals(run!.status, "budget_exhausted");
+      assertEquals(Number(run!.credits_remaining), 7);
+      assertStringIncludes(
+        String(run!.reason),
+        "at or below the reserve of 7",
+      );
+      assertEquals(
+        (await f.state()).length,
+        3,
+        "the last answer was still recorded",
+      );
+    });
+  },
+);
+
+Deno.test(
+  "402, or the credits header reaching 0, stops the run as credits_exhausted",
+  async () => {
+    const script: Script = (id) => (id === "3" ? { status: 402 } : {});
+    await withFixture({ name: "402", count: 6, script }, async (f) => {
+      const result = await f.run();
+      assertSucceeded(result);
+      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "credits_exhausted");
+      assertEquals(
+        (await f.state()).map((s) => s.target_id),
+        ["1", "2"],
+        "402 is no outcome for the target",
+      );
+    });
+    let credits = 2;
+    const zero: Script = () => ({
+      headers: { "x-credits-remaining": String(--credits) },
+    });
+    await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
+      assertSucceeded(
+        await f.run([], {
+          env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
+        }),
+      );
+      assertEquals(f.vendor.calls.length, 2);
+      assertEquals((await f.runs())[0]!.status, "credits_exhausted");
+    });
+  },
+);
+
+Deno.test("--time-budget: no new target starts after it", async () => {
+  await withFixture(
+    { name: "deadline", count: 50, latencyMs: 100 },
+    async (f) => {
+      const result = await f.run(["--time-budget", "1s"]);
+      assertSucceeded(result);
+      assertStringIncludes(result.stdout, "deadline");
+      const [run] = await f.runs();
+      assertEquals(run!.status, "deadline");
+      const calls = f.vendor.calls;
+      assert(calls.length >= 3 && calls.length < 50, `${calls.length} calls`);
+      const span = calls.at(-1)!.startedAt - calls[0]!.startedAt;
+      assertLessOrEqual(
+        span,
+        1000,
+        `a request started ${span}ms after the first`,
+      );
+      assertEquals(
+        Number(run!.processed),
+        calls.length,
+        "the request in flight was recorded",
+      );
     },
   );
+});
 
-  await t.step("--time-budget: no new target starts after it", async () => {
+Deno.test(
+  "the run stops at the end of the credit period (injected clock)",
+  async () => {
     await withFixture(
-      db,
-      "t_deadline",
-      { count: 50, latencyMs: 100 },
+      { name: "period", count: 50, latencyMs: 100 },
       async (f) => {
-        const result = await f.run(["--time-budget", "1s"]);
+        // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
+        const result = await f.run([
+          "--now",
+          "2026-12-01T04:59:59Z",
+          "--timezone",
+          "America/New_York",
+        ]);
         assertSucceeded(result);
-        assertStringIncludes(result.stdout, "deadline");
         const [run] = await f.runs();
-        assertEquals(run!.status, "deadline");
-        const calls = f.vendor.calls;
-        assert(calls.length >= 3 && calls.length < 50, `${calls.length} calls`);
-        const span = calls.at(-1)!.startedAt - calls[0]!.startedAt;
-        assertLessOrEqual(
-          span,
-          1000,
-          `a request started ${span}ms after the first`,
-        );
+        assertEquals(run!.status, "period_end");
+        assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
+        assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
+      },
+    );
+  },
+);
+
+Deno.test(
+  "--month-end-days: outside the window a run exits 0 at once",
+  async () => {
+    await withFixture({ name: "window", count: 3 }, async (f) => {
+      const early = await f.run([
+        "--month-end-days",
+        "3",
+        "--now",
+        "2026-11-20T08:00:00Z",
+      ]);
+      assertSucceeded(early);
+      assertStringIncludes(early.stderr, "day 20 of 30");
+      assertEquals(f.vendor.calls.length, 0);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "outside_window");
+      const inside = await f.run([
+        "--month-end-days",
+        "3",
+        "--now",
+        "2026-11-28T08:00:00Z",
+      ]);
+      assertSucceeded(inside);
+      assertEquals(f.vendor.calls.length, 3);
+    });
+  },
+);
+
+Deno.test(
+  "--max-consecutive-failures aborts a run against a sick vendor",
+  async () => {
+    const script: Script = () => ({ status: 500 });
+    await withFixture({ name: "breaker", count: 20, script }, async (f) => {
+      const result = await f.run([
+        "--max-attempts",
+        "2",
+        "--max-consecutive-failures",
+        "3",
+      ], {
+        env: { GITHUB_ACTIONS: "true" },
+      });
+      assertEquals(result.code, 1, result.stderr);
+      assertEquals(f.vendor.calls.length, 6);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "aborted");
+      assertStringIncludes(String(run!.error), "3 targets in a row failed");
+      assertMatch(
+        result.stdout,
+        /^::warning title=refresh: target 1 failed::gave up after 2 attempts/m,
+      );
+      assertMatch(
+        result.stdout,
+        /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
+      );
+    });
+  },
+);
+
+Deno.test(
+  "401 aborts at once: the key is wrong for every call",
+  async () => {
+    const script: Script = () => ({ status: 401 });
+    await withFixture({ name: "401", count: 5, script }, async (f) => {
+      const result = await f.run();
+      assertEquals(result.code, 1);
+      assertEquals(f.vendor.calls.length, 1);
+      assertEquals((await f.runs())[0]!.status, "aborted");
+      assertEquals((await f.state()).length, 0);
+      assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
+    });
+  },
+);
+
+Deno.test(
+  "a rate-limit header that says the window is used up is waited out",
+  async () => {
+    const script: Script = (id) =>
+      id === "2"
+        ? {
+          headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
+        }
+        : {};
+    await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
+      assertSucceeded(await f.run());
+      const [, second, third] = f.vendor.calls;
+      const gap = third!.startedAt - second!.startedAt;
+      assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+    });
+    const longer: Script = (
+      id,
+    ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
+    await withFixture(
+      { name: "ratelimit_stop", count: 3, script: longer },
+      async (f) => {
+        assertSucceeded(await f.run());
+        assertEquals(f.vendor.calls.length, 2);
+        assertEquals((await f.runs())[0]!.status, "rate_limited");
         assertEquals(
-          Number(run!.processed),
-          calls.length,
-          "the request in flight was recorded",
+          (await f.state()).length,
+          2,
+          "the answer that said so was recorded",
         );
       },
     );
+  },
+);
+
+Deno.test("a 429 widens the gap between request starts", async () => {
+  const script: Script = (
+    id,
+    attempt,
+  ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
+  await withFixture({ name: "adaptive", count: 4, script }, async (f) => {
+    const result = await f.run([
+      "--backoff",
+      "1ms",
+      "--progress-interval",
+      "1h",
+    ]);
+    assertSucceeded(result);
+    const starts = f.vendor.calls.map((c) => c.startedAt);
+    // Gap 100ms after the push-back, then 80ms, 60ms, 40ms as successes follow.
+    for (const [i, least] of [[1, 100], [2, 80], [3, 60], [4, 40]] as const) {
+      const gap = starts[i]! - starts[i - 1]!;
+      // Measured at the server: allow 10ms of network jitter.
+      assertGreaterOrEqual(gap, least - 10, `gap ${i}: ${gap}ms`);
+    }
+    assertStringIncludes(result.stderr, "gap 20ms");
   });
+});
 
-  await t.step(
-    "the run stops at the end of the credit period (injected clock)",
-    async () => {
-      await withFixture(
-        db,
-        "t_period",
-        { count: 50, latencyMs: 100 },
-        async (f) => {
-          // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
-          const result = await f.run([
-            "--now",
-            "2026-12-01T04:59:59Z",
-            "--timezone",
-            "America/New_York",
-          ]);
-          assertSucceeded(result);
-          const [run] = await f.runs();
-          assertEquals(run!.status, "period_end");
-          assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
-          assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
-        },
-      );
-    },
-  );
-
-  await t.step(
-    "--month-end-days: outside the window a run exits 0 at once",
-    async () => {
-      await withFixture(db, "t_window", { count: 3 }, async (f) => {
-        const early = await f.run([
-          "--month-end-days",
-          "3",
-          "--now",
-          "2026-11-20T08:00:00Z",
-        ]);
-        assertSucceeded(early);
-        assertStringIncludes(early.stderr, "day 20 of 30");
-        assertEquals(f.vendor.calls.length, 0);
-        const [run] = await f.runs();
-        assertEquals(run!.status, "outside_window");
-        const inside = await f.run([
-          "--month-end-days",
-          "3",
-          "--now",
-          "2026-11-28T08:00:00Z",
-        ]);
-        assertSucceeded(inside);
-        assertEquals(f.vendor.calls.length, 3);
-      });
-    },
-  );
-
-  await t.step(
-    "--max-consecutive-failures aborts a run against a sick vendor",
-    async () => {
-      const script: Script = () => ({ status: 500 });
-      await withFixture(db, "t_breaker", { count: 20, script }, async (f) => {
-        const result = await f.run([
-          "--max-attempts",
-          "2",
-          "--max-consecutive-failures",
-          "3",
-        ], {
-          env: { GITHUB_ACTIONS: "true" },
-        });
-        assertEquals(result.code, 1, result.stderr);
-        assertEquals(f.vendor.calls.length, 6);
-        const [run] = await f.runs();
-        assertEquals(run!.status, "aborted");
-        assertStringIncludes(String(run!.error), "3 targets in a row failed");
-        assertMatch(
-          result.stdout,
-          /^::warning title=refresh: target 1 failed::gave up after 2 attempts/m,
-        );
-        assertMatch(
-          result.stdout,
-          /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
-        );
-      });
-    },
-  );
-
-  await t.step(
-    "401 aborts at once: the key is wrong for every call",
-    async () => {
-      const script: Script = () => ({ status: 401 });
-      await withFixture(db, "t_401", { count: 5, script }, async (f) => {
-        const result = await f.run();
-        assertEquals(result.code, 1);
-        assertEquals(f.vendor.calls.length, 1);
-        assertEquals((await f.runs())[0]!.status, "aborted");
-        assertEquals((await f.state()).length, 0);
-        assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
-      });
-    },
-  );
-
-  await t.step(
-    "a rate-limit header that says the window is used up is waited out",
-    async () => {
-      const script: Script = (id) =>
-        id === "2"
-          ? {
-            headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
-          }
-          : {};
-      await withFixture(db, "t_ratelimit", { count: 3, script }, async (f) => {
-        assertSucceeded(await f.run());
-        const [, second, third] = f.vendor.calls;
-        const gap = third!.startedAt - second!.startedAt;
-        assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
-      });
-      const longer: Script = (
-        id,
-      ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
-      await withFixture(
-        db,
-        "t_ratelimit_stop",
-        { count: 3, script: longer },
-        async (f) => {
-          assertSucceeded(await f.run());
-          assertEquals(f.vendor.calls.length, 2);
-          assertEquals((await f.runs())[0]!.status, "rate_limited");
-          assertEquals(
-            (await f.state()).length,
-            2,
-            "the answer that said so was recorded",
-          );
-        },
-      );
-    },
-  );
-
-  await t.step("a 429 widens the gap between request starts", async () => {
-    const script: Script = (
-      id,
-      attempt,
-    ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
-    await withFixture(db, "t_adaptive", { count: 4, script }, async (f) => {
-      const result = await f.run([
-        "--backoff",
-        "1ms",
-        "--progress-interval",
-        "1h",
-      ]);
-      assertSucceeded(result);
-      const starts = f.vendor.calls.map((c) => c.startedAt);
-      // Gap 100ms after the push-back, then 80ms, 60ms, 40ms as successes follow.
-      for (const [i, least] of [[1, 100], [2, 80], [3, 60], [4, 40]] as const) {
-        const gap = starts[i]! - starts[i - 1]!;
-        // Measured at the server: allow 10ms of network jitter.
-        assertGreaterOrEqual(gap, least - 10, `gap ${i}: ${gap}ms`);
-      }
-      assertStringIncludes(result.stderr, "gap 20ms");
-    });
-  });
-
-  await t.step(
-    "one run at a time: a live lease refuses a second run with exit 3",
-    async () => {
-      await withFixture(db, "t_lease", { count: 3 }, async (f) => {
-        assertSucceeded(await f.run(["--limit", "1"]));
-        const runs = f.sql(`${f.schema}.refresh_runs`);
-        const [live] = await f.sql<{ id: string }[]>`
+Deno.test(
+  "one run at a time: a live lease refuses a second run with exit 3",
+  async () => {
+    await withFixture({ name: "lease", count: 3 }, async (f) => {
+      assertSucceeded(await f.run(["--limit", "1"]));
+      const runs = f.sql(`${f.schema}.refresh_runs`);
+      const [live] = await f.sql<{ id: string }[]>`
         insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
-        const refused = await f.run();
-        assertEquals(refused.code, 3, refused.stderr);
-        assertStringIncludes(
-          refused.stderr,
-          `another run is live: run ${live!.id}, started `,
-        );
-        assertStringIncludes(refused.stderr, "last heartbeat");
-        assertEquals(f.vendor.calls.length, 1);
-        // Its heartbeat expires: the next run takes over and marks it crashed.
-        await f
-          .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
-          live!.id
-        }`;
-        const takeover = await f.run(["--lease", "1m"]);
-        assertSucceeded(takeover);
-        assertStringIncludes(
-          takeover.stderr,
-          `marked run(s) ${live!.id} crashed`,
-        );
-        const [old] = await f.sql`select status from ${runs} where id = ${
-          live!.id
-        }`;
-        assertEquals(old!.status, "crashed");
-        assertEquals(f.vendor.calls.length, 3);
-      });
-    },
-  );
+      const refused = await f.run();
+      assertEquals(refused.code, 3, refused.stderr);
+      assertStringIncludes(
+        refused.stderr,
+        `another run is live: run ${live!.id}, started `,
+      );
+      assertStringIncludes(refused.stderr, "last heartbeat");
+      assertEquals(f.vendor.calls.length, 1);
+      // Its heartbeat expires: the next run takes over and marks it crashed.
+      await f
+        .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
+        live!.id
+      }`;
+      const takeover = await f.run(["--lease", "1m"]);
+      assertSucceeded(takeover);
+      assertStringIncludes(
+        takeover.stderr,
+        `marked run(s) ${live!.id} crashed`,
+      );
+      const [old] = await f.sql`select status from ${runs} where id = ${
+        live!.id
+      }`;
+      assertEquals(old!.status, "crashed");
+      assertEquals(f.vendor.calls.length, 3);
+    });
+  },
+);
 
-  await t.step(
-    "SIGTERM mid-request: the answer is committed, the run interrupted, exit 143",
-    async () => {
-      const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
-      await withFixture(db, "t_sigterm", { count: 10, script }, async (f) => {
-        const child = await spawnRefresh([], f.env);
-        await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
-        child.kill("SIGTERM");
-        const result = await outputOf(child);
-        assertEquals(result.code, 143, result.stderr);
-        assertEquals(
-          f.vendor.calls.length,
-          3,
-          "a new request started after SIGTERM",
-        );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "interrupted");
-        assertEquals(Number(run!.processed), 3);
-        assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
-          ["1", "ok"],
-          ["2", "ok"],
-          ["3", "ok"],
-        ]);
-      });
-    },
-  );
-
-  await t.step(
-    "a second signal aborts the request in flight; nothing half-written",
-    async () => {
-      const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
-      await withFixture(db, "t_sigint2", { count: 5, script }, async (f) => {
-        // The refresh process itself receives both signals (as under the
-        // workflow's exec); deno task's forwarding is covered above.
-        const child = childCommand(
-          [...FAST, "--grace", "30s"],
-          { env: f.env, direct: true },
-          await refreshTaskArgs(),
-        ).spawn();
-        await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
-        const sent = Date.now();
-        child.kill("SIGINT");
-        // More than the 500ms within which a repeat counts as the same signal.
-        await new Promise((r) => setTimeout(r, 700));
-        child.kill("SIGINT");
-        const result = await outputOf(child);
-        assertEquals(result.code, 130, result.stderr);
-        assertLessOrEqual(Date.now() - sent, 10_000);
-        assertEquals((await f.runs())[0]!.status, "interrupted");
-        assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
-        const [row] = await f.sql`select vendor_data from ${
-          f.sql(`${f.schema}.people`)
-        } where id = 2`;
-        assertEquals(row!.vendor_data, null);
-      });
-    },
-  );
-
-  await t.step("a signal during a long wait cuts it short", async () => {
-    const script: Script = (id, attempt) =>
-      id === "1" && attempt === 1
-        ? { status: 503, headers: { "retry-after": "60" } }
-        : {};
-    await withFixture(db, "t_sigwait", { count: 3, script }, async (f) => {
-      const child = await spawnRefresh(["--max-retry-wait", "5m"], f.env);
-      await waitFor("the 503", () => f.vendor.calls.length === 1);
-      await new Promise((r) => setTimeout(r, 300));
-      const sent = Date.now();
+Deno.test(
+  "SIGTERM mid-request: the answer is committed, the run interrupted, exit 143",
+  async () => {
+    const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
+    await withFixture({ name: "sigterm", count: 10, script }, async (f) => {
+      const child = await f.spawn();
+      await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
       child.kill("SIGTERM");
       const result = await outputOf(child);
       assertEquals(result.code, 143, result.stderr);
-      assertLessOrEqual(Date.now() - sent, 10_000);
-      assertEquals(f.vendor.calls.length, 1);
-      assertEquals((await f.runs())[0]!.status, "interrupted");
-    });
-  });
-
-  await t.step("--dry-run calls nobody and writes nothing", async () => {
-    await withFixture(db, "t_dry", { count: 25, freshUpTo: 5 }, async (f) => {
-      const first = await f.run(["--dry-run", "--budget", "10"]);
-      assertSucceeded(first);
-      assertStringIncludes(first.stdout, "20 would be refreshed");
-      assertStringIncludes(
-        first.stdout,
-        "budget 10: the run would stop after ~10 targets",
+      assertEquals(
+        f.vendor.calls.length,
+        3,
+        "a new request started after SIGTERM",
       );
-      assertStringIncludes(first.stdout, "estimated duration: unknown");
-      assertStringIncludes(
-        first.stdout,
-        "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
-      );
-      assertEquals(f.vendor.calls.length, 0);
-      const given = await f.run(["--dry-run", "--ids", "3,6,99"]);
-      assertSucceeded(given);
-      assertStringIncludes(
-        given.stdout,
-        "2 would be refreshed in t_dry.people; 1 unknown ids skipped",
-      );
-      assertStringIncludes(given.stdout, "first ids: 3, 6");
-      const [tables] = await f
-        .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
-      assertEquals(tables!.runs, null, "a dry run created the state tables");
-      assertSucceeded(await f.run(["--limit", "4"]));
-      const snapshot = async () =>
-        await f.sql`select
-          (select count(*) from ${
-          f.sql(`${f.schema}.refresh_runs`)
-        })::int as runs,
-          (select count(*) from ${
-          f.sql(`${f.schema}.refresh_state`)
-        })::int as states,
-          (select count(*) from ${
-          f.sql(`${f.schema}.people`)
-        } where vendor_data is not null)::int as rows`;
-      const before = await snapshot();
-      const second = await f.run(["--dry-run"]);
-      assertSucceeded(second);
-      assertStringIncludes(second.stdout, "16 would be refreshed");
-      assertMatch(
-        second.stdout,
-        /estimated duration: ~\S+ \(at \S+ per target, from run \d+\)/,
-      );
-      assertEquals(await snapshot(), before);
-      assertEquals(f.vendor.calls.length, 4);
-    });
-  });
-
-  await t.step("--log-format json: every line is a JSON object", async () => {
-    const script: Script = (id) => (id === "2" ? { status: 400 } : {});
-    await withFixture(db, "t_json", { count: 4, script }, async (f) => {
-      const result = await f.run([
-        "--log-format",
-        "json",
-        "--progress-interval",
-        "50ms",
+      const [run] = await f.runs();
+      assertEquals(run!.status, "interrupted");
+      assertEquals(Number(run!.processed), 3);
+      assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
+        ["1", "ok"],
+        ["2", "ok"],
+        ["3", "ok"],
       ]);
-      assertSucceeded(result);
-      const lines = result.stderr.trim().split("\n");
-      const events = lines.map((line) => JSON.parse(line));
-      assert(events.some((e) => e.event === "progress" && e.total === 4));
-      assert(events.some((e) => e.level === "warning" && e.target === "2"));
-      const summary = JSON.parse(result.stdout.trim());
-      assertEquals(summary.event, "summary");
-      assertEquals(summary.status, "completed");
-      assertEquals([summary.succeeded, summary.failed], [3, 1]);
     });
+  },
+);
+
+Deno.test(
+  "a second signal aborts the request in flight; nothing half-written",
+  async () => {
+    const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+    await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
+      // The refresh process itself receives both signals (as under the
+      // workflow's exec); deno task's forwarding is covered above.
+      const child = await f.spawn(["--grace", "30s"], { direct: true });
+      await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+      const sent = Date.now();
+      child.kill("SIGINT");
+      // More than the 500ms within which a repeat counts as the same signal.
+      await new Promise((r) => setTimeout(r, 700));
+      child.kill("SIGINT");
+      const result = await outputOf(child);
+      assertEquals(result.code, 130, result.stderr);
+      assertLessOrEqual(Date.now() - sent, 10_000);
+      assertEquals((await f.runs())[0]!.status, "interrupted");
+      assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
+      const [row] = await f.sql`select vendor_data from ${
+        f.sql(`${f.schema}.people`)
+      } where id = 2`;
+      assertEquals(row!.vendor_data, null);
+    });
+  },
+);
+
+Deno.test("a signal during a long wait cuts it short", async () => {
+  const script: Script = (id, attempt) =>
+    id === "1" && attempt === 1
+      ? { status: 503, headers: { "retry-after": "60" } }
+      : {};
+  await withFixture({ name: "sigwait", count: 3, script }, async (f) => {
+    const child = await f.spawn(["--max-retry-wait", "5m"]);
+    await waitFor("the 503", () => f.vendor.calls.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    const sent = Date.now();
+    child.kill("SIGTERM");
+    const result = await outputOf(child);
+    assertEquals(result.code, 143, result.stderr);
+    assertLessOrEqual(Date.now() - sent, 10_000);
+    assertEquals(f.vendor.calls.length, 1);
+    assertEquals((await f.runs())[0]!.status, "interrupted");
   });
+});
 
-  await t.step(
-    "progress lines report pace, credits, gap and forecast",
-    async () => {
-      await withFixture(
-        db,
-        "t_progress",
-        { count: 8, latencyMs: 30 },
-        async (f) => {
-          const result = await f.run([
-            "--progress-interval",
-            "100ms",
-            "--budget",
-            "100",
-          ]);
-          assertSucceeded(result);
-          assertMatch(
-            result.stderr,
-            /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
-          );
-          assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
-          assertStringIncludes(result.stdout, "p95");
-        },
-      );
-    },
-  );
+Deno.test("--dry-run calls nobody and writes nothing", async () => {
+  await withFixture({ name: "dry", count: 25, freshUpTo: 5 }, async (f) => {
+    const first = await f.run(["--dry-run", "--budget", "10"]);
+    assertSucceeded(first);
+    assertStringIncludes(first.stdout, "20 would be refreshed");
+    assertStringIncludes(
+      first.stdout,
+      "budget 10: the run would stop after ~10 targets",
+    );
+    assertStringIncludes(first.stdout, "estimated duration: unknown");
+    assertStringIncludes(
+      first.stdout,
+      "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
+    );
+    assertEquals(f.vendor.calls.length, 0);
+    const given = await f.run(["--dry-run", "--ids", "3,6,99"]);
+    assertSucceeded(given);
+    assertStringIncludes(
+      given.stdout,
+      `2 would be refreshed in ${f.schema}.people; 1 unknown ids skipped`,
+    );
+    assertStringIncludes(given.stdout, "first ids: 3, 6");
+    const [tables] = await f
+      .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
+    assertEquals(tables!.runs, null, "a dry run created the state tables");
+    assertSucceeded(await f.run(["--limit", "4"]));
+    const snapshot = async () =>
+      await f.sql`select
+          (select count(*) from ${
+        f.sql(`${f.schema}.refresh_runs`)
+      })::int as runs,
+          (select count(*) from ${
+        f.sql(`${f.schema}.refresh_state`)
+      })::int as states,
+          (select count(*) from ${
+        f.sql(`${f.schema}.people`)
+      } where vendor_data is not null)::int as rows`;
+    const before = await snapshot();
+    const second = await f.run(["--dry-run"]);
+    assertSucceeded(second);
+    assertStringIncludes(second.stdout, "16 would be refreshed");
+    assertMatch(
+      second.stdout,
+      /estimated duration: ~\S+ \(at \S+ per target, from run \d+\)/,
+    );
+    assertEquals(await snapshot(), before);
+    assertEquals(f.vendor.calls.length, 4);
+  });
+});
 
-  await t.step(
-    "GITHUB_STEP_SUMMARY receives a markdown summary (refresh:ci task)",
-    async () => {
-      await withFixture(db, "t_summary", { count: 3 }, async (f) => {
-        const file = await Deno.makeTempFile({ suffix: ".md" });
-        try {
-          const child = new Deno.Command(Deno.execPath(), {
-            args: ["task", "--quiet", "refresh:ci", ...FAST],
-            cwd: ROOT,
-            env: { ...f.env, GITHUB_STEP_SUMMARY: file },
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn();
-          const result = await outputOf(child);
-          assertSucceeded(result);
-          const markdown = await Deno.readTextFile(file);
-          assertMatch(markdown, /^### refresh run \d+: completed$/m);
-          assertStringIncludes(markdown, "| Status | **completed** |");
-          assertStringIncludes(markdown, "| ok | 3 |");
-        } finally {
-          await Deno.remove(file);
-        }
-      });
-    },
-  );
-}
+Deno.test("--log-format json: every line is a JSON object", async () => {
+  const script: Script = (id) => (id === "2" ? { status: 400 } : {});
+  await withFixture({ name: "json", count: 4, script }, async (f) => {
+    const result = await f.run([
+      "--log-format",
+      "json",
+      "--progress-interval",
+      "50ms",
+    ]);
+    assertSucceeded(result);
+    const lines = result.stderr.trim().split("\n");
+    const events = lines.map((line) => JSON.parse(line));
+    assert(events.some((e) => e.event === "progress" && e.total === 4));
+    assert(events.some((e) => e.level === "warning" && e.target === "2"));
+    const summary = JSON.parse(result.stdout.trim());
+    assertEquals(summary.event, "summary");
+    assertEquals(summary.status, "completed");
+    assertEquals([summary.succeeded, summary.failed], [3, 1]);
+  });
+});
+
+Deno.test(
+  "progress lines report pace, credits, gap and forecast",
+  async () => {
+    await withFixture(
+      { name: "progress", count: 8, latencyMs: 30 },
+      async (f) => {
+        const result = await f.run([
+          "--progress-interval",
+          "100ms",
+          "--budget",
+          "100",
+        ]);
+        assertSucceeded(result);
+        assertMatch(
+          result.stderr,
+          /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
+        );
+        assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
+        assertStringIncludes(result.stdout, "p95");
+      },
+    );
+  },
+);
+
+Deno.test(
+  "GITHUB_STEP_SUMMARY receives a markdown summary (refresh:ci task)",
+  async () => {
+    await withFixture({ name: "summary", count: 3 }, async (f) => {
+      const file = await Deno.makeTempFile({ suffix: ".md" });
+      try {
+        const result = await f.run([], {
+          task: "refresh:ci",
+          env: { GITHUB_STEP_SUMMARY: file },
+        });
+        assertSucceeded(result);
+        const markdown = await Deno.readTextFile(file);
+        assertMatch(markdown, /^### refresh run \d+: completed$/m);
+        assertStringIncludes(markdown, "| Status | **completed** |");
+        assertStringIncludes(markdown, "| ok | 3 |");
+      } finally {
+        await Deno.remove(file);
+      }
+    });
+  },
+);

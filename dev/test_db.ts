@@ -1,8 +1,14 @@
 /**
  * A PostgreSQL server for tests, the demo and the benchmark: the real one
  * named by an environment variable, or else an embedded PGlite served on a
- * loopback port by `@electric-sql/pglite-socket`, so that a machine with
- * only Deno can run everything.
+ * loopback port by `@electric-sql/pglite-socket` in a child process
+ * (`dev/pglite_server.ts`), so that a machine with only Deno can run
+ * everything, and the process using it holds no database sockets but its
+ * own clients'.
+ *
+ * A test module gets one database for all its tests from
+ * {@linkcode testDatabaseForModule}; the demo and the benchmark start their
+ * own with {@linkcode startTestDatabase}.
  *
  * @module
  */
@@ -21,8 +27,20 @@ export interface TestDatabase {
   close(): Promise<void>;
 }
 
+/** The repository root, where the PGlite server finds `deno.json`. */
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** The PGlite server's script. */
+const PGLITE_SERVER = new URL("./pglite_server.ts", import.meta.url).pathname;
+
+/** The line in which the PGlite server announces its port. */
+const LISTENING = /^listening on 127\.0\.0\.1:(\d+)$/m;
+
 /**
- * Uses the server at `env[urlVariable]` when set, else starts PGlite.
+ * Uses the server at `env[urlVariable]` when set, else starts PGlite in a
+ * child process. The child exits when this process closes its standard
+ * input: on {@linkcode TestDatabase.close}, or when this process ends,
+ * whichever comes first; it does not keep this process alive.
  *
  * @param urlVariable The variable naming a real server.
  * @returns The database.
@@ -41,27 +59,91 @@ export async function startTestDatabase(
       close: () => Promise.resolve(),
     };
   }
-  const { PGlite } = await import("@electric-sql/pglite");
-  const { PGLiteSocketServer } = await import("@electric-sql/pglite-socket");
-  const db = await PGlite.create();
-  const server = new PGLiteSocketServer({
-    db,
-    host: "127.0.0.1",
-    port: 0,
-    maxConnections: 16,
-  });
-  await server.start();
-  const port = server.getServerConn().split(":").at(-1);
-  const url = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  const server = await startPgliteServer();
+  const url = `postgres://postgres:postgres@127.0.0.1:${server.port}/postgres`;
+  return { url, kind: "pglite", client: client(url), close: server.close };
+}
+
+/** Starts `dev/pglite_server.ts` and waits for its port. */
+async function startPgliteServer(): Promise<{
+  port: number;
+  close(): Promise<void>;
+}> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", "--allow-read", PGLITE_SERVER],
+    cwd: ROOT,
+    clearEnv: true,
+    env: childEnv(),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let said = "";
+  let port: number | undefined;
+  const reader = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  try {
+    while (port === undefined) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      said += value;
+      const match = said.match(LISTENING);
+      if (match) port = Number(match[1]);
+    }
+  } finally {
+    // It says nothing more there: stop reading, so no read stays pending.
+    await reader.cancel();
+  }
+  if (port === undefined) {
+    await child.stdin.close().catch(() => {});
+    const { code } = await child.status;
+    throw new Error(
+      `dev/pglite_server.ts exited with code ${code} before it said its port${
+        said ? `; it said:\n${said}` : ""
+      }`,
+    );
+  }
+  // Its standard input stays open, unread, until close() or until this
+  // process ends: then the server sees the end of it and exits.
+  child.unref();
+  let closing: Promise<void> | undefined;
   return {
-    url,
-    kind: "pglite",
-    client: client(url),
-    close: async () => {
-      await server.stop();
-      await db.close();
-    },
+    port,
+    close: () =>
+      closing ??= (async () => {
+        child.ref();
+        await child.stdin.close();
+        await child.status;
+      })(),
   };
+}
+
+/**
+ * Gives the tests of the calling module one database, shared by all of
+ * them: `TEST_DATABASE_URL`'s server, or one PGlite server (see
+ * {@linkcode startTestDatabase}) that starts before the module's first
+ * test and stops after its last. Call it once, at the top level of a test
+ * module, before its tests; they call the function it returns.
+ *
+ * The server starts in a `Deno.test.beforeAll` hook, not in the first test
+ * that needs it: the resource and op sanitizers would count a child process
+ * started inside a test, and still running at its end, as that test's
+ * leak. If it fails to start, every test that asks for it fails with why.
+ *
+ * @returns A function giving the module's database.
+ */
+export function testDatabaseForModule(): () => Promise<TestDatabase> {
+  let started: Promise<TestDatabase> | undefined;
+  const database = () => started ??= startTestDatabase();
+  Deno.test.beforeAll(async () => {
+    // A failure is reported by the tests that use the database.
+    await database().catch(() => {});
+  });
+  Deno.test.afterAll(async () => {
+    const db = await started?.catch(() => undefined);
+    await db?.close();
+  });
+  return database;
 }
 
 /** Options of {@linkcode createPeople}. */
