@@ -1,57 +1,24 @@
 /**
- * refresh — spend the vendor credits you already paid for, one request at a
+ * refresh: spend the vendor credits you already paid for, one request at a
  * time.
  *
- * Selects the records in a PostgreSQL table whose vendor data is stale (or
- * exactly the ids you give), asks the vendor's HTTP API for each of them,
- * strictly one request after the other, and writes each answer together with
- * its state record in one transaction. Progress lives in two tables,
+ * Selects the rows of a PostgreSQL table whose vendor data is stale (or
+ * exactly the ids you give), asks the vendor's HTTP API about each of them,
+ * strictly one request after the other, and writes each answer together
+ * with its state record in one statement. Progress lives in two tables,
  * `refresh_runs` and `refresh_state`, so a run that crashed or was stopped
- * continues where it left off without spending a credit twice.
- *
- * Run it:
+ * continues where it left off.
  *
  * ```sh
  * export DATABASE_URL='postgres://user:password@host:5432/db?sslmode=verify-full'
  * export REFRESH_API_URL='https://api.vendor.example/v1/people/{id}'
  * export REFRESH_API_KEY='...'
- * deno task refresh --limit 1000
- * deno task refresh --help        # every setting, its env var and default
+ * deno run --allow-net --allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,GITHUB_ACTIONS,GITHUB_STEP_SUMMARY --allow-read refresh.ts --help
  * ```
  *
- * Settings come from environment variables; a flag of the same meaning
- * overrides its variable (`--stale-after 30d` beats `REFRESH_STALE_AFTER`).
- * The secrets, `DATABASE_URL` and `REFRESH_API_KEY`, are read from the
- * environment only, so they never show up in a process list.
- *
- * Permissions (see the `refresh` task in `deno.json`):
- * - `--allow-net`: the database and the vendor.
- * - `--allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,
- *   GITHUB_ACTIONS,GITHUB_STEP_SUMMARY`: the settings; the two variables
- *   postgres.js reads whatever options it is given (an application name,
- *   and which server of a multi-host URL to use); and the two GitHub
- *   Actions sets. Every other connection setting is passed to postgres.js
- *   explicitly, so no other `PG*` variable changes where or how it connects
- *   (`PGSSLMODE` cannot weaken TLS).
- * - `--allow-read`: only used for `--ids-file`.
- * - The `refresh:ci` task adds `--allow-write="$GITHUB_STEP_SUMMARY"`: the
- *   one file it may write, the job summary on GitHub Actions.
- *
- * A run stops by itself: when its targets are done, at `--budget` credits,
- * at `--reserve` credits left at the vendor, at `--time-budget`, at the end
- * of the calendar month (`--timezone`), when the vendor rate-limits it for
- * longer than `--max-retry-wait`, or on SIGINT/SIGTERM. Only one run is live
- * at a time (a lease in `refresh_runs`).
- *
- * Exit codes: 0 completed, dry run or an expected stop (budget_exhausted,
- * credits_exhausted, rate_limited, deadline, period_end, outside_window);
- * 1 aborted (key refused, too many failures in a row, database unreachable
- * or lost, unexpected error); 2 configuration or usage error; 3 another
- * run is live; 128+n stopped by signal n (recorded interrupted).
- *
- * The file reads top to bottom: the vendor section (the part to adapt to
- * another vendor), pure helpers (exported and unit-tested), the database
- * layer, the run loop, and `main()`.
+ * The file reads top to bottom: the vendor section (the one part to adapt),
+ * the settings table, pure helpers, the database, the vendor requests, the
+ * run loop, output, and `main()`.
  *
  * @module
  */
@@ -63,101 +30,787 @@ import postgres from "npm:postgres@3.4.9";
 import * as v from "npm:valibot@1.5.0";
 
 // ============================================================================
-// VENDOR SECTION — adapt this part to your data vendor.
+// VENDOR SECTION: everything that is your vendor's own.
 //
-// Everything that knows about the vendor's API lives here: how a request for
-// one target is built, what a valid answer looks like, and what is stored.
-// The rest of the file only sees `buildVendorRequest` and `parseVendorBody`.
+// The request for one target, the schema an answer must satisfy, the
+// verdict on an answer (ok, not_found, or invalid: some vendors say "not
+// found" in a 200 body), and the row written from it. The generic HTTP
+// policy is not here: retries and backoff, Retry-After and rate-limit
+// headers, 401/403 (key refused), 402 and the credits header, budgets and
+// billing stay in the core and are driven by settings.
 // ============================================================================
 
 /**
- * The shape a successful vendor answer must have. The default accepts any
- * JSON object (not an array, string or number). Tighten it to your vendor's
- * documented response, for example:
- *
- * ```ts
- * const VendorResponseSchema = v.object({
- *   id: v.string(),
- *   person: v.object({ full_name: v.string() }),
- * });
- * ```
+ * The schema an answer must satisfy to be accepted. Validation decides
+ * whether an answer is accepted, never what is stored: the vendor's original
+ * text is stored. Use `v.looseObject`, which keeps the keys it doesn't name
+ * (`v.object` strips them from its output and `v.strictObject` rejects
+ * answers that have them), e.g.
+ * `v.looseObject({ data: v.looseObject({ job_title: v.nullish(v.string()) }) })`.
  */
-export const VendorResponseSchema = v.pipe(
+const AnswerSchema = v.pipe(
   v.unknown(),
   v.check(
-    (value) => !Array.isArray(value),
+    (answer) => !Array.isArray(answer),
     "expected a JSON object, found an array",
   ),
-  v.record(v.string(), v.unknown(), "expected a JSON object"),
+  v.looseObject({}),
 );
 
-/** Where and how to authenticate against the vendor. */
-export interface VendorOptions {
-  /** URL template; `{id}` is replaced by the URL-encoded target id. */
-  apiUrl: string;
-  /** The API key. Sent in a header only, never in the URL. */
-  apiKey: string;
-  /**
-   * Header carrying the key: `Authorization` sends `Bearer <key>`, any other
-   * name sends the bare key.
-   */
-  apiKeyHeader: string;
+/** The vendor: how to ask about one target and what to make of the answer. */
+const VENDOR: Vendor = {
+  /** Columns the request needs: the placeholders of REFRESH_API_URL. */
+  lookups: (s) => placeholders(s.apiUrl),
+  /** A GET of REFRESH_API_URL with each `{column}` filled in, key in a header. */
+  request: (target, s) => ({
+    method: "GET",
+    url: fillUrl(s.apiUrl, target.values),
+    headers: { accept: "application/json", ...keyHeader(s) },
+  }),
+  schema: AnswerSchema,
+  /** Every answer that passed the schema is a success. */
+  verdict: () => "ok",
+  /** The JSON text stored in the data column and read by REFRESH_MAP. */
+  row: (text) => text,
+};
+
+// ============================================================================
+// SETTINGS: every setting once. Parsing, the Config type, --help, the stored
+// run parameters, the README table test and the workflow wiring test all
+// derive from this table.
+// ============================================================================
+
+/** One setting: its variable, flag, default, help and parser. */
+export interface Setting {
+  /** Environment variable. */
+  env: string;
+  /** Flag without dashes; a setting without one is a secret (env only). */
+  flag?: string;
+  /** Placeholder in `--help` and the README; empty for a switch. */
+  arg: string;
+  /** The default, as it would be written. */
+  default?: string;
+  /** A run cannot do without it. */
+  required?: true;
+  /** One line of help. */
+  help: string;
+  /** Reads the text given (or the default) into the setting's value. */
+  parse: v.GenericSchema<string, unknown>;
+}
+
+const setting = <const S extends Setting>(s: S): S => s;
+
+const DURATION = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
+/** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Every setting, in the order of `--help` and the README table.
+ * Durations are held in milliseconds.
+ */
+export const SETTINGS = {
+  databaseUrl: setting({
+    env: "DATABASE_URL",
+    arg: "URL",
+    required: true,
+    help:
+      "PostgreSQL URL, postgres://user:password@host:port/db (percent-encode special characters); sslmode, application_name, target_session_attrs and options are honoured. Secret.",
+    parse: reads("a postgres:// URL", parseDatabaseUrl, true),
+  }),
+  apiUrl: setting({
+    env: "REFRESH_API_URL",
+    flag: "api-url",
+    arg: "URL",
+    required: true,
+    help:
+      "Vendor URL template: {id} is the id column, {column} any column of the table (e.g. ?email={email}), each URL-encoded.",
+    parse: reads(
+      "an http(s) URL template like https://api.example/people/{id}",
+      parseApiUrl,
+    ),
+  }),
+  apiKey: setting({
+    env: "REFRESH_API_KEY",
+    arg: "KEY",
+    required: true,
+    help: "Vendor API key, sent in a header only. Secret.",
+    parse: reads(
+      "a non-empty key on one line",
+      (raw) => raw.trim() !== "" && !/[\r\n\0]/.test(raw) ? raw : undefined,
+      true,
+    ),
+  }),
+  apiKeyHeader: setting({
+    env: "REFRESH_API_KEY_HEADER",
+    flag: "api-key-header",
+    arg: "NAME",
+    default: "Authorization",
+    help:
+      "Header for the key: Authorization sends 'Bearer <key>', any other name (X-Api-Key) the bare key.",
+    parse: reads("an HTTP header name", headerName),
+  }),
+  table: setting({
+    env: "REFRESH_TABLE",
+    flag: "table",
+    arg: "NAME",
+    default: "people",
+    help: "Target table, optionally schema-qualified (crm.people).",
+    parse: reads(
+      "a table name like people or crm.people",
+      (raw) => identifier(raw, 2),
+    ),
+  }),
+  idColumn: setting({
+    env: "REFRESH_ID_COLUMN",
+    flag: "id-column",
+    arg: "NAME",
+    default: "id",
+    help: "Primary key column: {id} in the URL, the key of refresh_state.",
+    parse: reads("a column name", (raw) => identifier(raw, 1)),
+  }),
+  dataColumn: setting({
+    env: "REFRESH_DATA_COLUMN",
+    flag: "data-column",
+    arg: "NAME",
+    default: "vendor_data",
+    help:
+      "jsonb/json column receiving the vendor's answer as sent; none stores only --map columns.",
+    parse: reads(
+      "a column name, or none",
+      (raw) => raw === "none" ? null : identifier(raw, 1),
+    ),
+  }),
+  atColumn: setting({
+    env: "REFRESH_AT_COLUMN",
+    flag: "at-column",
+    arg: "NAME",
+    default: "vendor_refreshed_at",
+    help: "timestamptz column set to now() on each refresh.",
+    parse: reads("a column name", (raw) => identifier(raw, 1)),
+  }),
+  map: setting({
+    env: "REFRESH_MAP",
+    flag: "map",
+    arg: "COL=PATH,...",
+    help:
+      "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null).",
+    parse: reads("column=path pairs like title=data.job_title", parseMap),
+  }),
+  where: setting({
+    env: "REFRESH_WHERE",
+    flag: "where",
+    arg: "SQL",
+    help:
+      "Your own SQL condition on the target table that narrows the selection, e.g. deleted_at is null.",
+    parse: reads("an SQL condition", (raw) => raw.trim() || undefined),
+  }),
+  stateSchema: setting({
+    env: "REFRESH_STATE_SCHEMA",
+    flag: "state-schema",
+    arg: "NAME",
+    help:
+      "Schema of refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
+    parse: reads("a schema name", (raw) => identifier(raw, 1)),
+  }),
+  limit: setting({
+    env: "REFRESH_LIMIT",
+    flag: "limit",
+    arg: "N",
+    help: "Process at most N targets this run.",
+    parse: reads("a positive whole number", positiveInt),
+  }),
+  ids: setting({
+    env: "REFRESH_IDS",
+    flag: "ids",
+    arg: "ID,ID,...",
+    help:
+      "Refresh exactly these ids, fresh or not; ids not in the table are reported, not fetched.",
+    parse: reads("a comma-separated list of ids", (raw) => idList(raw, ",")),
+  }),
+  idsFile: setting({
+    env: "REFRESH_IDS_FILE",
+    flag: "ids-file",
+    arg: "PATH",
+    help: "Like --ids, one id per line; - reads standard input.",
+    parse: reads("a file path or -", (raw) => raw.trim() ? raw : undefined),
+  }),
+  staleAfter: setting({
+    env: "REFRESH_STALE_AFTER",
+    flag: "stale-after",
+    arg: "DURATION",
+    default: "25d",
+    help:
+      "Refresh targets last refreshed longer ago than this (never refreshed first).",
+    parse: duration(),
+  }),
+  retryMisses: setting({
+    env: "REFRESH_RETRY_MISSES",
+    flag: "retry-misses",
+    arg: "",
+    default: "false",
+    help:
+      "Ask again for targets recorded not_found or invalid within --stale-after (skipped otherwise).",
+    parse: reads("true or false", parseBoolean),
+  }),
+  minInterval: setting({
+    env: "REFRESH_MIN_INTERVAL",
+    flag: "min-interval",
+    arg: "DURATION",
+    default: "0",
+    help: "Least time between the starts of two vendor requests.",
+    parse: duration({ timer: true }),
+  }),
+  requestTimeout: setting({
+    env: "REFRESH_REQUEST_TIMEOUT",
+    flag: "request-timeout",
+    arg: "DURATION",
+    default: "30s",
+    help: "Give up on one request (headers and body) after this long.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  maxAttempts: setting({
+    env: "REFRESH_MAX_ATTEMPTS",
+    flag: "max-attempts",
+    arg: "N",
+    default: "5",
+    help: "Requests per target at most, the first one included.",
+    parse: reads("a positive whole number", positiveInt),
+  }),
+  backoff: setting({
+    env: "REFRESH_BACKOFF",
+    flag: "backoff",
+    arg: "DURATION",
+    default: "1s",
+    help:
+      "First retry backoff; doubles per attempt, full jitter, capped by --max-retry-wait.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  maxRetryWait: setting({
+    env: "REFRESH_MAX_RETRY_WAIT",
+    flag: "max-retry-wait",
+    arg: "DURATION",
+    default: "5m",
+    help:
+      "Cap on any single wait; a longer Retry-After or rate-limit reset stops the run as rate_limited.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  maxBody: setting({
+    env: "REFRESH_MAX_BODY",
+    flag: "max-body",
+    arg: "BYTES",
+    default: "1MiB",
+    help:
+      "Largest answer accepted, counted after decompression (512KiB, 1MiB); larger ones are recorded invalid.",
+    parse: reads(
+      "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
+      (raw) => parseBytes(raw) || undefined,
+    ),
+  }),
+  budget: setting({
+    env: "REFRESH_BUDGET",
+    flag: "budget",
+    arg: "N",
+    help: "Spend at most N credits (billable answers) this run; never N+1.",
+    parse: reads("a positive whole number", positiveInt),
+  }),
+  billableStatuses: setting({
+    env: "REFRESH_BILLABLE_STATUSES",
+    flag: "billable-statuses",
+    arg: "LIST",
+    default: "200",
+    help: "HTTP statuses the vendor charges for, e.g. 200,404.",
+    parse: reads(
+      "a comma-separated list of HTTP statuses like 200,404",
+      (raw) => {
+        const list = raw.split(",").map((s) => s.trim());
+        return list.every((s) => /^[1-5]\d\d$/.test(s))
+          ? [...new Set(list.map(Number))]
+          : undefined;
+      },
+    ),
+  }),
+  creditsHeader: setting({
+    env: "REFRESH_CREDITS_HEADER",
+    flag: "credits-header",
+    arg: "NAME",
+    help:
+      "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
+    parse: reads("an HTTP header name", headerName),
+  }),
+  reserve: setting({
+    env: "REFRESH_RESERVE",
+    flag: "reserve",
+    arg: "N",
+    help:
+      "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
+    parse: reads(
+      "a whole number",
+      (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
+    ),
+  }),
+  timeBudget: setting({
+    env: "REFRESH_TIME_BUDGET",
+    flag: "time-budget",
+    arg: "DURATION",
+    default: "5h30m",
+    help: "No new target starts after this long; the run ends as deadline.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  timezone: setting({
+    env: "REFRESH_TIMEZONE",
+    flag: "timezone",
+    arg: "TZ",
+    default: "UTC",
+    help:
+      "Time zone of the credit period: the run never continues past the end of the month there.",
+    parse: reads("an IANA time zone like UTC or Europe/Berlin", (raw) => {
+      try {
+        return new Intl.DateTimeFormat("en-US", { timeZone: raw })
+          .resolvedOptions().timeZone;
+      } catch {
+        return undefined;
+      }
+    }),
+  }),
+  monthEndDays: setting({
+    env: "REFRESH_MONTH_END_DAYS",
+    flag: "month-end-days",
+    arg: "N",
+    help:
+      "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
+    parse: reads("a whole number of days from 1 to 31", (raw) => {
+      const days = positiveInt(raw);
+      return days !== undefined && days <= 31 ? days : undefined;
+    }),
+  }),
+  maxConsecutiveFailures: setting({
+    env: "REFRESH_MAX_CONSECUTIVE_FAILURES",
+    flag: "max-consecutive-failures",
+    arg: "N",
+    default: "10",
+    help: "Abort the run after N targets in a row ended failed.",
+    parse: reads("a positive whole number", positiveInt),
+  }),
+  maxConsecutiveInvalid: setting({
+    env: "REFRESH_MAX_CONSECUTIVE_INVALID",
+    flag: "max-consecutive-invalid",
+    arg: "N",
+    default: "10",
+    help:
+      "Abort the run after N answers in a row failed the vendor checks, or N rows in a row the database refused.",
+    parse: reads("a positive whole number", positiveInt),
+  }),
+  lease: setting({
+    env: "REFRESH_LEASE",
+    flag: "lease",
+    arg: "DURATION",
+    default: "2m",
+    help:
+      "A live run renews its heartbeat every second; a run silent for longer than this is taken over as crashed.",
+    parse: duration({ min: 3000, timer: true }),
+  }),
+  grace: setting({
+    env: "REFRESH_GRACE",
+    flag: "grace",
+    arg: "DURATION",
+    default: "5s",
+    help:
+      "On SIGINT/SIGTERM or the deadline, how long the request in flight and the write in hand may still take.",
+    parse: duration({ timer: true }),
+  }),
+  dbRetry: setting({
+    env: "REFRESH_DB_RETRY",
+    flag: "db-retry",
+    arg: "DURATION",
+    default: "1m",
+    help:
+      "How long a lost or blocked database is retried (the answer in hand is kept) before the run aborts; below --lease.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  connectTimeout: setting({
+    env: "REFRESH_CONNECT_TIMEOUT",
+    flag: "connect-timeout",
+    arg: "DURATION",
+    default: "30s",
+    help: "Give up connecting to the database after this long in all.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  progressInterval: setting({
+    env: "REFRESH_PROGRESS_INTERVAL",
+    flag: "progress-interval",
+    arg: "DURATION",
+    default: "15s",
+    help: "How often a progress line is printed.",
+    parse: duration({ min: 1, timer: true }),
+  }),
+  logFormat: setting({
+    env: "REFRESH_LOG_FORMAT",
+    flag: "log-format",
+    arg: "FORMAT",
+    default: "text",
+    help: "text, or json for one JSON object per line (same facts).",
+    parse: reads(
+      "text or json",
+      (raw) => raw === "text" || raw === "json" ? raw : undefined,
+    ),
+  }),
+  dryRun: setting({
+    env: "REFRESH_DRY_RUN",
+    flag: "dry-run",
+    arg: "",
+    default: "false",
+    help: "Show what a run would do: no vendor call, no write to any table.",
+    parse: reads("true or false", parseBoolean),
+  }),
+  now: setting({
+    env: "REFRESH_NOW",
+    flag: "now",
+    arg: "TIME",
+    help:
+      "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
+    parse: reads(
+      "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
+      parseInstant,
+    ),
+  }),
+};
+
+type Settings = typeof SETTINGS;
+type Name = keyof Settings;
+type Value<K extends Name> = v.InferOutput<Settings[K]["parse"]>;
+
+/** The validated settings of one run, derived from {@linkcode SETTINGS}. */
+export type Config = {
+  -readonly [K in Name]: Settings[K] extends
+    { default: string } | { required: true } ? Value<K>
+    : Value<K> | undefined;
+};
+
+/** The result of {@linkcode parseConfig}. */
+export type ConfigResult =
+  | {
+    ok: true;
+    config: Config;
+    help: boolean;
+    /** Where each setting given came from: its flag or variable. */
+    given: Partial<Record<Name, string>>;
+    /** The text of each setting given. */
+    raw: Partial<Record<Name, string>>;
+  }
+  | { ok: false; errors: string[] };
+
+/** Where a setting's value came from: its flag, else its variable. */
+function sourceOf(name: Name, given: Partial<Record<Name, string>>): string {
+  const s: Setting = SETTINGS[name];
+  return given[name] ?? (s.flag ? `${s.env} (or --${s.flag})` : s.env);
 }
 
 /**
- * Builds the URL and headers of the request for one target.
+ * Reads every setting from the flags and the environment (a flag overrides
+ * its variable) and validates them all in one step. Every problem is
+ * reported, each naming its flag or variable; secret values are never
+ * quoted.
  *
- * @param id The target id, as text.
- * @param options The vendor settings.
- * @returns The URL to fetch and the headers to send.
+ * @param args The command-line arguments.
+ * @param env The environment lookup.
+ * @returns The configuration, or every problem found.
  */
-export function buildVendorRequest(
-  id: string,
-  options: VendorOptions,
-): { url: string; headers: Headers } {
-  const url = options.apiUrl.replaceAll("{id}", encodeURIComponent(id));
-  const headers = new Headers({ accept: "application/json" });
-  if (options.apiKeyHeader.toLowerCase() === "authorization") {
-    headers.set("authorization", `Bearer ${options.apiKey}`);
-  } else {
-    headers.set(options.apiKeyHeader, options.apiKey);
+export function parseConfig(
+  args: string[],
+  env: (name: string) => string | undefined,
+): ConfigResult {
+  const errors: string[] = [];
+  const all = Object.entries(SETTINGS) as [Name, Setting][];
+  const flags = all.flatMap(([, s]) => s.flag ? [s.flag] : []);
+  const switches = all.flatMap(([, s]) => s.flag && !s.arg ? [s.flag] : []);
+  const parsed = parseArgs(joinDashValues(args, flags), {
+    string: flags.filter((f) => !switches.includes(f)),
+    boolean: ["help", ...switches],
+    collect: flags,
+    alias: { h: "help" },
+    unknown: (arg) => {
+      errors.push(
+        arg.startsWith("-")
+          ? `${arg.split("=")[0]}: unknown flag (see --help)`
+          : `${JSON.stringify(arg)}: unexpected argument (see --help)`,
+      );
+      return false;
+    },
+  }) as Record<string, unknown>;
+  const raw: Partial<Record<Name, string>> = {};
+  const given: Partial<Record<Name, string>> = {};
+  for (const [name, s] of all) {
+    const values = (s.flag ? parsed[s.flag] : undefined) as
+      | unknown[]
+      | undefined;
+    if (values && values.length > 1) {
+      errors.push(`--${s.flag}: given more than once`);
+    } else if (values?.length === 1) {
+      raw[name] = String(values[0]);
+      given[name] = `--${s.flag}`;
+    } else if (env(s.env)) {
+      raw[name] = env(s.env)!;
+      given[name] = s.env;
+    }
   }
-  return { url, headers };
+  if (parsed.help) {
+    return errors.length > 0
+      ? { ok: false, errors }
+      : { ok: true, help: true, config: {} as Config, given, raw };
+  }
+  const config: Partial<Record<Name, unknown>> = {};
+  for (const [name, s] of all) {
+    const text = raw[name] ?? s.default;
+    if (text === undefined) {
+      if (s.required) {
+        errors.push(
+          `${sourceOf(name, given)}: is required (${
+            s.help.split(/[,.;:(]/)[0]!.trim()
+          })`,
+        );
+      }
+      continue;
+    }
+    const result = v.safeParse(s.parse, text);
+    if (result.success) config[name] = result.output;
+    else errors.push(`${sourceOf(name, given)}: ${result.issues[0].message}`);
+  }
+  errors.push(...crossCheck(config as Partial<Config>, given));
+  return errors.length > 0
+    ? { ok: false, errors }
+    : { ok: true, config: config as Config, help: false, given, raw };
 }
 
-/** The result of {@linkcode parseVendorBody}. */
-export type VendorBodyResult =
-  | { ok: true; payload: unknown }
-  | { ok: false; reason: string };
+/** Rules between settings, each naming the setting to change. */
+function crossCheck(
+  c: Partial<Config>,
+  given: Partial<Record<Name, string>>,
+): string[] {
+  const at = (name: Name) => sourceOf(name, given);
+  const d = formatDuration;
+  const { requestTimeout = 0, grace = 0, lease = Infinity, dbRetry = 0 } = c;
+  const least = requestTimeout + grace + HEARTBEAT_MS;
+  return [
+    given.ids && given.idsFile &&
+    `${at("ids")} and ${at("idsFile")}: give the ids one way, not both`,
+    given.reserve && !given.creditsHeader &&
+    `${
+      at("reserve")
+    }: needs REFRESH_CREDITS_HEADER (or --credits-header) to read the remaining credits from`,
+    c.backoff! > c.maxRetryWait! &&
+    `${at("backoff")}: expected at most the max retry wait (${
+      d(c.maxRetryWait!)
+    }), found ${d(c.backoff!)}`,
+    lease <= least &&
+    `${at("lease")}: expected more than request timeout + grace + 1s (${
+      d(least)
+    }), found ${d(lease)}`,
+    dbRetry >= lease &&
+    `${at("dbRetry")}: expected less than the lease (${d(lease)}), found ${
+      d(dbRetry)
+    }`,
+    c.dataColumn === null && !given.map &&
+    `${
+      at("dataColumn")
+    }: none needs REFRESH_MAP (or --map): there would be nothing to store`,
+    ...[...c.map?.keys() ?? []].filter((col) =>
+      [c.idColumn, c.atColumn, c.dataColumn].includes(col)
+    )
+      .map((col) =>
+        `${
+          at("map")
+        }: column ${col} is already the id, data or refreshed-at column`
+      ),
+    c.apiUrl && VENDOR.lookups(c as VendorSettings).length === 0 &&
+    `${at("apiUrl")}: expected a placeholder such as {id} or {email}`,
+  ].filter((e): e is string => typeof e === "string");
+}
 
 /**
- * Parses and validates a successful answer's body. On success, `payload` is
- * what is written to the data column.
- *
- * @param text The body, decoded as UTF-8.
- * @returns The payload, or why the body is not acceptable.
+ * parseArgs takes a lone `-` for a flag, not a value; `--ids-file -`
+ * (standard input) must still work, so such pairs are joined with `=`.
  */
-export function parseVendorBody(text: string): VendorBodyResult {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, reason: "body is not JSON" };
+function joinDashValues(args: string[], flags: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (args[i + 1] === "-" && flags.includes(arg.replace(/^--/, ""))) {
+      out.push(`${arg}=-`);
+      i++;
+    } else out.push(arg);
   }
-  const result = v.safeParse(VendorResponseSchema, json);
-  if (!result.success) {
-    const issue = result.issues[0];
-    const path = v.getDotPath(issue) ?? "(root)";
-    return {
-      ok: false,
-      reason: `unexpected shape at ${path}: ${issue.message}`,
-    };
+  return out;
+}
+
+/**
+ * A setting read by `read`: the value, or `undefined` (or an `error`) when
+ * malformed. The message quotes what was found, unless it is secret.
+ */
+function reads<T>(
+  what: string,
+  read: (raw: string) => T | undefined | { error: string },
+  secret = false,
+): v.GenericSchema<string, T> {
+  return v.pipe(
+    v.string(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const out = read(dataset.value);
+      const error = typeof out === "object" && out !== null && "error" in out
+        ? String(out.error)
+        : undefined;
+      if (out === undefined || error !== undefined) {
+        addIssue({
+          message: error ??
+            `expected ${what}, ${
+              secret
+                ? "found something else (value not shown)"
+                : `found ${JSON.stringify(dataset.value)}`
+            }`,
+        });
+        return NEVER;
+      }
+      return out as T;
+    }),
+  );
+}
+
+/** A duration setting in milliseconds; `timer` ones must fit in a timer. */
+function duration(o: { min?: number; timer?: boolean } = {}) {
+  const min = o.min ?? 0;
+  const what = `${DURATION}${
+    min >= 1000
+      ? `, at least ${formatDuration(min)}`
+      : min > 0
+      ? ", above 0"
+      : ""
+  }${o.timer ? ", at most 24d" : ""}`;
+  return reads(what, (raw) => {
+    const ms = parseDuration(raw);
+    return ms !== undefined && ms >= min && (!o.timer || ms <= MAX_TIMER_MS)
+      ? ms
+      : undefined;
+  });
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+
+function identifier(text: string, maxParts: number): string | undefined {
+  const parts = text.split(".");
+  return parts.length <= maxParts && parts.every((p) => IDENTIFIER.test(p))
+    ? text
+    : undefined;
+}
+
+function positiveInt(raw: string): number | undefined {
+  const n = Number(raw.trim());
+  return /^\d+$/.test(raw.trim()) && n >= 1 && Number.isSafeInteger(n)
+    ? n
+    : undefined;
+}
+
+function headerName(raw: string): string | undefined {
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined;
+}
+
+function parseBoolean(raw: string): boolean | undefined {
+  const text = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(text)) return true;
+  if (["false", "0", "no", "off"].includes(text)) return false;
+  return undefined;
+}
+
+function idList(
+  text: string,
+  separator: string | RegExp,
+): string[] | undefined {
+  const ids = new Set<string>();
+  for (const part of text.split(separator)) {
+    if (part.trim() !== "") ids.add(part.trim());
   }
-  return { ok: true, payload: result.output };
+  return ids.size > 0 ? [...ids] : undefined;
+}
+
+/** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
+function parseInstant(raw: string): Date | undefined {
+  const m =
+    /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
+      .exec(raw);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute] = m.slice(1, 6).map(
+    Number,
+  ) as number[];
+  const calendar = new Date(Date.UTC(year!, month! - 1, day!));
+  const date = new Date(raw);
+  return calendar.getUTCMonth() === month! - 1 && hour! < 24 && minute! < 60 &&
+      !Number.isNaN(date.getTime())
+    ? date
+    : undefined;
+}
+
+/** `column=path,...` into a map from column to path segments. */
+function parseMap(raw: string): Map<string, string[]> | { error: string } {
+  const map = new Map<string, string[]>();
+  for (const pair of raw.split(",")) {
+    const [column, path, ...rest] = pair.split("=").map((s) => s.trim());
+    const segments = path?.split(".") ?? [""];
+    if (
+      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
+      segments.some((s) => s === "")
+    ) {
+      return {
+        error: `expected column=path pairs like title=data.job_title, found ${
+          JSON.stringify(pair)
+        }`,
+      };
+    }
+    if (map.has(column)) return { error: `column ${column} is mapped twice` };
+    map.set(column, segments);
+  }
+  return map;
+}
+
+/** The text of `--help`, made from {@linkcode SETTINGS}. */
+export function usage(): string {
+  const lines = [
+    "Usage: refresh.ts [flags]   (deno task refresh [flags])",
+    "",
+    "Refreshes stale rows with a data vendor's API, one request at a time.",
+    "Every setting is an environment variable; its flag, when given, wins.",
+    "",
+  ];
+  for (const s of Object.values(SETTINGS) as Setting[]) {
+    lines.push(`  ${flagText(s).padEnd(34)} ${s.env}`);
+    lines.push(
+      `      ${s.help}${
+        s.default !== undefined ? ` [default: ${s.default}]` : ""
+      }`,
+    );
+  }
+  lines.push(
+    `  ${"--help, -h".padEnd(34)} Show this text.`,
+    "",
+    "Durations: ms, s, m, h, d and combinations (5h30m).",
+    "Exit codes:",
+    "  0      completed, dry run, or an expected stop: budget_exhausted,",
+    "         credits_exhausted, rate_limited, deadline, period_end,",
+    "         outside_window (run again later; progress is saved)",
+    "  1      aborted: the key was refused (401/403), too many failures or",
+    "         invalid answers in a row, the database lost for longer than",
+    "         --db-retry, or an unexpected error",
+    "  2      configuration or input error; nothing was touched",
+    "  3      another run is live (its id, start and heartbeat are printed)",
+    "  128+n  stopped by signal n (130 SIGINT, 143 SIGTERM): interrupted",
+  );
+  return lines.join("\n");
+}
+
+/** How a setting is given on the command line: `--flag ARG`, or env only. */
+export function flagText(s: Setting): string {
+  return s.flag ? `--${s.flag}${s.arg ? ` ${s.arg}` : ""}` : "(env only)";
 }
 
 // ============================================================================
-// PURE HELPERS — exported and unit-tested.
+// PURE HELPERS: durations, sizes, headers, URLs, secrets, time, pace.
 // ============================================================================
 
 const DURATION_UNITS: Record<string, number> = {
@@ -261,77 +914,15 @@ export function parseRetryAfter(
   if (value === null) return undefined;
   const text = value.trim();
   if (/^\d+$/.test(text)) {
+    // Longer than any timer can wait: the run stops rather than ignore it.
     const ms = Number(text) * 1000;
-    return Number.isSafeInteger(ms) ? ms : undefined;
+    return Number.isSafeInteger(ms) ? ms : Infinity;
   }
   if (!HTTP_DATE.test(text)) return undefined;
   // asctime has no zone; RFC 9110 says it is UTC.
   const at = Date.parse(text.endsWith("GMT") ? text : `${text} GMT`);
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, at - now.getTime());
-}
-
-/** What one vendor response means for its target. */
-export type Classification =
-  | { kind: "success" }
-  | { kind: "not_found" }
-  | { kind: "transient"; retryAfterMs?: number }
-  | { kind: "failed" };
-
-const TRANSIENT_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
-
-/**
- * Classifies a vendor response by its status: 2xx succeed, 404 is a known
- * miss, 408/429/500/502/503/504 are worth retrying (429 and 503 may carry a
- * `Retry-After`), anything else fails the target without a retry.
- *
- * @param status The HTTP status.
- * @param headers The response headers.
- * @param now The current time, for `Retry-After` dates.
- * @returns The classification.
- */
-export function classifyResponse(
-  status: number,
-  headers: Headers,
-  now: Date = new Date(),
-): Classification {
-  if (status >= 200 && status < 300) return { kind: "success" };
-  if (status === 404) return { kind: "not_found" };
-  if (TRANSIENT_STATUSES.has(status)) {
-    if (status === 429 || status === 503) {
-      const retryAfterMs = parseRetryAfter(headers.get("retry-after"), now);
-      if (retryAfterMs !== undefined) {
-        return { kind: "transient", retryAfterMs };
-      }
-    }
-    return { kind: "transient" };
-  }
-  return { kind: "failed" };
-}
-
-/**
- * Returns the URL with its password (and any query parameter whose name
- * suggests a secret) replaced by `***`. Text that is not a URL is returned
- * as `(unparsable URL)`, since it may hold anything.
- *
- * @param url The URL.
- * @returns The URL, safe to print.
- */
-export function redactUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return "(unparsable URL)";
-  }
-  if (parsed.password) parsed.password = "***";
-  for (const name of [...parsed.searchParams.keys()]) {
-    if (/pass|secret|token|key|auth|sig/i.test(name)) {
-      parsed.searchParams.set(name, "***");
-    }
-  }
-  // URL escapes the braces of an `{id}` template; keep them readable.
-  return parsed.href.replaceAll("%7Bid%7D", "{id}");
 }
 
 /** Thrown by {@linkcode readCappedBody} when a body exceeds its cap. */
@@ -384,935 +975,6 @@ export async function readCappedBody(
   }
   return bytes;
 }
-
-/**
- * Replaces every occurrence of the given secrets in a text by `***`. The
- * last line of defence: every line printed and every error stored passes
- * through it.
- *
- * @param text The text.
- * @param secrets The secret values (empty ones are ignored).
- * @returns The text without the secrets.
- */
-export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) {
-    if (secret.length > 0) out = out.replaceAll(secret, "***");
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Configuration: environment variables and flags, validated in one step.
-// ---------------------------------------------------------------------------
-
-/** How a setting is given and described. */
-interface SettingSpec {
-  /** Environment variable name. */
-  env: string;
-  /** Flag name without dashes; secrets have none. */
-  flag?: string;
-  /** Placeholder shown in the usage text. */
-  arg: string;
-  /** The default, as it would be written. */
-  default?: string;
-  /** One line for the usage text. */
-  help: string;
-  /** A flag without a value; its variable takes true/false/1/0/yes/no. */
-  boolean?: boolean;
-}
-
-/**
- * Every setting: its environment variable, flag, default and meaning. The
- * usage text and the README's configuration table are made from this.
- */
-export const SETTINGS = {
-  databaseUrl: {
-    env: "DATABASE_URL",
-    arg: "URL",
-    help:
-      "PostgreSQL URL, postgres://user:password@host:port/db; sslmode (disable, prefer, require, verify-ca, verify-full) is honoured. Env only (secret).",
-  },
-  apiUrl: {
-    env: "REFRESH_API_URL",
-    flag: "api-url",
-    arg: "URL",
-    help:
-      "Vendor URL template with {id}, replaced by the URL-encoded target id.",
-  },
-  apiKey: {
-    env: "REFRESH_API_KEY",
-    arg: "KEY",
-    help: "Vendor API key, sent in a header only. Env only (secret).",
-  },
-  apiKeyHeader: {
-    env: "REFRESH_API_KEY_HEADER",
-    flag: "api-key-header",
-    arg: "NAME",
-    default: "Authorization",
-    help:
-      "Header for the key: Authorization sends 'Bearer <key>', any other name the bare key.",
-  },
-  table: {
-    env: "REFRESH_TABLE",
-    flag: "table",
-    arg: "NAME",
-    default: "people",
-    help: "Target table, optionally schema-qualified (crm.people).",
-  },
-  idColumn: {
-    env: "REFRESH_ID_COLUMN",
-    flag: "id-column",
-    arg: "NAME",
-    default: "id",
-    help: "Primary key column; its text form is sent to the vendor.",
-  },
-  dataColumn: {
-    env: "REFRESH_DATA_COLUMN",
-    flag: "data-column",
-    arg: "NAME",
-    default: "vendor_data",
-    help: "json/jsonb column receiving the vendor's answer.",
-  },
-  atColumn: {
-    env: "REFRESH_AT_COLUMN",
-    flag: "at-column",
-    arg: "NAME",
-    default: "vendor_refreshed_at",
-    help: "timestamptz column set to now() on each refresh.",
-  },
-  stateSchema: {
-    env: "REFRESH_STATE_SCHEMA",
-    flag: "state-schema",
-    arg: "NAME",
-    help:
-      "Schema for refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
-  },
-  limit: {
-    env: "REFRESH_LIMIT",
-    flag: "limit",
-    arg: "N",
-    help: "Process at most N targets this run.",
-  },
-  ids: {
-    env: "REFRESH_IDS",
-    flag: "ids",
-    arg: "ID,ID,...",
-    help:
-      "Refresh exactly these ids (fresh or not); unknown ids are reported, not fetched.",
-  },
-  idsFile: {
-    env: "REFRESH_IDS_FILE",
-    flag: "ids-file",
-    arg: "PATH",
-    help: "Like --ids, one id per line; - reads standard input.",
-  },
-  staleAfter: {
-    env: "REFRESH_STALE_AFTER",
-    flag: "stale-after",
-    arg: "DURATION",
-    default: "25d",
-    help:
-      "Refresh targets last refreshed longer ago than this (never refreshed first).",
-  },
-  minInterval: {
-    env: "REFRESH_MIN_INTERVAL",
-    flag: "min-interval",
-    arg: "DURATION",
-    default: "0",
-    help: "Least time between the starts of two vendor requests.",
-  },
-  requestTimeout: {
-    env: "REFRESH_REQUEST_TIMEOUT",
-    flag: "request-timeout",
-    arg: "DURATION",
-    default: "30s",
-    help: "Give up on one request (headers and body) after this long.",
-  },
-  maxAttempts: {
-    env: "REFRESH_MAX_ATTEMPTS",
-    flag: "max-attempts",
-    arg: "N",
-    default: "5",
-    help: "Requests per target at most, the first one included.",
-  },
-  backoff: {
-    env: "REFRESH_BACKOFF",
-    flag: "backoff",
-    arg: "DURATION",
-    default: "1s",
-    help:
-      "First retry backoff; doubles per attempt, full jitter, capped by --max-retry-wait.",
-  },
-  maxRetryWait: {
-    env: "REFRESH_MAX_RETRY_WAIT",
-    flag: "max-retry-wait",
-    arg: "DURATION",
-    default: "5m",
-    help:
-      "Cap on any single wait; a longer Retry-After stops the run as rate_limited.",
-  },
-  maxBody: {
-    env: "REFRESH_MAX_BODY",
-    flag: "max-body",
-    arg: "BYTES",
-    default: "1MiB",
-    help: "Largest vendor answer accepted; larger ones are recorded invalid.",
-  },
-  budget: {
-    env: "REFRESH_BUDGET",
-    flag: "budget",
-    arg: "N",
-    help: "Spend at most N credits (billable responses) this run; never N+1.",
-  },
-  billableStatuses: {
-    env: "REFRESH_BILLABLE_STATUSES",
-    flag: "billable-statuses",
-    arg: "LIST",
-    default: "200",
-    help: "HTTP statuses the vendor charges for, e.g. 200,404.",
-  },
-  creditsHeader: {
-    env: "REFRESH_CREDITS_HEADER",
-    flag: "credits-header",
-    arg: "NAME",
-    help:
-      "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
-  },
-  reserve: {
-    env: "REFRESH_RESERVE",
-    flag: "reserve",
-    arg: "N",
-    help:
-      "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
-  },
-  timeBudget: {
-    env: "REFRESH_TIME_BUDGET",
-    flag: "time-budget",
-    arg: "DURATION",
-    default: "5h30m",
-    help: "No new target starts after this long; the run ends as deadline.",
-  },
-  timezone: {
-    env: "REFRESH_TIMEZONE",
-    flag: "timezone",
-    arg: "TZ",
-    default: "UTC",
-    help:
-      "Time zone of the credit period: the run never continues past the end of the month there.",
-  },
-  monthEndDays: {
-    env: "REFRESH_MONTH_END_DAYS",
-    flag: "month-end-days",
-    arg: "N",
-    help:
-      "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
-  },
-  maxConsecutiveFailures: {
-    env: "REFRESH_MAX_CONSECUTIVE_FAILURES",
-    flag: "max-consecutive-failures",
-    arg: "N",
-    default: "10",
-    help: "Abort the run after N targets in a row ended failed.",
-  },
-  lease: {
-    env: "REFRESH_LEASE",
-    flag: "lease",
-    arg: "DURATION",
-    default: "2m",
-    help:
-      "A live run's heartbeat is renewed well within this; a run silent for longer is taken over as crashed.",
-  },
-  grace: {
-    env: "REFRESH_GRACE",
-    flag: "grace",
-    arg: "DURATION",
-    default: "5s",
-    help: "On SIGINT/SIGTERM, how long the request in flight may still finish.",
-  },
-  progressInterval: {
-    env: "REFRESH_PROGRESS_INTERVAL",
-    flag: "progress-interval",
-    arg: "DURATION",
-    default: "15s",
-    help: "How often a progress line is printed.",
-  },
-  logFormat: {
-    env: "REFRESH_LOG_FORMAT",
-    flag: "log-format",
-    arg: "FORMAT",
-    default: "text",
-    help: "text, or json for one JSON object per line (same facts).",
-  },
-  dryRun: {
-    env: "REFRESH_DRY_RUN",
-    flag: "dry-run",
-    arg: "",
-    boolean: true,
-    help: "Show what a run would do: no vendor call, no write to any table.",
-  },
-  now: {
-    env: "REFRESH_NOW",
-    flag: "now",
-    arg: "TIME",
-    help:
-      "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
-  },
-} as const satisfies Record<string, SettingSpec>;
-
-/** Name of a setting, a key of {@linkcode SETTINGS}. */
-export type SettingName = keyof typeof SETTINGS;
-
-/** The parts of `DATABASE_URL` handed to postgres.js. */
-export interface DatabaseTarget {
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password: string;
-  /** postgres.js `ssl` value derived from `sslmode`. */
-  ssl: false | "prefer" | "require" | "verify-full";
-  /** Other query parameters, passed as connection parameters. */
-  params: Record<string, string>;
-  /** The URL with its password replaced, for logs. */
-  redacted: string;
-}
-
-/** The validated configuration of one run. */
-export interface Config {
-  database: DatabaseTarget;
-  vendor: VendorOptions;
-  table: string;
-  idColumn: string;
-  dataColumn: string;
-  atColumn: string;
-  stateSchema: string | undefined;
-  limit: number | undefined;
-  ids: string[] | undefined;
-  idsFile: string | undefined;
-  staleAfterMs: number;
-  minIntervalMs: number;
-  requestTimeoutMs: number;
-  maxAttempts: number;
-  backoffMs: number;
-  maxRetryWaitMs: number;
-  maxBodyBytes: number;
-  budget: number | undefined;
-  billableStatuses: number[];
-  creditsHeader: string | undefined;
-  reserve: number | undefined;
-  timeBudgetMs: number;
-  timezone: string;
-  monthEndDays: number | undefined;
-  maxConsecutiveFailures: number;
-  leaseMs: number;
-  graceMs: number;
-  progressIntervalMs: number;
-  logFormat: "text" | "json";
-  dryRun: boolean;
-  /** The injected start time (`--now`), if any. */
-  now: Date | undefined;
-  help: boolean;
-}
-
-/** The result of {@linkcode parseConfig}. */
-export type ConfigResult =
-  | { ok: true; config: Config }
-  | { ok: false; errors: string[] };
-
-const SSL_MODES: Record<string, DatabaseTarget["ssl"]> = {
-  disable: false,
-  allow: "prefer",
-  prefer: "prefer",
-  require: "require",
-  // postgres.js verifies the chain and the host name for both.
-  "verify-ca": "verify-full",
-  "verify-full": "verify-full",
-};
-
-/**
- * Parses `DATABASE_URL` without ever putting its value in an error message.
- *
- * @param text The URL.
- * @returns The connection target, or what is wrong with it.
- */
-export function parseDatabaseUrl(
-  text: string,
-): DatabaseTarget | { error: string } {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return { error: "expected a postgres:// URL (value not shown)" };
-  }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    return {
-      error: `expected the scheme postgres: or postgresql:, found ${
-        JSON.stringify(url.protocol)
-      }`,
-    };
-  }
-  if (!url.hostname) return { error: "expected a host name (value not shown)" };
-  if (!url.username) return { error: "expected a user name (value not shown)" };
-  const port = url.port ? Number(url.port) : 5432;
-  const params: Record<string, string> = {};
-  let ssl: DatabaseTarget["ssl"] = false;
-  for (const [key, value] of url.searchParams) {
-    if (key === "sslmode") {
-      const mode = SSL_MODES[value];
-      if (mode === undefined) {
-        return {
-          error: `expected sslmode to be one of ${
-            Object.keys(SSL_MODES).join(", ")
-          }, found ${JSON.stringify(value)}`,
-        };
-      }
-      ssl = mode;
-    } else if (key.startsWith("ssl")) {
-      // postgres.js would ignore these silently (sslrootcert, sslcert, ...),
-      // which could mean less verification than the user asked for.
-      return {
-        error:
-          `the parameter ${key} is not supported; use sslmode=verify-full with a CA the system trusts`,
-      };
-    } else {
-      params[key] = value;
-    }
-  }
-  let database: string;
-  try {
-    database = decodeURIComponent(url.pathname.slice(1)) ||
-      decodeURIComponent(url.username);
-  } catch {
-    return { error: "expected a URL-encoded database name (value not shown)" };
-  }
-  let user: string;
-  let password: string;
-  try {
-    user = decodeURIComponent(url.username);
-    password = decodeURIComponent(url.password);
-  } catch {
-    return { error: "expected URL-encoded credentials (value not shown)" };
-  }
-  return {
-    host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
-    port,
-    database,
-    user,
-    password,
-    ssl,
-    params,
-    redacted: redactUrl(text),
-  };
-}
-
-const IDENTIFIER_PART = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
-
-function parseIdentifier(text: string, maxParts: number): string | undefined {
-  const parts = text.split(".");
-  if (parts.length > maxParts) return undefined;
-  return parts.every((part) => IDENTIFIER_PART.test(part)) ? text : undefined;
-}
-
-function parseApiUrl(text: string): string | { error: string } {
-  if (!text.includes("{id}")) {
-    return { error: "expected a URL template containing {id}" };
-  }
-  let url: URL;
-  try {
-    url = new URL(text.replaceAll("{id}", "0"));
-  } catch {
-    return { error: "expected an http(s) URL template containing {id}" };
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    return { error: `expected http: or https:, found ${url.protocol}` };
-  }
-  if (new URL(text.replaceAll("{id}", "1")).host !== url.host) {
-    return { error: "expected {id} in the path or query, not in the host" };
-  }
-  return text;
-}
-
-function parseIds(text: string, separator: RegExp): string[] {
-  const seen = new Set<string>();
-  for (const part of text.split(separator)) {
-    const id = part.trim();
-    if (id !== "") seen.add(id);
-  }
-  return [...seen];
-}
-
-/** A value parser: the parsed value, or what was expected instead. */
-type Parse<T> = (raw: string) => T | { error: string };
-
-function parsed<T>(parse: Parse<T>) {
-  return v.pipe(
-    v.string(),
-    v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
-      const result = parse(dataset.value);
-      if (
-        typeof result === "object" && result !== null && "error" in result &&
-        typeof (result as { error: unknown }).error === "string"
-      ) {
-        addIssue({ message: (result as { error: string }).error });
-        return NEVER;
-      }
-      return result as T;
-    }),
-  );
-}
-
-/** What each required setting holds, for "is required" messages. */
-const REQUIRED: Record<string, string> = {};
-
-function required<T>(name: SettingName, what: string, parse: Parse<T>) {
-  REQUIRED[name] = what;
-  return v.pipe(v.string(`is required (${what})`), parsed(parse));
-}
-
-function expect<T>(what: string, parse: (raw: string) => T | undefined) {
-  return parsed<T>((raw) => {
-    const value = parse(raw);
-    return value === undefined
-      ? { error: `expected ${what}, found ${JSON.stringify(raw)}` }
-      : value;
-  });
-}
-
-const positiveInt = (raw: string) =>
-  /^\d+$/.test(raw.trim()) && Number(raw) >= 1 &&
-    Number.isSafeInteger(Number(raw))
-    ? Number(raw)
-    : undefined;
-const duration = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
-const positiveDuration = (raw: string) => parseDuration(raw) || undefined;
-const headerName = (raw: string) =>
-  /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined;
-
-function parseStatuses(raw: string): number[] | undefined {
-  const statuses = raw.split(",").map((part) => part.trim());
-  return statuses.every((s) => /^[1-5]\d\d$/.test(s))
-    ? [...new Set(statuses.map(Number))]
-    : undefined;
-}
-
-function parseTimeZone(raw: string): string | undefined {
-  try {
-    return new Intl.DateTimeFormat("en-US", { timeZone: raw })
-      .resolvedOptions().timeZone;
-  } catch {
-    return undefined;
-  }
-}
-
-function parseBoolean(raw: string): boolean | undefined {
-  const text = raw.trim().toLowerCase();
-  if (["true", "1", "yes", "on"].includes(text)) return true;
-  if (["false", "0", "no", "off"].includes(text)) return false;
-  return undefined;
-}
-
-function parseInstant(raw: string): Date | undefined {
-  if (
-    !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(
-      raw,
-    )
-  ) {
-    return undefined;
-  }
-  const date = new Date(raw);
-  return Number.isNaN(date.getTime()) ? undefined : date;
-}
-
-/** A column name setting with its default. */
-function column(name: string) {
-  return v.optional(
-    expect("a column name", (raw) => parseIdentifier(raw, 1)),
-    name,
-  );
-}
-
-const ConfigSchema = v.object({
-  databaseUrl: required(
-    "databaseUrl",
-    "a postgres:// URL",
-    (raw) => parseDatabaseUrl(raw),
-  ),
-  apiUrl: required("apiUrl", "a URL template containing {id}", parseApiUrl),
-  apiKey: required(
-    "apiKey",
-    "the vendor API key",
-    (raw) =>
-      raw.trim() === ""
-        ? { error: "expected a non-empty key" }
-        : /[\r\n\0]/.test(raw)
-        ? { error: "expected a key without line breaks (value not shown)" }
-        : raw,
-  ),
-  apiKeyHeader: v.optional(
-    expect("an HTTP header name", headerName),
-    "Authorization",
-  ),
-  table: v.optional(
-    expect(
-      "a table name like people or crm.people",
-      (raw) => parseIdentifier(raw, 2),
-    ),
-    "people",
-  ),
-  idColumn: column("id"),
-  dataColumn: column("vendor_data"),
-  atColumn: column("vendor_refreshed_at"),
-  stateSchema: v.optional(
-    expect("a schema name", (raw) => parseIdentifier(raw, 1)),
-  ),
-  limit: v.optional(expect("a positive whole number", positiveInt)),
-  ids: v.optional(
-    expect("a comma-separated list of ids", (raw) => {
-      const ids = parseIds(raw, /,/);
-      return ids.length > 0 ? ids : undefined;
-    }),
-  ),
-  idsFile: v.optional(
-    expect("a file path or -", (raw) => raw.trim() === "" ? undefined : raw),
-  ),
-  staleAfter: v.optional(expect(duration, parseDuration), "25d"),
-  minInterval: v.optional(expect(duration, parseDuration), "0"),
-  requestTimeout: v.optional(
-    expect(`${duration}, above 0`, (raw) => parseDuration(raw) || undefined),
-    "30s",
-  ),
-  maxAttempts: v.optional(expect("a positive whole number", positiveInt), "5"),
-  backoff: v.optional(
-    expect(`${duration}, above 0`, (raw) => parseDuration(raw) || undefined),
-    "1s",
-  ),
-  maxRetryWait: v.optional(
-    expect(`${duration}, above 0`, (raw) => parseDuration(raw) || undefined),
-    "5m",
-  ),
-  maxBody: v.optional(
-    expect(
-      "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
-      (raw) => parseBytes(raw) || undefined,
-    ),
-    "1MiB",
-  ),
-  budget: v.optional(expect("a positive whole number", positiveInt)),
-  billableStatuses: v.optional(
-    expect(
-      "a comma-separated list of HTTP statuses like 200,404",
-      parseStatuses,
-    ),
-    "200",
-  ),
-  creditsHeader: v.optional(expect("an HTTP header name", headerName)),
-  reserve: v.optional(
-    expect(
-      "a whole number",
-      (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
-    ),
-  ),
-  timeBudget: v.optional(
-    expect(`${duration}, above 0`, positiveDuration),
-    "5h30m",
-  ),
-  timezone: v.optional(
-    expect("an IANA time zone like UTC or Europe/Berlin", parseTimeZone),
-    "UTC",
-  ),
-  monthEndDays: v.optional(
-    expect("a whole number of days from 1 to 31", (raw) => {
-      const days = positiveInt(raw);
-      return days !== undefined && days <= 31 ? days : undefined;
-    }),
-  ),
-  maxConsecutiveFailures: v.optional(
-    expect("a positive whole number", positiveInt),
-    "10",
-  ),
-  lease: v.optional(
-    expect(`${duration}, at least 3s`, (raw) => {
-      const ms = parseDuration(raw);
-      return ms !== undefined && ms >= 3000 ? ms : undefined;
-    }),
-    "2m",
-  ),
-  grace: v.optional(expect(duration, parseDuration), "5s"),
-  progressInterval: v.optional(
-    expect(`${duration}, above 0`, positiveDuration),
-    "15s",
-  ),
-  logFormat: v.optional(
-    expect(
-      "text or json",
-      (raw) => raw === "text" || raw === "json" ? raw : undefined,
-    ),
-    "text",
-  ),
-  dryRun: v.optional(expect("true or false", parseBoolean), "false"),
-  now: v.optional(
-    expect(
-      "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
-      parseInstant,
-    ),
-  ),
-});
-
-/**
- * parseArgs takes a lone `-` for a flag, not a value; `--ids-file -`
- * (standard input) must still work, so such pairs are joined with `=`.
- */
-function joinDashValues(args: string[], flagNames: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (args[i + 1] === "-" && flagNames.includes(arg.replace(/^--/, ""))) {
-      out.push(`${arg}=-`);
-      i++;
-    } else {
-      out.push(arg);
-    }
-  }
-  return out;
-}
-
-/** Environment lookup, `Deno.env.get` by default. */
-export type EnvLookup = (name: string) => string | undefined;
-
-/**
- * Reads every setting from the flags and the environment (a flag overrides
- * its variable) and validates them all in one step. Every problem is
- * reported, each naming its flag or variable; secret values are never
- * quoted.
- *
- * @param args The command-line arguments.
- * @param env The environment lookup.
- * @returns The configuration, or every problem found.
- */
-export function parseConfig(args: string[], env: EnvLookup): ConfigResult {
-  const errors: string[] = [];
-  const specs = Object.values(SETTINGS as Record<string, SettingSpec>);
-  const flagNames = specs.flatMap((spec) =>
-    spec.flag && !spec.boolean ? [spec.flag] : []
-  );
-  const booleanFlags = specs.flatMap((spec) =>
-    spec.flag && spec.boolean ? [spec.flag] : []
-  );
-  const flags = parseArgs(joinDashValues(args, flagNames), {
-    string: flagNames,
-    boolean: ["help", ...booleanFlags],
-    alias: { h: "help" },
-    unknown: (arg) => {
-      errors.push(
-        arg.startsWith("-")
-          ? `${arg.split("=")[0]}: unknown flag (see --help)`
-          : `${JSON.stringify(arg)}: unexpected argument (see --help)`,
-      );
-      return false;
-    },
-  });
-  const raw: Record<string, string> = {};
-  const source: Record<string, string> = {};
-  for (
-    const [name, spec] of Object.entries(SETTINGS) as [string, SettingSpec][]
-  ) {
-    const flagValue = spec.flag
-      ? (flags as Record<string, unknown>)[spec.flag]
-      : undefined;
-    if (flagValue === true) {
-      raw[name] = "true";
-      source[name] = `--${spec.flag}`;
-      continue;
-    }
-    if (Array.isArray(flagValue)) {
-      errors.push(`--${spec.flag}: given more than once`);
-      continue;
-    }
-    if (typeof flagValue === "string") {
-      raw[name] = flagValue;
-      source[name] = `--${spec.flag}`;
-      continue;
-    }
-    const envValue = env(spec.env);
-    if (envValue !== undefined && envValue !== "") {
-      raw[name] = envValue;
-      source[name] = spec.env;
-    }
-  }
-  if (flags.help) {
-    // Help needs no valid configuration.
-    return errors.length > 0
-      ? { ok: false, errors }
-      : { ok: true, config: { help: true } as Config };
-  }
-  const result = v.safeParse(ConfigSchema, raw, { abortEarly: false });
-  if (!result.success) {
-    for (const issue of result.issues) {
-      const key = String(issue.path?.[0]?.key ?? "");
-      const spec = (SETTINGS as Record<string, SettingSpec>)[key];
-      const name = source[key] ??
-        (spec
-          ? (spec.flag ? `${spec.env} (or --${spec.flag})` : spec.env)
-          : key);
-      const message = issue.input === undefined && key in REQUIRED
-        ? `is required (${REQUIRED[key]})`
-        : issue.message;
-      errors.push(`${name}: ${message}`);
-    }
-  }
-  if (raw.ids !== undefined && raw.idsFile !== undefined) {
-    errors.push(
-      `${source.ids} and ${source.idsFile}: give the ids one way, not both`,
-    );
-  }
-  if (raw.reserve !== undefined && raw.creditsHeader === undefined) {
-    errors.push(
-      `${source.reserve}: needs REFRESH_CREDITS_HEADER (or --credits-header) to read the remaining credits from`,
-    );
-  }
-  if (!result.success || errors.length > 0) return { ok: false, errors };
-  const o = result.output;
-  if (o.backoff > o.maxRetryWait) {
-    return {
-      ok: false,
-      errors: [
-        `${
-          source.backoff ?? "REFRESH_BACKOFF"
-        }: expected at most the max retry wait (${
-          formatDuration(o.maxRetryWait)
-        }), found ${formatDuration(o.backoff)}`,
-      ],
-    };
-  }
-  return {
-    ok: true,
-    config: {
-      database: o.databaseUrl,
-      vendor: {
-        apiUrl: o.apiUrl,
-        apiKey: o.apiKey,
-        apiKeyHeader: o.apiKeyHeader,
-      },
-      table: o.table,
-      idColumn: o.idColumn,
-      dataColumn: o.dataColumn,
-      atColumn: o.atColumn,
-      stateSchema: o.stateSchema,
-      limit: o.limit,
-      ids: o.ids,
-      idsFile: o.idsFile,
-      staleAfterMs: o.staleAfter,
-      minIntervalMs: o.minInterval,
-      requestTimeoutMs: o.requestTimeout,
-      maxAttempts: o.maxAttempts,
-      backoffMs: o.backoff,
-      maxRetryWaitMs: o.maxRetryWait,
-      maxBodyBytes: o.maxBody,
-      budget: o.budget,
-      billableStatuses: o.billableStatuses,
-      creditsHeader: o.creditsHeader,
-      reserve: o.reserve,
-      timeBudgetMs: o.timeBudget,
-      timezone: o.timezone,
-      monthEndDays: o.monthEndDays,
-      maxConsecutiveFailures: o.maxConsecutiveFailures,
-      leaseMs: o.lease,
-      graceMs: o.grace,
-      progressIntervalMs: o.progressInterval,
-      logFormat: o.logFormat,
-      dryRun: o.dryRun,
-      now: o.now,
-      help: false,
-    },
-  };
-}
-
-/**
- * The usage text printed by `--help`.
- *
- * @returns The usage text.
- */
-export function usage(): string {
-  const lines = [
-    "Usage: deno task refresh [flags]",
-    "",
-    "Refreshes stale records with a data vendor's API, one request at a time.",
-    "Every setting is an environment variable; its flag, when given, wins.",
-    "",
-  ];
-  for (const spec of Object.values(SETTINGS as Record<string, SettingSpec>)) {
-    const left = spec.flag
-      ? `--${spec.flag}${spec.arg ? ` ${spec.arg}` : ""}`
-      : `(env only)`;
-    const dflt = spec.default !== undefined
-      ? ` [default: ${spec.default}]`
-      : "";
-    lines.push(`  ${left.padEnd(28)} ${spec.env}`);
-    lines.push(`      ${spec.help}${dflt}`);
-  }
-  lines.push(
-    `  ${"--help, -h".padEnd(28)} Show this text.`,
-    "",
-    "Durations: ms, s, m, h, d and combinations (5h30m).",
-    "Exit codes:",
-    "  0        completed, dry run, or an expected stop: budget_exhausted,",
-    "           credits_exhausted, rate_limited, deadline, period_end,",
-    "           outside_window (run again later; progress is saved)",
-    "  1        aborted: the vendor refused the key (401/403), too many",
-    "           failures in a row, database unreachable or lost, or an",
-    "           unexpected error",
-    "  2        configuration or usage error; nothing was touched",
-    "  3        another run is live (its id, start and heartbeat are printed)",
-    "  128+n    stopped by signal n (130 SIGINT, 143 SIGTERM): interrupted",
-  );
-  return lines.join("\n");
-}
-
-/**
- * The run's parameters as stored in `refresh_runs.params`: every setting
- * that is not secret, and the database URL without its password.
- *
- * @param config The configuration.
- * @returns A JSON-ready object without secrets.
- */
-export function publicParams(config: Config): Record<string, unknown> {
-  return {
-    database: config.database.redacted,
-    apiUrl: redactUrl(config.vendor.apiUrl),
-    apiKeyHeader: config.vendor.apiKeyHeader,
-    table: config.table,
-    idColumn: config.idColumn,
-    dataColumn: config.dataColumn,
-    atColumn: config.atColumn,
-    stateSchema: config.stateSchema ?? null,
-    limit: config.limit ?? null,
-    ids: config.ids ? config.ids.length : null,
-    idsFile: config.idsFile ?? null,
-    staleAfterMs: config.staleAfterMs,
-    minIntervalMs: config.minIntervalMs,
-    requestTimeoutMs: config.requestTimeoutMs,
-    maxAttempts: config.maxAttempts,
-    backoffMs: config.backoffMs,
-    maxRetryWaitMs: config.maxRetryWaitMs,
-    maxBodyBytes: config.maxBodyBytes,
-    budget: config.budget ?? null,
-    billableStatuses: config.billableStatuses,
-    creditsHeader: config.creditsHeader ?? null,
-    reserve: config.reserve ?? null,
-    timeBudgetMs: config.timeBudgetMs,
-    timezone: config.timezone,
-    monthEndDays: config.monthEndDays ?? null,
-    maxConsecutiveFailures: config.maxConsecutiveFailures,
-    leaseMs: config.leaseMs,
-    graceMs: config.graceMs,
-    now: config.now?.toISOString() ?? null,
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Time: the credit period and the month-end window.
-// ---------------------------------------------------------------------------
 
 interface ZonedParts {
   year: number;
@@ -1416,7 +1078,6 @@ export function monthEndWindow(
   };
 }
 
-// ---------------------------------------------------------------------------
 // Vendor headers: credits and rate limits.
 // ---------------------------------------------------------------------------
 
@@ -1670,6 +1331,11 @@ export class Pacer {
     this.#notBefore = Math.max(this.#notBefore, this.#now() + ms);
   }
 
+  /** How long the vendor asked not to be called from now, in milliseconds. */
+  vendorWaitMs(): number {
+    return Math.max(0, this.#notBefore - this.#now());
+  }
+
   /** The vendor pushed back (429, or 503 with Retry-After): widen the gap. */
   pushBack(): void {
     this.#gapMs = Math.min(
@@ -1708,85 +1374,576 @@ export class Pacer {
 }
 
 // ---------------------------------------------------------------------------
-// Database: state tables, target inspection, selection and atomic writes.
+// ---------------------------------------------------------------------------
+// URLs and secrets.
 // ---------------------------------------------------------------------------
 
-type Sql = postgres.Sql;
-
-/** Status of one target in `refresh_state`. */
-export type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
-
-/** Final (or current) status of a run in `refresh_runs`. */
-export type RunStatus =
-  | "running"
-  | "completed"
-  | "budget_exhausted"
-  | "credits_exhausted"
-  | "rate_limited"
-  | "deadline"
-  | "period_end"
-  | "outside_window"
-  | "interrupted"
-  | "aborted"
-  | "crashed";
-
-/** Fully qualified names used in queries (escaped by postgres.js). */
-interface Names {
-  table: string;
-  id: string;
-  data: string;
-  at: string;
-  runs: string;
-  state: string;
-  stateSchema: string | undefined;
+/** The parts of `DATABASE_URL` handed to postgres.js. */
+export interface DatabaseTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string;
+  ssl: false | "prefer" | "require" | "verify-full";
+  /** Start-up parameters: application_name, options and server settings. */
+  params: Record<string, string>;
+  targetSessionAttrs: string | undefined;
+  /** The URL with its password replaced by `***`, for logs. */
+  redacted: string;
 }
 
-function namesFor(config: Config): Names {
-  const prefix = config.stateSchema ? `${config.stateSchema}.` : "";
+const SSL_MODES: Record<string, DatabaseTarget["ssl"]> = {
+  disable: false,
+  allow: "prefer",
+  prefer: "prefer",
+  require: "require",
+  // postgres.js verifies the chain and the host name for both.
+  "verify-ca": "verify-full",
+  "verify-full": "verify-full",
+};
+
+/** libpq's URL parameters that are not honoured: refused, never ignored. */
+const LIBPQ_REFUSED = new Set(
+  ("host hostaddr port passfile require_auth channel_binding connect_timeout " +
+    "client_encoding fallback_application_name keepalives keepalives_idle " +
+    "keepalives_interval keepalives_count tcp_user_timeout replication " +
+    "gssencmode requiressl sslnegotiation sslcompression sslcert sslkey " +
+    "sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer " +
+    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib " +
+    "gssdelegation service load_balance_hosts statement_timeout lock_timeout")
+    .split(" "),
+);
+
+/**
+ * Parses `DATABASE_URL` without ever putting its credentials in a message.
+ *
+ * @param text The URL.
+ * @returns The connection target, or what is wrong with it.
+ */
+export function parseDatabaseUrl(
+  text: string,
+): DatabaseTarget | { error: string } {
+  const fail = (error: string) => ({ error });
+  const authority = text.includes("://")
+    ? text.slice(text.indexOf("://") + 3)
+    : "";
+  const at = authority.lastIndexOf("@");
+  if (/[@/?#]/.test(authority.slice(0, Math.max(0, at)))) {
+    return fail(
+      "percent-encode special characters in the password (and user name): @ / ? # (value not shown)",
+    );
+  }
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return fail("expected a postgres:// URL (value not shown)");
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
+    return fail(
+      `expected the scheme postgres: or postgresql:, found ${
+        JSON.stringify(url.protocol)
+      }`,
+    );
+  }
+  if (!url.hostname) return fail("expected a host name (value not shown)");
+  const params: Record<string, string> = { application_name: "refresh" };
+  const query: Record<string, string> = {};
+  let ssl: DatabaseTarget["ssl"] = false;
+  for (const [key, value] of url.searchParams) {
+    if (key === "sslmode") {
+      ssl = SSL_MODES[value] ?? ssl;
+      if (!(value in SSL_MODES)) {
+        return fail(
+          `expected sslmode to be one of ${
+            Object.keys(SSL_MODES).join(", ")
+          }, found ${JSON.stringify(value)}`,
+        );
+      }
+    } else if (LIBPQ_REFUSED.has(key)) {
+      const instead = key === "connect_timeout"
+        ? "; use REFRESH_CONNECT_TIMEOUT"
+        : key.startsWith("ssl")
+        ? "; use sslmode=verify-full with a CA the system trusts"
+        : key.endsWith("_timeout")
+        ? "; refresh sets it itself (short for writes, longer for the selection)"
+        : "";
+      return fail(`the parameter ${key} is not supported${instead}`);
+    } else if (
+      ["user", "password", "dbname", "target_session_attrs"].includes(key)
+    ) {
+      query[key] = value;
+    } else params[key] = value;
+  }
+  const tsa = query.target_session_attrs;
+  if (
+    tsa &&
+    !["read-write", "read-only", "primary", "standby", "prefer-standby"]
+      .includes(tsa)
+  ) {
+    return fail(
+      `expected target_session_attrs to be read-write, read-only, primary, standby or prefer-standby, found ${
+        JSON.stringify(tsa)
+      }`,
+    );
+  }
+  let user: string, password: string, database: string;
+  try {
+    user = query.user ?? decodeURIComponent(url.username);
+    password = query.password ?? decodeURIComponent(url.password);
+    database = query.dbname ??
+      (decodeURIComponent(url.pathname.slice(1)) || user);
+  } catch {
+    return fail(
+      "expected URL-encoded credentials and database name (value not shown)",
+    );
+  }
+  if (!user) return fail("expected a user name (value not shown)");
+  const shown = new URL(text);
+  if (shown.password) shown.password = "***";
+  if (query.password !== undefined) shown.searchParams.set("password", "***");
   return {
-    table: config.table,
-    id: config.idColumn,
-    data: config.dataColumn,
-    at: config.atColumn,
-    runs: `${prefix}refresh_runs`,
-    state: `${prefix}refresh_state`,
-    stateSchema: config.stateSchema,
+    host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: url.port ? Number(url.port) : 5432,
+    database,
+    user,
+    password,
+    ssl,
+    params,
+    targetSessionAttrs: tsa,
+    redacted: shown.href,
   };
+}
+
+const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})\}/g;
+
+/** The column names a URL template asks for, in order, each once. */
+export function placeholders(template: string): string[] {
+  return [...new Set([...template.matchAll(PLACEHOLDER)].map((m) => m[1]!))];
+}
+
+function parseApiUrl(text: string): string | { error: string } {
+  let url: URL;
+  try {
+    url = new URL(text.replace(PLACEHOLDER, "x"));
+  } catch {
+    return {
+      error: `expected an http(s) URL template, found ${JSON.stringify(text)}`,
+    };
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return { error: `expected http: or https:, found ${url.protocol}` };
+  }
+  if (new URL(text.replace(PLACEHOLDER, "y")).host !== url.host) {
+    return {
+      error: "expected placeholders in the path or query, not in the host",
+    };
+  }
+  return text;
 }
 
 /**
- * Opens the connection pool (one connection: the work is sequential). Every
- * postgres.js option that could otherwise come from a `PG*` variable is
- * given explicitly.
+ * Fills a URL template with one target's values, each URL-encoded. A value
+ * that cannot be placed without changing the request elsewhere (empty, `.`
+ * or `..` as a whole path segment, which URL parsers normalise away, or
+ * not valid Unicode) is refused.
+ *
+ * @param template The template, e.g. `https://v.example/people/{id}`.
+ * @param values Each placeholder's value.
+ * @returns The URL, or why the target cannot be asked for.
  */
-function connect(db: DatabaseTarget): Sql {
+export function fillUrl(
+  template: string,
+  values: Record<string, string>,
+): string | { invalid: string } {
+  let invalid: string | undefined;
+  const url = template.replace(
+    PLACEHOLDER,
+    (_, name: string, offset: number) => {
+      const value = values[name] ?? "";
+      const where = template.slice(0, offset).match(/[?#]/)
+        ? "URL"
+        : "URL path";
+      try {
+        const encoded = encodeURIComponent(value);
+        if (value !== "") return encoded;
+      } catch { /* a lone surrogate */ }
+      invalid ??= `${name} ${
+        JSON.stringify(value)
+      } cannot be placed in the ${where}`;
+      return "";
+    },
+  );
+  // A whole path segment of . or .. is normalised away by URL parsers:
+  // the request would reach another path of the vendor.
+  const filled = url.split(/[?#]/)[0]!.split("/");
+  const segments = template.split(/[?#]/)[0]!.split("/");
+  const dots = segments.findIndex((segment, i) =>
+    segment.includes("{") && /^(\.|%2e){1,2}$/i.test(filled[i]!)
+  );
+  if (!invalid && dots >= 0) {
+    invalid = `${placeholders(segments[dots]!).join(", ")} ${
+      JSON.stringify(decodeURIComponent(filled[dots]!))
+    } cannot be placed in the URL path`;
+  }
+  return invalid ? { invalid } : url;
+}
+
+/** The header carrying the key: `Authorization: Bearer <key>`, or the bare key. */
+export function keyHeader(s: VendorSettings): Record<string, string> {
+  return s.apiKeyHeader.toLowerCase() === "authorization"
+    ? { authorization: `Bearer ${s.apiKey}` }
+    : { [s.apiKeyHeader]: s.apiKey };
+}
+
+/**
+ * Returns the URL with its password and any query parameter whose name
+ * suggests a secret replaced by `***`. Text that is not a URL is returned as
+ * `(unparsable URL)`, since it may hold anything.
+ *
+ * @param url The URL.
+ * @returns The URL, safe to print.
+ */
+export function redactUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return "(unparsable URL)";
+  }
+  if (parsed.password) parsed.password = "***";
+  for (const name of [...parsed.searchParams.keys()]) {
+    if (/pass|secret|token|key|auth|sig/i.test(name)) {
+      parsed.searchParams.set(name, "***");
+    }
+  }
+  // URL escapes the braces of a template; keep them readable.
+  return parsed.href.replace(/%7B([A-Za-z_][A-Za-z0-9_$]*)%7D/g, "{$1}");
+}
+
+/** Secrets shorter than this are not searched for (they'd mangle text). */
+const MIN_SCRUBBED_LENGTH = 4;
+/** Fragments shorter than this are not searched for, unless the whole secret is. */
+const MIN_FRAGMENT = 6;
+
+/** The forms a secret may take in text: raw, percent-encoded, base64. */
+function secretForms(secret: string): string[] {
+  const bytes = new TextEncoder().encode(secret);
+  const base64 = [0, 1, 2].map((pad) => {
+    const padded = new Uint8Array(pad + bytes.length);
+    padded.set(bytes, pad);
+    // Skip the characters that depend on what comes before or after it.
+    return btoa(String.fromCharCode(...padded)).replace(/=+$/, "")
+      .slice([0, 2, 3][pad], -2);
+  });
+  return [secret, encodeURIComponent(secret), ...base64];
+}
+
+/**
+ * Replaces every fragment of a secret by `***`: any run of 8 or more of its
+ * characters (half of it when shorter, but at least 6: shorter runs are
+ * ordinary words), raw, percent-encoded or base64.
+ * The last line of defence: every line printed and every error stored
+ * passes through it. Parts of the text equal to one of `keep` (redacted by
+ * position already, like a URL whose password is `***`) are left as they
+ * are, so that a password such as `postgres` does not mangle them.
+ *
+ * @param text The text.
+ * @param secrets The secret values.
+ * @param keep Texts known to be safe.
+ * @returns The text without the secrets.
+ */
+export function scrubSecrets(
+  text: string,
+  secrets: readonly string[],
+  keep: readonly string[] = [],
+): string {
+  const kept = keep.filter((k) => k !== "");
+  if (kept.length > 0) {
+    const pattern = new RegExp(
+      kept.map((k) => k.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|"),
+      "g",
+    );
+    let out = "";
+    let from = 0;
+    for (const m of text.matchAll(pattern)) {
+      out += scrubSecrets(text.slice(from, m.index), secrets) + m[0];
+      from = m.index + m[0].length;
+    }
+    return out + scrubSecrets(text.slice(from), secrets);
+  }
+  const hidden = new Uint8Array(text.length);
+  for (const secret of secrets) {
+    if (secret.length < MIN_SCRUBBED_LENGTH) continue;
+    const n = Math.min(
+      secret.length,
+      8,
+      Math.max(MIN_FRAGMENT, Math.ceil(secret.length / 2)),
+    );
+    const fragments = new Set<string>();
+    for (const form of secretForms(secret)) {
+      for (let i = 0; i + n <= form.length; i++) {
+        fragments.add(form.slice(i, i + n));
+      }
+    }
+    for (let i = 0; i + n <= text.length; i++) {
+      if (fragments.has(text.slice(i, i + n))) hidden.fill(1, i, i + n);
+    }
+  }
+  return hidden.includes(1)
+    ? text.replace(
+      /[^]/g,
+      (c, i: number) => hidden[i] ? (hidden[i - 1] ? "" : "***") : c,
+    )
+    : text;
+}
+
+/**
+ * Escapes control characters, so that no value (a target id, a vendor's
+ * text) can break a log line or start a line GitHub reads as a workflow
+ * command.
+ *
+ * @param line One line of output.
+ * @returns The line, with `\n` and other controls written as escapes.
+ */
+export function escapeControls(line: string): string {
+  return line.replace(
+    // deno-lint-ignore no-control-regex
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (c) =>
+      c === "\n"
+        ? "\\n"
+        : c === "\r"
+        ? "\\r"
+        : c === "\t"
+        ? "\\t"
+        : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+// ============================================================================
+// DATABASE: connections, state tables, the target, selection, the one write.
+// ============================================================================
+
+type Sql = postgres.Sql;
+
+/** Lock and statement timeouts of a connection, sent as start-up parameters. */
+interface Timeouts {
+  lock: string;
+  statement: string;
+  /** The client gives up on a statement after this (a silent network). */
+  guardMs: number;
+}
+
+/** Target writes, the lease and the heartbeat. */
+const SHORT: Timeouts = { lock: "5s", statement: "30s", guardMs: 35_000 };
+/** Inspection, selection and migrations. */
+const LONG: Timeouts = { lock: "1min", statement: "10min", guardMs: 605_000 };
+
+/** A statement, as postgres.js returns it (cancellable when it is a query). */
+type Statement<T> = Promise<T> & { cancel?: () => unknown };
+
+/**
+ * One connection with fixed timeouts. Every statement ends: by the server's
+ * timeouts, by a client-side guard (the connection is then replaced), or by
+ * `abort` (the statement is cancelled on the server).
+ */
+class Db {
+  sql: Sql;
+  #open: () => Sql;
+  #guardMs: number;
+
+  constructor(open: () => Sql, guardMs: number) {
+    this.#open = open;
+    this.#guardMs = guardMs;
+    this.sql = open();
+  }
+
+  async run<T>(
+    statement: (sql: Sql) => Statement<T>,
+    abort?: AbortSignal,
+  ): Promise<T> {
+    abort?.throwIfAborted();
+    const query = statement(this.sql);
+    const stopped = Promise.withResolvers<never>();
+    const onAbort = () => {
+      query.cancel?.();
+      stopped.reject(abort!.reason);
+    };
+    const timer = setTimeout(() => {
+      this.reset();
+      stopped.reject(Object.assign(
+        new Error(
+          `no answer from the database within ${formatDuration(this.#guardMs)}`,
+        ),
+        { code: "CLIENT_TIMEOUT" },
+      ));
+    }, this.#guardMs);
+    abort?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await Promise.race([query, stopped.promise]);
+    } finally {
+      clearTimeout(timer);
+      abort?.removeEventListener("abort", onAbort);
+      query.catch(() => {});
+    }
+  }
+
+  /** Drops the connection; the next statement opens a new one. */
+  reset(): void {
+    const old = this.sql;
+    this.sql = this.#open();
+    old.end({ timeout: 0 }).catch(() => {});
+  }
+
+  async end(): Promise<void> {
+    await this.sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
+
+/** Why a connection could not be opened, and the exit code that means. */
+interface ConnectFailure {
+  exit: number;
+  message: string;
+}
+
+/**
+ * Opens one connection and checks it answers, within `--connect-timeout` in
+ * all; SIGINT/SIGTERM (`stop`) end the wait at once.
+ */
+async function connect(
+  target: DatabaseTarget,
+  timeouts: Timeouts,
+  connectTimeoutMs: number,
+  stop: AbortSignal,
+): Promise<Db | ConnectFailure> {
   const options = {
-    host: db.host,
-    port: db.port,
-    database: db.database,
-    user: db.user,
-    pass: db.password,
-    ssl: db.ssl,
+    host: target.host,
+    port: target.port,
+    database: target.database,
+    user: target.user,
+    // A function: postgres.js then never falls back to PGPASSWORD.
+    pass: () => target.password,
+    ssl: target.ssl,
     sslnegotiation: null,
     max: 1,
     idle_timeout: null,
-    connect_timeout: 10,
+    connect_timeout: Math.max(1, Math.ceil(connectTimeoutMs / 1000)),
     max_lifetime: null,
     max_pipeline: 100,
-    backoff: (retries: number) =>
-      (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 20),
+    debug: false,
+    publications: "alltables",
+    backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
     keep_alive: 60,
     prepare: true,
-    debug: false,
     fetch_types: true,
-    publications: "alltables",
-    target_session_attrs: null,
+    target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-    connection: { application_name: "refresh", ...db.params },
+    connection: {
+      ...target.params,
+      lock_timeout: timeouts.lock,
+      statement_timeout: timeouts.statement,
+    },
   };
-  return postgres(
-    options as unknown as postgres.Options<Record<string, never>>,
+  const db = new Db(
+    () =>
+      postgres(options as unknown as postgres.Options<Record<string, never>>),
+    timeouts.guardMs,
   );
+  const where = `${target.host}:${target.port}`;
+  const timedOut = Promise.withResolvers<never>();
+  const late = new Error("no answer in time");
+  const timer = setTimeout(() => timedOut.reject(late), connectTimeoutMs);
+  try {
+    await db.run(
+      (sql) => Promise.race([sql`select 1`, timedOut.promise]),
+      stop,
+    );
+    return db;
+  } catch (error) {
+    await db.sql.end({ timeout: 0 }).catch(() => {});
+    if (stop.aborted) throw stop.reason;
+    const code = String((error as { code?: unknown })?.code ?? "");
+    if (/^28/.test(code) && target.password === "") {
+      return {
+        exit: 2,
+        message:
+          `DATABASE_URL: the server at ${where} asks for a password and the URL has none`,
+      };
+    }
+    if (/^(28|3D|42|22023)/.test(code)) {
+      return {
+        exit: 2,
+        message:
+          `DATABASE_URL: the server at ${where} refused the connection: ${
+            describeError(error)
+          }`,
+      };
+    }
+    return {
+      exit: 1,
+      message: error === late
+        ? `no answer from PostgreSQL at ${where} within ${
+          formatDuration(connectTimeoutMs)
+        } (--connect-timeout): is it a PostgreSQL server, and reachable?`
+        : `cannot connect to the database at ${where}: ${describeError(error)}`,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whose problem a database error is: one target's, the connection's, the run's. */
+export function blame(error: unknown): "target" | "connection" | "run" {
+  const e = error as { code?: unknown; where?: unknown } | undefined;
+  const code = typeof e?.code === "string" ? e.code : "";
+  const sqlstate = /^[0-9A-Z]{5}$/.test(code);
+  if (
+    sqlstate &&
+    (/^(22|23|54|P0)/.test(code) ||
+      /trigger|function/i.test(String(e?.where ?? "")))
+  ) return "target";
+  if (
+    /^(08|57P0[123]|53300|25006|40001|40P01|55P03|57014)/.test(code) ||
+    (!sqlstate &&
+      /^(CONNECT|CONNECTION_|CLIENT_TIMEOUT|ERR_|E[A-Z]+$)/.test(code))
+  ) return "connection";
+  return "run";
+}
+
+/** The message of an error, with its code. */
+function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return `${error.message}${
+      typeof code === "string" && !error.message.includes(code)
+        ? ` (${code})`
+        : ""
+    }`;
+  }
+  return String(error);
+}
+
+/** A column or table name, double-quoted (names are checked by IDENTIFIER). */
+function quoted(name: string): string {
+  return name.split(".").map((part) => `"${part}"`).join(".");
+}
+
+/** Where the state tables are. */
+interface StateNames {
+  schema: string | undefined;
+  runs: string;
+  state: string;
+}
+
+function stateNames(schema: string | undefined): StateNames {
+  const prefix = schema ? `${schema}.` : "";
+  return {
+    schema,
+    runs: `${prefix}refresh_runs`,
+    state: `${prefix}refresh_state`,
+  };
 }
 
 const RUN_COLUMNS = [
@@ -1804,139 +1961,333 @@ const RUN_COLUMNS = [
   "p95_request_ms double precision",
   "reason text",
   "error text",
+  "lease_ms bigint",
+  "not_before timestamptz",
 ];
 
+/** Creates `refresh_runs` when missing and adds the columns a newer version needs. */
+async function ensureRunsTable(
+  db: Db,
+  n: StateNames,
+  abort: AbortSignal,
+): Promise<void> {
+  await db.run((sql) =>
+    sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
+      if (n.schema) await tx`create schema if not exists ${sql(n.schema)}`;
+      await tx`
+        create table if not exists ${sql(n.runs)} (
+          id bigint generated always as identity primary key,
+          status text not null,
+          started_at timestamptz not null default now(),
+          finished_at timestamptz,
+          heartbeat_at timestamptz not null default now(),
+          params jsonb not null default '{}'
+        )`;
+      for (const column of RUN_COLUMNS) {
+        await tx`alter table ${sql(n.runs)} add column if not exists ${
+          tx.unsafe(column)
+        }`;
+      }
+    }), abort);
+}
+
 /**
- * Creates the state tables when missing; safe to run concurrently and
- * repeatedly, and adds columns a newer version needs to older tables.
+ * Creates `refresh_state` keyed by target table and id, or migrates one of
+ * an earlier version (keyed by id alone) in place: its rows get `table`.
+ * Runs after the lease is taken; there is no way back.
  */
-async function ensureStateTables(sql: Sql, names: Names): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
-    if (names.stateSchema) {
-      await tx`create schema if not exists ${sql(names.stateSchema)}`;
-    }
-    await tx`
-      create table if not exists ${sql(names.runs)} (
-        id bigint generated always as identity primary key,
-        status text not null,
-        started_at timestamptz not null default now(),
-        finished_at timestamptz,
-        heartbeat_at timestamptz not null default now(),
-        params jsonb not null default '{}'
-      )`;
-    for (const column of RUN_COLUMNS) {
-      await tx`alter table ${sql(names.runs)} add column if not exists ${
-        tx.unsafe(column) /* constant text from RUN_COLUMNS */
-      }`;
-    }
-    await tx`
-      create table if not exists ${sql(names.state)} (
-        target_id text primary key,
-        status text not null
-          check (status in ('ok', 'not_found', 'invalid', 'failed')),
-        attempts integer not null,
-        http_status integer,
-        error text,
-        last_attempt_at timestamptz not null,
-        last_success_at timestamptz,
-        run_id bigint
-      )`;
-  });
+async function ensureStateTable(
+  db: Db,
+  n: StateNames,
+  table: string,
+  abort: AbortSignal,
+): Promise<void> {
+  await db.run((sql) =>
+    sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
+      await tx`
+        create table if not exists ${sql(n.state)} (
+          target_table text not null,
+          target_id text not null,
+          status text not null
+            check (status in ('ok', 'not_found', 'invalid', 'failed')),
+          attempts integer not null,
+          http_status integer,
+          error text,
+          last_attempt_at timestamptz not null,
+          last_success_at timestamptz,
+          run_id bigint,
+          primary key (target_table, target_id)
+        )`;
+      if (await stateKeyed(tx, n)) return;
+      const [pk] = await tx<{ name: string }[]>`
+        select conname as name from pg_constraint
+        where conrelid = to_regclass(${quoted(n.state)}) and contype = 'p'`;
+      await tx`alter table ${sql(n.state)} add column target_table text`;
+      await tx`update ${sql(n.state)} set target_table = ${table}`;
+      await tx`alter table ${
+        sql(n.state)
+      } alter column target_table set not null`;
+      if (pk) {
+        await tx`alter table ${sql(n.state)} drop constraint ${sql(pk.name)}`;
+      }
+      await tx`alter table ${
+        sql(n.state)
+      } add primary key (target_table, target_id)`;
+    }), abort);
 }
 
-function quoted(name: string): string {
-  return name.split(".").map((part) => `"${part}"`).join(".");
+/** Whether `refresh_state` has the target_table column (false: not migrated yet). */
+async function stateKeyed(
+  sql: Sql | postgres.TransactionSql,
+  n: StateNames,
+): Promise<boolean> {
+  const [row] = await sql<{ yes: boolean }[]>`
+    select exists (
+      select 1 from pg_attribute
+      where attrelid = to_regclass(${
+    quoted(n.state)
+  }) and attname = 'target_table'
+        and not attisdropped
+    ) as yes`;
+  return row!.yes;
+}
+
+async function tableExists(db: Db, name: string): Promise<boolean> {
+  const [row] = await db.run((sql) =>
+    sql<{ oid: number | null }[]>`select to_regclass(${
+      quoted(name)
+    })::oid as oid`
+  );
+  return Boolean(row?.oid);
+}
+
+/** What the run knows of the target table after checking it. */
+interface TargetInfo {
+  /** The table's one canonical name (`public.people`): the state key. */
+  canonical: string;
+  /** The id column's type without modifiers, for `--ids`. */
+  idType: string;
+  /** json or jsonb, or null for `--data-column none`. */
+  dataType: string | null;
+  /** Each mapped column's type and whether it is json/jsonb. */
+  map: { column: string; path: string[]; type: string; json: boolean }[];
 }
 
 /**
- * Checks that the target table and its columns exist with usable types.
+ * Checks the target table, its columns and their types, the lookup columns
+ * of the URL, the mapped columns and `--where`.
  *
- * @returns The problems found, each naming the setting to fix.
+ * @returns What the run needs to know, or the problems, each naming its setting.
  */
-async function inspectTarget(sql: Sql, config: Config): Promise<string[]> {
-  const [relation] = await sql<{ oid: number | null }[]>`
-    select to_regclass(${quoted(config.table)})::oid as oid`;
-  if (!relation?.oid) {
-    return [`REFRESH_TABLE: table ${config.table} does not exist`];
-  }
-  const columns = await sql<{ name: string; type: string }[]>`
-    select attname as name, format_type(atttypid, atttypmod) as type
-    from pg_attribute
-    where attrelid = ${relation.oid} and attnum > 0 and not attisdropped`;
-  const types = new Map(columns.map((c) => [c.name, c.type]));
+async function inspectTarget(
+  db: Db,
+  c: Config,
+  lookups: string[],
+  abort: AbortSignal,
+): Promise<TargetInfo | string[]> {
+  const [rel] = await db.run(
+    (sql) =>
+      sql<{ oid: number | null; canonical: string | null }[]>`
+      select c.oid::int as oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) as canonical
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.oid = to_regclass(${quoted(c.table)})`,
+    abort,
+  );
+  if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
+  const columns = await db.run(
+    (sql) =>
+      sql<
+        {
+          name: string;
+          type: string;
+          base: string;
+          category: string;
+          typname: string;
+        }[]
+      >`
+      select attname as name, format_type(atttypid, atttypmod) as type,
+        format_type(atttypid, null) as base, t.typcategory as category, t.typname
+      from pg_attribute a join pg_type t on t.oid = a.atttypid
+      where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`,
+    abort,
+  );
+  const col = new Map(columns.map((x) => [x.name, x]));
   const problems: string[] = [];
-  const want: [SettingName, string, (type: string) => boolean, string][] = [
-    ["idColumn", config.idColumn, () => true, "any type"],
-    [
-      "dataColumn",
-      config.dataColumn,
-      (t) => t === "jsonb" || t === "json",
-      "jsonb or json",
-    ],
-    [
-      "atColumn",
-      config.atColumn,
-      (t) => t.startsWith("timestamp"),
-      "timestamptz",
-    ],
-  ];
-  for (const [setting, column, ok, expected] of want) {
-    const type = types.get(column);
-    const env = SETTINGS[setting].env;
-    if (type === undefined) {
+  const check = (
+    env: string,
+    column: string,
+    ok: (t: typeof columns[0]) => boolean,
+    expected: string,
+  ) => {
+    const found = col.get(column);
+    if (!found) {
+      problems.push(`${env}: column ${column} does not exist in ${c.table}`);
+    } else if (!ok(found)) {
       problems.push(
-        `${env}: column ${column} does not exist in ${config.table}`,
+        `${env}: expected column ${column} of ${c.table} to be ${expected}, found ${found.type}`,
       );
-    } else if (!ok(type)) {
+    }
+  };
+  const isJson = (t: { typname: string }) =>
+    t.typname === "json" || t.typname === "jsonb";
+  check("REFRESH_ID_COLUMN", c.idColumn, () => true, "any type");
+  if (c.dataColumn) {
+    check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
+  }
+  check(
+    "REFRESH_AT_COLUMN",
+    c.atColumn,
+    (t) => t.typname.startsWith("timestamp"),
+    "timestamptz",
+  );
+  for (const name of lookups.filter((l) => l !== "id")) {
+    if (!col.has(name)) {
       problems.push(
-        `${env}: expected column ${column} of ${config.table} to be ${expected}, found ${type}`,
+        `REFRESH_API_URL: {${name}}: column ${name} does not exist in ${c.table}`,
       );
     }
   }
-  return problems;
+  for (const column of c.map?.keys() ?? []) {
+    check(
+      "REFRESH_MAP",
+      column,
+      (t) => "SNBD".includes(t.category) || isJson(t),
+      "a text, numeric, boolean, date/time or json type",
+    );
+  }
+  if (c.where && problems.length === 0) {
+    try {
+      await db.run(
+        (sql) =>
+          sql`explain select 1 from ${sql(c.table)} where ${
+            sql.unsafe(c.where!)
+          }`,
+        abort,
+      );
+    } catch (error) {
+      problems.push(`REFRESH_WHERE: ${describeError(error)}`);
+    }
+  }
+  if (problems.length > 0) return problems;
+  return {
+    canonical: rel.canonical!,
+    idType: col.get(c.idColumn)!.base,
+    dataType: c.dataColumn ? col.get(c.dataColumn)!.typname : null,
+    map: [...c.map ?? []].map(([column, path]) => ({
+      column,
+      path,
+      type: col.get(column)!.type,
+      json: isJson(col.get(column)!),
+    })),
+  };
 }
 
-/** How targets are picked: stale ones, or exactly the given ids. */
+/** One target as the vendor section sees it. */
+export interface Target {
+  /** The id column's value, as text. */
+  id: string;
+  /** Each lookup column's value as text (`id` is the id column). */
+  values: Record<string, string>;
+}
+
+/** How targets are picked. */
 interface Selection {
-  /** The cutoff: refreshed before this (database time, as text) is stale. */
-  cutoff: string;
-  /** Whether `refresh_state` exists (a dry run never creates it). */
+  table: string;
+  canonical: string;
+  idColumn: string;
+  atColumn: string;
+  idType: string;
+  /** Lookup columns besides the id: rows where one is null or empty are left out. */
+  lookups: string[];
+  where: string | undefined;
+  state: StateNames;
+  /** `refresh_state` exists (a dry run never creates it). */
   hasState: boolean;
+  /** It has the target_table column (false before its migration). */
+  keyed: boolean;
+  /** Skip targets recorded not_found/invalid since this (database time). */
+  cutoff: string;
+  retryMisses: boolean;
 }
 
-async function readCutoff(sql: Sql, staleAfterMs: number): Promise<string> {
-  const [row] = await sql<{ cutoff: string }[]>`
-    select (now() - ${
-    staleAfterMs / 1000
-  } * interval '1 second')::text as cutoff`;
-  return row!.cutoff;
+/** The target table, narrowed by `--where` where only its columns are in scope. */
+function source(sql: Sql, s: Pick<Selection, "table" | "where">) {
+  return s.where
+    ? sql`(select * from ${sql(s.table)} where ${sql.unsafe(s.where)}) t`
+    : sql`${sql(s.table)} t`;
 }
 
-/** Filter shared by the count and the batches: not a known recent miss. */
-function notKnownMiss(sql: Sql, names: Names, selection: Selection) {
-  if (!selection.hasState) return sql`true`;
-  const cutoff = selection.cutoff;
+function columnsOf(sql: Sql, s: Selection) {
+  return sql.unsafe(
+    [
+      `t.${quoted(s.idColumn)}::text as id`,
+      ...s.lookups.map((l, i) => `t.${quoted(l)}::text as l${i}`),
+    ].join(", "),
+  );
+}
+
+function lookupsPresent(sql: Sql, s: Selection) {
+  return sql.unsafe(
+    s.lookups.map((l) =>
+      `t.${quoted(l)} is not null and t.${quoted(l)}::text <> ''`
+    ).join(" and ") || "true",
+  );
+}
+
+function toTarget(s: Selection, row: Record<string, string>): Target {
+  const values: Record<string, string> = { id: row.id! };
+  s.lookups.forEach((l, i) => values[l] = row[`l${i}`]!);
+  return { id: row.id!, values };
+}
+
+/** Not a recent known miss (unless `--retry-misses`). */
+function notKnownMiss(sql: Sql, s: Selection) {
+  if (!s.hasState || s.retryMisses) return sql`true`;
   return sql`not exists (
-    select 1 from ${sql(names.state)} s
-    where s.target_id = t.${sql(names.id)}::text
+    select 1 from ${sql(s.state.state)} s
+    where ${s.keyed ? sql`s.target_table = ${s.canonical} and` : sql``}
+      s.target_id = t.${sql(s.idColumn)}::text
       and s.status in ('not_found', 'invalid')
-      and s.last_attempt_at >= ${cutoff}::text::timestamptz
+      and s.last_attempt_at >= ${s.cutoff}::text::timestamptz
   )`;
 }
 
+function stale(sql: Sql, s: Selection) {
+  const at = sql(s.atColumn);
+  return sql`(t.${at} is null or t.${at} < ${s.cutoff}::text::timestamptz)`;
+}
+
+/** How many rows lack each lookup value (they are never asked for). */
+type Without = Record<string, number>;
+
+/** Counts the stale targets, and those left out for a missing lookup value. */
 async function countStale(
-  sql: Sql,
-  names: Names,
-  selection: Selection,
-): Promise<number> {
-  const [row] = await sql<{ n: string }[]>`
-    select count(*)::text as n from ${sql(names.table)} t
-    where (t.${sql(names.at)} is null or t.${
-    sql(names.at)
-  } < ${selection.cutoff}::text::timestamptz)
-      and ${notKnownMiss(sql, names, selection)}`;
-  return Number(row!.n);
+  db: Db,
+  s: Selection,
+  abort: AbortSignal,
+): Promise<{ total: number; without: Without }> {
+  const [row] = await db.run((sql) =>
+    sql<Record<string, string>[]>`
+      select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
+        ${
+      sql.unsafe(
+        s.lookups.map((l, i) =>
+          `, count(*) filter (where t.${quoted(l)} is null or t.${
+            quoted(l)
+          }::text = '')::text as w${i}`
+        ).join(""),
+      )
+    }
+      from ${source(sql, s)}
+      where ${stale(sql, s)} and ${notKnownMiss(sql, s)}`, abort);
+  return {
+    total: Number(row!.n),
+    without: Object.fromEntries(
+      s.lookups.map((l, i) => [l, Number(row![`w${i}`])]),
+    ),
+  };
 }
 
 const BATCH_SIZE = 500;
@@ -1945,124 +2296,217 @@ const BATCH_SIZE = 500;
  * Yields the stale targets in keyset-paginated batches, never refreshed
  * first (by id), then stalest first. Each batch is one short query, so
  * memory stays flat and no transaction stays open while the vendor is
- * called.
+ * asked.
  */
 async function* staleBatches(
-  sql: Sql,
-  names: Names,
-  selection: Selection,
-): AsyncGenerator<string[]> {
-  const t = { id: sql(names.id), at: sql(names.at) };
+  db: Db,
+  s: Selection,
+  abort: AbortSignal,
+): AsyncGenerator<Target[]> {
+  const id = (sql: Sql) => sql(s.idColumn);
+  const at = (sql: Sql) => sql(s.atColumn);
   let after: string | undefined;
   while (true) {
-    const rows = await sql<{ id: string }[]>`
-      select t.${t.id}::text as id from ${sql(names.table)} t
-      where t.${t.at} is null
-        ${after === undefined ? sql`` : sql`and t.${t.id} > ${after}`}
-        and ${notKnownMiss(sql, names, selection)}
-      order by t.${t.id}
-      limit ${BATCH_SIZE}`;
+    const rows = await db.run((sql) =>
+      sql<Record<string, string>[]>`
+        select ${columnsOf(sql, s)} from ${source(sql, s)}
+        where t.${at(sql)} is null
+          ${after === undefined ? sql`` : sql`and t.${id(sql)} > ${after}`}
+          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
+        order by t.${id(sql)} limit ${BATCH_SIZE}`, abort);
     if (rows.length === 0) break;
-    yield rows.map((row) => row.id);
+    yield rows.map((row) => toTarget(s, row));
     after = rows.at(-1)!.id;
   }
   let last: { at: string; id: string } | undefined;
   while (true) {
-    const rows = await sql<{ id: string; at: string }[]>`
-      select t.${t.id}::text as id, t.${t.at}::text as at
-      from ${sql(names.table)} t
-      where t.${t.at} < ${selection.cutoff}::text::timestamptz
-        ${
-      last === undefined
-        ? sql``
-        : sql`and (t.${t.at}, t.${t.id}) > (${last.at}::text::timestamptz, ${last.id})`
-    }
-        and ${notKnownMiss(sql, names, selection)}
-      order by t.${t.at}, t.${t.id}
-      limit ${BATCH_SIZE}`;
+    const rows = await db.run((sql) =>
+      sql<Record<string, string>[]>`
+        select ${columnsOf(sql, s)}, t.${at(sql)}::text as at from ${
+        source(sql, s)
+      }
+        where t.${at(sql)} < ${s.cutoff}::text::timestamptz
+          ${
+        last === undefined
+          ? sql``
+          : sql`and (t.${at(sql)}, t.${
+            id(sql)
+          }) > (${last.at}::text::timestamptz, ${last.id})`
+      }
+          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
+        order by t.${at(sql)}, t.${id(sql)} limit ${BATCH_SIZE}`, abort);
     if (rows.length === 0) break;
-    yield rows.map((row) => row.id);
-    const tail = rows.at(-1)!;
-    last = { at: tail.at, id: tail.id };
+    yield rows.map((row) => toTarget(s, row));
+    last = { at: rows.at(-1)!.at!, id: rows.at(-1)!.id! };
   }
+}
+
+/** Given ids that exist and can be asked for, and those that can't. */
+interface GivenIds {
+  ids: string[];
+  unknown: string[];
+  without: Without;
 }
 
 /**
- * Yields the given ids that exist, in the given order, in batches; ids not
- * in the table are passed to `onUnknown` and never fetched.
+ * Checks the given ids before the lease: each must be of the id column's
+ * type (a configuration error otherwise); ids not in the table (or excluded
+ * by `--where`) are reported; rows without a lookup value are left out.
  */
-async function* givenIdBatches(
-  sql: Sql,
-  names: Names,
+async function resolveIds(
+  db: Db,
+  s: Omit<Selection, "cutoff" | "hasState" | "keyed">,
   ids: string[],
-  onUnknown: (ids: string[]) => void,
-): AsyncGenerator<string[]> {
-  for (let start = 0; start < ids.length; start += BATCH_SIZE) {
-    const batch = ids.slice(start, start + BATCH_SIZE);
-    const rows = await sql<{ id: string }[]>`
-      select t.${sql(names.id)}::text as id from ${sql(names.table)} t
-      where t.${sql(names.id)}::text = any(${sql.array(batch)}::text[])`;
-    const found = new Set(rows.map((row) => row.id));
-    const unknown = batch.filter((id) => !found.has(id));
-    if (unknown.length > 0) onUnknown(unknown);
-    const known = batch.filter((id) => found.has(id));
-    if (known.length > 0) yield known;
+  abort: AbortSignal,
+): Promise<GivenIds | { bad: string[] }> {
+  const type = (sql: Sql) => sql.unsafe(s.idType);
+  const bad: string[] = [];
+  const found = new Map<string, boolean>();
+  const without: Without = Object.fromEntries(s.lookups.map((l) => [l, 0]));
+  for (let i = 0; i < ids.length; i += BATCH_SIZE) {
+    const batch = ids.slice(i, i + BATCH_SIZE);
+    try {
+      await db.run(
+        (sql) => sql`select ${batch}::text[]::${type(sql)}[]`,
+        abort,
+      );
+    } catch (error) {
+      if (blame(error) !== "target") throw error;
+      for (const id of batch) {
+        await db.run((sql) => sql`select ${id}::text::${type(sql)}`, abort)
+          .catch((e) => {
+            if (blame(e) !== "target") throw e;
+            bad.push(id);
+          });
+      }
+      continue;
+    }
+    const rows = await db.run(
+      (sql) =>
+        sql<Record<string, unknown>[]>`
+        select t.${sql(s.idColumn)}::text as id ${
+          sql.unsafe(
+            s.lookups.map((l, i) =>
+              `, (t.${quoted(l)} is not null and t.${
+                quoted(l)
+              }::text <> '') as ok${i}`
+            ).join(""),
+          )
+        }
+        from ${source(sql, s)}
+        where t.${sql(s.idColumn)} = any(${batch}::text[]::${type(sql)}[])`,
+      abort,
+    );
+    for (const row of rows) {
+      const lacking = s.lookups.filter((_, i) => !row[`ok${i}`]);
+      for (const l of lacking) without[l]!++;
+      found.set(String(row.id), lacking.length === 0);
+    }
+  }
+  if (bad.length > 0) return { bad };
+  return {
+    ids: ids.filter((id) => found.get(id) === true),
+    unknown: ids.filter((id) => !found.has(id)),
+    without,
+  };
+}
+
+/** Yields the given ids (resolved before) with their lookup values, in order. */
+async function* givenBatches(
+  db: Db,
+  s: Selection,
+  ids: string[],
+  abort: AbortSignal,
+): AsyncGenerator<Target[]> {
+  for (let i = 0; i < ids.length; i += BATCH_SIZE) {
+    const batch = ids.slice(i, i + BATCH_SIZE);
+    const rows = await db.run((sql) =>
+      sql<Record<string, string>[]>`
+        select ${columnsOf(sql, s)} from ${source(sql, s)}
+        where t.${sql(s.idColumn)} = any(${batch}::text[]::${
+        sql.unsafe(s.idType)
+      }[])
+          and ${lookupsPresent(sql, s)}`, abort);
+    const byId = new Map(rows.map((row) => [row.id!, toTarget(s, row)]));
+    const targets = batch.flatMap((id) => byId.get(id) ?? []);
+    if (targets.length > 0) yield targets;
   }
 }
 
-/** What happened to one target. */
+/** Status of one target in `refresh_state`. */
+export type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
+
+/** What became of one target. */
 export interface Outcome {
   status: TargetStatus;
   /** Requests made for it in this run. */
   attempts: number;
-  /** Status of the last response, if any. */
+  /** Status of the last answer, if any. */
   httpStatus: number | null;
   /** Why it is not `ok`. */
   error: string | null;
-  /** What to store, for `ok`. */
-  payload?: unknown;
-  /** Billable responses among the attempts. */
-  credits: number;
+  /** For `ok`: the JSON text stored, as the vendor section's `row` made it. */
+  text?: string;
+}
+
+/** How targets are written. */
+interface WritePlan {
+  table: string;
+  canonical: string;
+  idColumn: string;
+  atColumn: string;
+  dataColumn: string | null;
+  dataType: string | null;
+  map: TargetInfo["map"];
+  state: StateNames;
+  runId: number;
 }
 
 /**
- * Records one target's outcome in ONE statement, hence one transaction:
- * the target row (for `ok`) and its `refresh_state` row. A crash leaves
- * both written or neither. (The run's counters follow every second with
- * the heartbeat, and exactly at the end.)
- *
- * @returns Whether the target row was updated (false if it vanished).
+ * Records one target in ONE statement, hence one transaction: its row (for
+ * `ok`: the answer as sent, the mapped columns extracted in SQL from that
+ * same text, and the refreshed-at column) and its `refresh_state` row, both
+ * only while this run still holds the lease.
  */
-async function recordOutcome(
-  sql: Sql,
-  names: Names,
-  runId: number,
-  id: string,
-  outcome: Outcome,
-): Promise<boolean> {
-  const ok = outcome.status === "ok";
+function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
+  const ok = o.status === "ok";
+  const sets = [
+    ...p.dataColumn
+      ? [sql`${sql(p.dataColumn)} = a.t::${sql.unsafe(p.dataType!)}`]
+      : [],
+    ...p.map.map((m) =>
+      sql`${sql(m.column)} = (a.j ${
+        sql.unsafe(m.json ? "#>" : "#>>")
+      } ${m.path}::text[])::${sql.unsafe(baseType(m.type))}`
+    ),
+    sql`${sql(p.atColumn)} = now()`,
+  ].flatMap((set, i) => i ? [sql`, `, set] : [set]);
   const target = ok
-    ? sql`target as (
-        update ${sql(names.table)}
-        set ${sql(names.data)} = ${
-      // Typed by the server as the column's json/jsonb type, so
-      // postgres.js serializes it with JSON.stringify exactly once.
-      outcome.payload as string},
-            ${sql(names.at)} = now()
-        where ${sql(names.id)} = ${id}
+    ? sql`answer as (
+        select t ${p.map.length > 0 ? sql`, t::jsonb as j` : sql``}
+        from (select ${o.text!}::text as t) x
+      ),
+      target as (
+        update ${sql(p.table)} r set ${sets} from answer a
+        where r.${sql(p.idColumn)} = ${id} and exists (select from lease)
         returning 1
       )`
     : sql`target as (select 1 where false)`;
-  const [row] = await sql<{ updated: number }[]>`
-    with ${target},
+  return sql<{ held: boolean; updated: number }[]>`
+    with lease as (
+      select from ${
+    sql(p.state.runs)
+  } where id = ${p.runId} and status = 'running'
+    ),
+    ${target},
     state as (
-      insert into ${sql(names.state)} as s
-        (target_id, status, attempts, http_status, error,
+      insert into ${sql(p.state.state)} as s
+        (target_table, target_id, status, attempts, http_status, error,
          last_attempt_at, last_success_at, run_id)
-      values (${id}, ${outcome.status}, ${outcome.attempts},
-        ${outcome.httpStatus}, ${outcome.error}, now(),
-        case when ${ok} then now() end, ${runId})
-      on conflict (target_id) do update set
+      select ${p.canonical}, ${id}, ${o.status}, ${o.attempts}, ${o.httpStatus},
+        ${o.error}, now(), case when ${ok} then now() end, ${p.runId}
+      where exists (select from lease)
+      on conflict (target_table, target_id) do update set
         status = excluded.status,
         attempts = excluded.attempts,
         http_status = excluded.http_status,
@@ -2071,21 +2515,163 @@ async function recordOutcome(
         last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
         run_id = excluded.run_id
     )
-    select (select count(*) from target)::int as updated`;
-  return row!.updated > 0;
+    select exists (select from lease) as held, (select count(*) from target)::int as updated`;
+}
+
+/** A type without its modifiers (`character varying(20)` → `character varying`). */
+function baseType(type: string): string {
+  return type.replace(/\(.*?\)/, "");
+}
+
+/** Which part of an answer the database refused, in its own words. */
+async function refusal(
+  db: Db,
+  p: WritePlan,
+  text: string,
+  error: unknown,
+  abort: AbortSignal,
+): Promise<string> {
+  const fails = async (check: (sql: Sql) => Statement<unknown>) => {
+    try {
+      await db.run(check, abort);
+      return undefined;
+    } catch (e) {
+      return blame(e) === "target" ? describeError(e) : undefined;
+    }
+  };
+  if (p.map.length > 0) {
+    const whole = await fails((sql) => sql`select ${text}::text::jsonb`);
+    if (whole) return whole;
+    for (const m of p.map) {
+      const why = await fails((sql) =>
+        sql`select (${text}::text::jsonb ${
+          sql.unsafe(m.json ? "#>" : "#>>")
+        } ${m.path}::text[])::${sql.unsafe(baseType(m.type))}`
+      );
+      if (why) return `column ${m.column}: ${why}`;
+    }
+  }
+  return describeError(error);
+}
+
+/** Why a run stops early, and with what status. */
+export interface Stop {
+  status: StopStatus;
+  reason: string;
+  /** For rate_limited: how long the vendor asked not to be called. */
+  waitMs?: number;
+}
+
+function isStop(value: unknown): value is Stop {
+  return typeof value === "object" && value !== null && "status" in value &&
+    "reason" in value;
+}
+
+/** A run's end other than `completed`. */
+export type StopStatus =
+  | "budget_exhausted"
+  | "credits_exhausted"
+  | "rate_limited"
+  | "deadline"
+  | "period_end"
+  | "interrupted"
+  | "aborted";
+
+/** What became of one target's write. */
+type Written =
+  | { id: string; stored: Outcome; refused: boolean; updated: boolean }
+  | { stop: Stop };
+
+/** Options of {@linkcode store}. */
+interface StoreOptions {
+  dbRetryMs: number;
+  /** Cancels the statement and every wait: the answer is then lost. */
+  hard: AbortSignal;
+  log: Logger;
+}
+
+/**
+ * Writes one target, keeping its answer through a lost connection or a
+ * blocked statement (retried with backoff within `--db-retry`). An answer
+ * the database refuses (its data, a constraint, a trigger) is recorded
+ * `invalid` with the database's message; an error that is the run's
+ * (a renamed column, a revoked right) is thrown.
+ */
+async function store(
+  db: Db,
+  p: WritePlan,
+  target: Target,
+  outcome: Outcome,
+  o: StoreOptions,
+): Promise<Written> {
+  const until = performance.now() + o.dbRetryMs;
+  let current = outcome;
+  let refused = false;
+  for (let attempt = 0;; attempt++) {
+    try {
+      const [row] = await db.run(
+        (sql) => storeStatement(sql, p, target.id, current),
+        o.hard,
+      );
+      if (attempt > 0) {
+        o.log.info(`database: back; target ${target.id} written`);
+      }
+      return row!.held
+        ? { id: target.id, stored: current, refused, updated: row!.updated > 0 }
+        : {
+          stop: {
+            status: "aborted",
+            reason:
+              "lost the lease: another run marked this one crashed and took over",
+          },
+        };
+    } catch (error) {
+      if (o.hard.aborted) return { stop: o.hard.reason as Stop };
+      const whose = blame(error);
+      if (whose === "target" && current.status === "ok") {
+        refused = true;
+        const why = await refusal(db, p, current.text!, error, o.hard);
+        current = {
+          ...current,
+          status: "invalid",
+          text: undefined,
+          error: `the database refused the answer: ${why}`,
+        };
+        continue;
+      }
+      if (whose !== "connection") throw error;
+      const left = until - performance.now();
+      if (left <= 0) {
+        return {
+          stop: {
+            status: "aborted",
+            reason:
+              `the database was unreachable or blocked for longer than --db-retry ${
+                formatDuration(o.dbRetryMs)
+              }: ${describeError(error)}`,
+          },
+        };
+      }
+      if (attempt === 0) {
+        o.log.warn(
+          `database: ${describeError(error)}; retrying for up to ${
+            formatDuration(o.dbRetryMs)
+          }, the answer for target ${target.id} is kept`,
+        );
+      }
+      await delay(Math.min(left, 100 * 2 ** Math.min(attempt, 6)), {
+        signal: o.hard,
+      }).catch(() => {});
+    }
+  }
 }
 
 /** A run that holds the lease, as shown to a run that must wait. */
-export interface LiveRun {
+interface LiveRun {
   id: string;
   startedAt: string;
   heartbeatAt: string;
 }
-
-/** The result of {@linkcode acquireLease}. */
-type LeaseResult =
-  | { runId: number; crashed: string[] }
-  | { live: LiveRun };
 
 /**
  * One run at a time: in one transaction that locks `refresh_runs` (so two
@@ -2093,68 +2679,74 @@ type LeaseResult =
  * are marked `crashed`; if a live one remains, the lease is refused;
  * otherwise this run's row is inserted as `running`. A row lease, not an
  * advisory lock: it holds on servers where session locks do not (PGlite).
+ * Also reads the time before which the vendor asked not to be called.
  */
 async function acquireLease(
-  sql: Sql,
-  names: Names,
-  config: Config,
-): Promise<LeaseResult> {
-  return await sql.begin(async (tx) => {
-    await tx`lock table ${sql(names.runs)} in share row exclusive mode`;
-    const crashed = await tx<{ id: string }[]>`
-      update ${sql(names.runs)} set
-        status = 'crashed',
-        finished_at = now(),
-        error = 'no heartbeat since ' || heartbeat_at::text ||
-          '; taken over by a later run'
-      where status = 'running'
-        and heartbeat_at < now() - coalesce(
-          (params->>'leaseMs')::bigint, ${config.leaseMs}
-        ) * interval '1 millisecond'
-      returning id::text`;
-    const [live] = await tx<{ id: string; started: string; beat: string }[]>`
-      select id::text, started_at::text as started, heartbeat_at::text as beat
-      from ${sql(names.runs)} where status = 'running'
-      order by id limit 1`;
-    if (live) {
+  db: Db,
+  n: StateNames,
+  leaseMs: number,
+  params: Record<string, unknown>,
+): Promise<
+  { runId: number; crashed: string[]; notBeforeMs: number } | { live: LiveRun }
+> {
+  return await db.run((sql) =>
+    sql.begin(async (tx) => {
+      await tx`lock table ${sql(n.runs)} in share row exclusive mode`;
+      const crashed = await tx<{ id: string }[]>`
+        update ${sql(n.runs)} set
+          status = 'crashed',
+          finished_at = now(),
+          error = 'no heartbeat since ' || heartbeat_at::text || '; taken over by a later run'
+        where status = 'running'
+          and heartbeat_at < now() - coalesce(
+            lease_ms, (params->>'leaseMs')::bigint, ${leaseMs}
+          ) * interval '1 millisecond'
+        returning id::text`;
+      const [live] = await tx<{ id: string; started: string; beat: string }[]>`
+        select id::text, started_at::text as started, heartbeat_at::text as beat
+        from ${sql(n.runs)} where status = 'running' order by id limit 1`;
+      if (live) {
+        return {
+          live: {
+            id: live.id,
+            startedAt: live.started,
+            heartbeatAt: live.beat,
+          },
+        };
+      }
+      const [run] = await tx<{ id: string; wait: number | null }[]>`
+        insert into ${sql(n.runs)} (status, params, lease_ms)
+        values ('running', ${
+        sql.json(params as postgres.JSONValue)
+      }, ${leaseMs})
+        returning id::text, (
+          select extract(epoch from max(not_before) - now()) * 1000
+          from ${sql(n.runs)} where not_before > now()
+        )::float8 as wait`;
       return {
-        live: { id: live.id, startedAt: live.started, heartbeatAt: live.beat },
+        runId: Number(run!.id),
+        crashed: crashed.map((r) => r.id),
+        notBeforeMs: Math.max(0, run!.wait ?? 0),
       };
-    }
-    const [run] = await tx<{ id: string }[]>`
-      insert into ${sql(names.runs)} (status, params)
-      values ('running', ${
-      sql.json(publicParams(config) as postgres.JSONValue)
     })
-      returning id::text`;
-    return { runId: Number(run!.id), crashed: crashed.map((r) => r.id) };
-  }) as LeaseResult;
+  );
 }
 
-/**
- * Renews this run's heartbeat and writes its progress counters.
- *
- * @returns false when the run is no longer `running` (another run took it
- * over as crashed): this run must stop.
- */
-async function heartbeat(
-  sql: Sql,
-  names: Names,
-  runId: number,
-  c: RunCounters,
-  creditsRemaining: number | undefined,
-): Promise<boolean> {
-  const rows = await sql`
-    update ${sql(names.runs)} set
-      heartbeat_at = now(),
-      ${sql(counterColumns(c, creditsRemaining))}
-    where id = ${runId} and status = 'running'
-    returning 1`;
-  return rows.length > 0;
+/** Counters of one run, mirrored in its `refresh_runs` row. */
+export interface Counters {
+  total: number;
+  processed: number;
+  succeeded: number;
+  notFound: number;
+  invalid: number;
+  failed: number;
+  credits: number;
+  requests: number;
+  retries: number;
 }
 
 /** The run's counters as `refresh_runs` columns. */
-function counterColumns(c: RunCounters, creditsRemaining: number | undefined) {
+function counterColumns(c: Counters, creditsRemaining: number | undefined) {
   return {
     total: c.total,
     processed: c.processed,
@@ -2169,103 +2761,498 @@ function counterColumns(c: RunCounters, creditsRemaining: number | undefined) {
   };
 }
 
+/**
+ * Renews this run's heartbeat and writes its counters.
+ *
+ * @returns false when the run is no longer `running` (taken over as crashed).
+ */
+async function heartbeat(
+  db: Db,
+  n: StateNames,
+  runId: number,
+  c: Counters,
+  credits: number | undefined,
+): Promise<boolean> {
+  const rows = await db.run((sql) =>
+    sql`
+      update ${sql(n.runs)} set heartbeat_at = now(), ${
+      sql(counterColumns(c, credits))
+    }
+      where id = ${runId} and status = 'running' returning 1`
+  );
+  return rows.length > 0;
+}
+
+/** Records a run's end: status, counters, cause, and the vendor's "not before". */
+async function finishRun(db: Db, n: StateNames, r: RunReport): Promise<void> {
+  await db.run((sql) =>
+    sql`
+      update ${sql(n.runs)} set
+        status = ${r.status},
+        finished_at = now(),
+        heartbeat_at = now(),
+        ${sql(counterColumns(r.counters, r.creditsRemaining))},
+        mean_request_ms = ${r.meanRequestMs ?? null},
+        p95_request_ms = ${r.p95RequestMs ?? null},
+        reason = ${r.reason},
+        error = ${r.status === "aborted" ? r.reason : null},
+        not_before = case when ${Math.round(r.notBeforeMs)} > 0
+          then now() + ${
+      Math.round(r.notBeforeMs)
+    } * interval '1 millisecond' end
+      where id = ${r.runId}`
+  );
+}
+
 /** Inserts a run that is over before it began (outside the window). */
 async function recordSkippedRun(
-  sql: Sql,
-  names: Names,
-  config: Config,
-  status: RunStatus,
+  db: Db,
+  n: StateNames,
+  params: Record<string, unknown>,
   reason: string,
 ): Promise<number> {
-  const [run] = await sql<{ id: string }[]>`
-    insert into ${sql(names.runs)} (status, params, finished_at, total, reason)
-    values (${status}, ${sql.json(publicParams(config) as postgres.JSONValue)},
-      now(), 0, ${reason})
-    returning id::text`;
+  const [run] = await db.run((sql) =>
+    sql<{ id: string }[]>`
+      insert into ${sql(n.runs)} (status, params, finished_at, total, reason)
+      values ('outside_window', ${
+      sql.json(params as postgres.JSONValue)
+    }, now(), 0, ${reason})
+      returning id::text`
+  );
   return Number(run!.id);
 }
 
 /** Time per target of the last run that processed any, for estimates. */
 async function lastPace(
-  sql: Sql,
-  names: Names,
+  db: Db,
+  n: StateNames,
 ): Promise<{ runId: string; msPerTarget: number } | undefined> {
-  const [row] = await sql<{ id: string; ms: number }[]>`
-    select id::text,
-      extract(epoch from finished_at - started_at) * 1000 / processed as ms
-    from ${sql(names.runs)}
-    where finished_at is not null and processed > 0
-    order by id desc limit 1`;
+  const [row] = await db.run((sql) =>
+    sql<{ id: string; ms: number }[]>`
+      select id::text, extract(epoch from finished_at - started_at) * 1000 / processed as ms
+      from ${sql(n.runs)}
+      where finished_at is not null and processed > 0
+      order by id desc limit 1`
+  );
   return row ? { runId: row.id, msPerTarget: Number(row.ms) } : undefined;
 }
 
-async function tableExists(sql: Sql, name: string): Promise<boolean> {
-  const [row] = await sql<{ oid: number | null }[]>`
-    select to_regclass(${quoted(name)})::oid as oid`;
-  return Boolean(row?.oid);
-}
-// ---------------------------------------------------------------------------
-// The run: fetch each target, strictly one request at a time.
-// ---------------------------------------------------------------------------
+// ============================================================================
+// VENDOR REQUESTS: one request, then one target with its retries. Every
+// expected end is a value; exceptions are for the unexpected.
+// ============================================================================
 
-/** A failure worth another attempt (network, timeout, 408/429/5xx). */
-class TransientError extends Error {
-  httpStatus: number | null;
-  constructor(message: string, httpStatus: number | null = null) {
-    super(message);
-    this.name = "TransientError";
-    this.httpStatus = httpStatus;
-  }
-}
+/** The settings the vendor section reads. */
+export type VendorSettings = Pick<Config, "apiUrl" | "apiKey" | "apiKeyHeader">;
 
-/** Ends the run early with the given status (an expected stop or not). */
-class StopRun extends Error {
-  status: Exclude<RunStatus, "running" | "completed" | "crashed">;
-  constructor(status: StopRun["status"], message: string) {
-    super(message);
-    this.name = "StopRun";
-    this.status = status;
-  }
+/** A request for one target, as the vendor section builds it. */
+export interface VendorRequest {
+  method: string;
+  /** The URL, or why this target cannot be asked for (recorded invalid). */
+  url: string | { invalid: string };
+  headers: Record<string, string>;
+  /** A body, e.g. `JSON.stringify({ email })` for a POST lookup. */
+  body?: string;
 }
 
-/** Counters of one run, mirrored in its `refresh_runs` row. */
-export interface RunCounters {
-  total: number;
-  processed: number;
-  succeeded: number;
-  notFound: number;
-  invalid: number;
-  failed: number;
-  unknown: number;
-  credits: number;
-  requests: number;
-  retries: number;
+/** The vendor's own part (see the VENDOR SECTION at the top). */
+export interface Vendor {
+  /** Columns of the target table the request needs (besides the id). */
+  lookups(s: VendorSettings): string[];
+  /** The request for one target. */
+  request(target: Target, s: VendorSettings): VendorRequest;
+  /** What an accepted answer looks like. */
+  schema: v.GenericSchema;
+  /** The verdict on an answer that passed the schema. */
+  verdict(answer: unknown): "ok" | "not_found" | { invalid: string };
+  /** The JSON text to store for an ok answer, from the text received. */
+  row(text: string, answer: unknown): string;
 }
 
-function newCounters(): RunCounters {
+/** The core's HTTP policy, from the settings. */
+interface Policy {
+  requestTimeout: number;
+  maxBody: number;
+  billableStatuses: number[];
+  creditsHeader: string | undefined;
+  maxRetryWait: number;
+  /** Removes secrets from a text (before any excerpt is cut). */
+  scrub: (text: string) => string;
+}
+
+/** What one vendor answer came to. */
+interface Reply {
+  /** The target's outcome, when this answer decides it. */
+  outcome?: Outcome;
+  /** Worth another attempt, and why. */
+  retry?: { error: string; httpStatus: number | null };
+  /** The run must stop (after recording `outcome`, if there is one). */
+  stop?: Stop;
+  billable?: boolean;
+  creditsRemaining?: number;
+  /** The vendor asked not to be called for this long. */
+  waitMs?: number;
+  /** The vendor pushed back (429, 503 with Retry-After): slow down. */
+  pushBack?: boolean;
+}
+
+const TRANSIENT_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
+const EXCERPT = 200;
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+function outcome(
+  status: TargetStatus,
+  httpStatus: number | null,
+  error: string | null,
+  text?: string,
+): Outcome {
+  return { status, attempts: 0, httpStatus, error, text };
+}
+
+function tooLong(what: string, waitMs: number, maxMs: number): Stop {
   return {
-    total: 0,
-    processed: 0,
-    succeeded: 0,
-    notFound: 0,
-    invalid: 0,
-    failed: 0,
-    unknown: 0,
-    credits: 0,
-    requests: 0,
-    retries: 0,
+    status: "rate_limited",
+    waitMs,
+    reason: `the vendor asked to wait ${
+      Number.isFinite(waitMs)
+        ? formatDuration(waitMs)
+        : "longer than a timer can"
+    } (${what}), longer than --max-retry-wait ${
+      formatDuration(maxMs)
+    }; progress is saved, run again later`,
   };
 }
 
-/** A repeat of the first signal within this many milliseconds is ignored. */
-const SIGNAL_REPEAT_MS = 500;
+/** One request and what its answer means, under the core's HTTP policy. */
+async function ask(
+  req: VendorRequest & { url: string },
+  p: Policy,
+  hard: AbortSignal,
+): Promise<Reply> {
+  // One controller per request, aborted by its timeout or a hard stop.
+  const request = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    request.abort(new DOMException("timed out", "TimeoutError"));
+  }, p.requestTimeout);
+  const onHard = () => request.abort(hard.reason);
+  hard.addEventListener("abort", onHard, { once: true });
+  const failed = (error: unknown, what: string): Reply => {
+    if (hard.aborted) return { stop: hard.reason as Stop };
+    if (timedOut) {
+      return {
+        retry: {
+          error: `${what} within ${formatDuration(p.requestTimeout)}`,
+          httpStatus: null,
+        },
+      };
+    }
+    const message = p.scrub(String((error as Error)?.message ?? error));
+    return /redirect/i.test(message)
+      ? {
+        outcome: outcome(
+          "failed",
+          null,
+          `the vendor redirected; redirects are not followed (${message})`,
+        ),
+      }
+      : { retry: { error: `network error: ${message}`, httpStatus: null } };
+  };
+  try {
+    let response: Response;
+    try {
+      response = await fetch(req.url, {
+        method: req.method,
+        headers: req.headers,
+        body: req.body,
+        redirect: "error",
+        signal: request.signal,
+      });
+    } catch (error) {
+      return failed(error, "no answer");
+    }
+    const status = response.status;
+    const reply: Reply = { billable: p.billableStatuses.includes(status) };
+    if (p.creditsHeader) {
+      reply.creditsRemaining = parseCreditsRemaining(
+        response.headers,
+        p.creditsHeader,
+      );
+    }
+    const reset = parseRateLimitWait(response.headers);
+    if (reset !== undefined) {
+      reply.waitMs = reset;
+      if (reset > p.maxRetryWait) {
+        reply.stop = tooLong("rate-limit reset", reset, p.maxRetryWait);
+      }
+    }
+    if (status === 401 || status === 403) {
+      await response.body?.cancel();
+      return {
+        ...reply,
+        stop: {
+          status: "aborted",
+          reason:
+            `the vendor refused the API key (HTTP ${status}); every call would fail`,
+        },
+      };
+    }
+    if (status === 402) {
+      await response.body?.cancel();
+      return {
+        ...reply,
+        stop: {
+          status: "credits_exhausted",
+          reason: "the vendor answered 402 Payment Required: no credits left",
+        },
+      };
+    }
+    if (status >= 200 && status < 300) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await readCappedBody(response.body, p.maxBody);
+      } catch (error) {
+        if (!(error instanceof BodyTooLargeError)) {
+          return failed(error, "body not received");
+        }
+        return { ...reply, outcome: outcome("invalid", status, error.message) };
+      }
+      return { ...reply, outcome: judge(bytes, status) };
+    }
+    if (status === 404) {
+      await response.body?.cancel();
+      return {
+        ...reply,
+        outcome: outcome(
+          "not_found",
+          404,
+          "HTTP 404: the vendor does not know this target",
+        ),
+      };
+    }
+    if (TRANSIENT_STATUSES.has(status)) {
+      await response.body?.cancel();
+      const wait = status === 429 || status === 503
+        ? parseRetryAfter(response.headers.get("retry-after"))
+        : undefined;
+      if (wait !== undefined) {
+        reply.waitMs = Math.max(wait, reply.waitMs ?? 0);
+        if (wait > p.maxRetryWait) {
+          return {
+            ...reply,
+            stop: tooLong(`HTTP ${status} Retry-After`, wait, p.maxRetryWait),
+          };
+        }
+      }
+      return {
+        ...reply,
+        pushBack: status === 429 || wait !== undefined,
+        retry: {
+          error: `HTTP ${status}${
+            wait !== undefined ? ` (Retry-After ${formatDuration(wait)})` : ""
+          }`,
+          httpStatus: status,
+        },
+      };
+    }
+    // Scrub first, then cut: a cut must never leave part of a secret.
+    const body = await readCappedBody(response.body, 64 * 1024).catch(() =>
+      new Uint8Array()
+    );
+    const text = p.scrub(
+      new TextDecoder().decode(body).replace(/\s+/g, " ").trim(),
+    );
+    const excerpt = text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text;
+    return {
+      ...reply,
+      outcome: outcome(
+        "failed",
+        status,
+        `HTTP ${status}${excerpt ? `: ${excerpt}` : ""}`,
+      ),
+    };
+  } finally {
+    clearTimeout(timer);
+    hard.removeEventListener("abort", onHard);
+  }
+}
+
+/** The verdict on a successful answer's body: UTF-8, JSON, the schema, the vendor's verdict. */
+function judge(bytes: Uint8Array, status: number): Outcome {
+  let text: string;
+  let json: unknown;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    return outcome("invalid", status, "body is not valid UTF-8");
+  }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return outcome("invalid", status, "body is not JSON");
+  }
+  const checked = v.safeParse(VENDOR.schema, json);
+  if (!checked.success) {
+    const issue = checked.issues[0];
+    return outcome(
+      "invalid",
+      status,
+      `unexpected shape at ${
+        v.getDotPath(issue) ?? "(root)"
+      }: ${issue.message}`,
+    );
+  }
+  const verdict = VENDOR.verdict(checked.output);
+  if (verdict === "not_found") {
+    return outcome(
+      "not_found",
+      status,
+      `HTTP ${status}: the vendor says it does not know this target`,
+    );
+  }
+  if (verdict !== "ok") return outcome("invalid", status, verdict.invalid);
+  return outcome("ok", status, null, VENDOR.row(text, checked.output));
+}
+
+/** Thrown inside `retry()` for an answer worth another attempt. */
+class Retryable extends Error {
+  constructor(readonly httpStatus: number | null, message: string) {
+    super(message);
+  }
+}
+
+/** What one target came to, with everything its requests cost. */
+interface Fetched {
+  /** What to record; none when a stop cut the target short. */
+  outcome?: Outcome;
+  /** The run must stop (after recording `outcome`, if there is one). */
+  stop?: Stop;
+  /** Requests made, the ones a stop cut short included. */
+  attempts: number;
+  credits: number;
+  creditsRemaining?: number;
+}
+
+/** What {@linkcode fetchTarget} needs. */
+interface FetchOptions {
+  settings: Config;
+  policy: Policy;
+  pacer: Pacer;
+  stats: LatencyStats;
+  /** Credits the run may still spend (`--budget`), if capped. */
+  budgetLeft: number | undefined;
+  /** No new request, every wait cut short. */
+  stop: AbortSignal;
+  /** The request in flight aborted. */
+  hard: AbortSignal;
+  log: Logger;
+}
 
 /**
- * Stops a run from outside: signals, the deadline, a lost lease. `stop`
- * means no new request starts and every wait is cut short; `hard` aborts
- * the request in flight.
+ * Asks the vendor about one target, retrying with exponential backoff and
+ * full jitter: strictly sequential, every start through the pacer, never a
+ * request that could spend credit N+1 of the budget.
  */
-class RunControl {
+async function fetchTarget(target: Target, o: FetchOptions): Promise<Fetched> {
+  const s = o.settings;
+  const req = VENDOR.request(target, s);
+  const url = req.url;
+  if (typeof url !== "string") {
+    return {
+      outcome: outcome("invalid", null, url.invalid),
+      attempts: 0,
+      credits: 0,
+    };
+  }
+  let attempts = 0;
+  let credits = 0;
+  let creditsRemaining: number | undefined;
+  const spent = (): Fetched => ({ attempts, credits, creditsRemaining });
+  try {
+    const reply = await retry(async () => {
+      if (o.budgetLeft !== undefined && credits >= o.budgetLeft) {
+        return { stop: budgetStop(s.budget!) } as Reply;
+      }
+      await o.pacer.wait(o.stop);
+      attempts++;
+      const started = performance.now();
+      const r = await ask({ ...req, url }, o.policy, o.hard);
+      o.stats.add(performance.now() - started);
+      if (r.billable) credits++;
+      creditsRemaining = r.creditsRemaining ?? creditsRemaining;
+      if (r.pushBack) o.pacer.pushBack();
+      if (r.waitMs !== undefined && !r.stop) {
+        o.pacer.deferFor(r.waitMs);
+        if (r.retry && r.waitMs >= 1000) {
+          o.log.info(
+            `target ${target.id}: ${r.retry.error}; waiting ${
+              formatDuration(r.waitMs)
+            } as the vendor asked`,
+          );
+        }
+      }
+      if (r.retry) throw new Retryable(r.retry.httpStatus, r.retry.error);
+      return r;
+    }, {
+      maxAttempts: s.maxAttempts,
+      minTimeout: s.backoff,
+      maxTimeout: s.maxRetryWait,
+      multiplier: 2,
+      jitter: 1,
+      isRetriable: (error) => error instanceof Retryable,
+      signal: o.stop,
+    });
+    return {
+      ...spent(),
+      stop: reply.stop,
+      outcome: reply.outcome && { ...reply.outcome, attempts },
+    };
+  } catch (error) {
+    if (error instanceof RetryError) {
+      const cause = error.cause as Retryable;
+      return {
+        ...spent(),
+        outcome: {
+          ...outcome(
+            "failed",
+            cause.httpStatus,
+            `gave up after ${attempts} attempts; last: ${cause.message}`,
+          ),
+          attempts,
+        },
+      };
+    }
+    if (o.stop.aborted && error === o.stop.reason) {
+      return { ...spent(), stop: o.stop.reason as Stop };
+    }
+    throw error;
+  }
+}
+
+function budgetStop(budget: number): Stop {
+  return {
+    status: "budget_exhausted",
+    reason: `spent the budget of ${budget} credit(s)`,
+  };
+}
+
+// ============================================================================
+// THE RUN: one loop owns the counters and the stop decisions.
+// ============================================================================
+
+/** A repeat of the first signal within this many milliseconds is the same one. */
+const SIGNAL_REPEAT_MS = 500;
+/** How often the heartbeat and the counters are written. */
+const HEARTBEAT_MS = 1000;
+
+/**
+ * Stops a run from outside: signals and the deadline. `stop`: no new
+ * request starts and every wait is cut short. `hard`, a grace later (or at
+ * a second signal): the request in flight is aborted and a blocked
+ * statement cancelled.
+ */
+class Control {
   readonly stop = new AbortController();
   readonly hard = new AbortController();
   /** The first signal received, if any. */
@@ -2277,7 +3264,7 @@ class RunControl {
 
   constructor(graceMs: number, external?: AbortSignal) {
     this.#graceMs = graceMs;
-    external?.addEventListener("abort", () => this.halt("SIGINT"), {
+    external?.addEventListener("abort", () => this.onSignal("SIGINT"), {
       once: true,
     });
   }
@@ -2285,46 +3272,50 @@ class RunControl {
   /** Handles SIGINT and SIGTERM from now on. */
   listen(): void {
     for (const name of ["SIGINT", "SIGTERM"] as const) {
-      const listener = () => this.halt(name);
+      const listener = () => this.onSignal(name);
       Deno.addSignalListener(name, listener);
       this.#listeners.push([name, listener]);
     }
   }
 
-  /** First call: stop gracefully; second call: abort the request too. */
-  halt(name: Deno.Signal): void {
-    const number = name === "SIGINT" ? 2 : name === "SIGTERM" ? 15 : 1;
-    if (this.signal !== undefined) {
+  onSignal(name: Deno.Signal): void {
+    if (this.signal) {
       // `deno task` sometimes relays one signal twice: a repeat of the same
       // signal within moments is that one signal, not a second one.
-      const sinceFirst = performance.now() - this.#firstSignalAt;
-      if (name === this.signal.name && sinceFirst < SIGNAL_REPEAT_MS) return;
-      this.hard.abort(
-        new StopRun("interrupted", `received ${name} twice: aborted at once`),
-      );
+      if (
+        name === this.signal.name &&
+        performance.now() - this.#firstSignalAt < SIGNAL_REPEAT_MS
+      ) return;
+      this.hard.abort({
+        status: "interrupted",
+        reason: `received ${name} twice: aborted at once`,
+      });
       return;
     }
-    this.signal = { name, number };
+    this.signal = { name, number: name === "SIGINT" ? 2 : 15 };
     this.#firstSignalAt = performance.now();
-    const reason = new StopRun("interrupted", `received ${name}`);
-    this.stop.abort(reason);
-    this.after(this.#graceMs, () => this.hard.abort(reason));
+    this.halt({ status: "interrupted", reason: `received ${name}` });
   }
 
-  /** Stops (gracefully) at the given time from now. */
-  stopAfter(ms: number, reason: StopRun): void {
-    this.after(ms, () => this.stop.abort(reason));
+  /** Stops gracefully now, and hard after the grace. */
+  halt(stop: Stop): void {
+    if (this.stop.signal.aborted) return;
+    this.stop.abort(stop);
+    this.after(this.#graceMs, () => this.hard.abort(stop));
   }
 
-  /** Stops at once, aborting the request in flight. */
-  abort(reason: StopRun): void {
-    this.stop.abort(reason);
-    this.hard.abort(reason);
+  /** Stops at once, the request in flight included. */
+  abort(stop: Stop): void {
+    this.stop.abort(stop);
+    this.hard.abort(stop);
   }
 
+  /** Calls `fn` after `ms`, however long (timers hold at most ~24.8 days). */
   after(ms: number, fn: () => void): void {
-    // setTimeout holds at most ~24.8 days.
-    this.#timers.push(setTimeout(fn, Math.min(ms, 2 ** 31 - 1)));
+    this.#timers.push(setTimeout(
+      () => ms > MAX_TIMER_MS ? this.after(ms - MAX_TIMER_MS, fn) : fn(),
+      Math.min(ms, MAX_TIMER_MS),
+    ));
   }
 
   every(ms: number, fn: () => void): void {
@@ -2339,559 +3330,248 @@ class RunControl {
   }
 }
 
-interface RunContext {
-  sql: Sql;
+/** What the target loop needs. */
+interface LoopOptions {
   config: Config;
-  names: Names;
-  runId: number;
+  db: Db;
+  plan: WritePlan;
+  control: Control;
   pacer: Pacer;
-  log: Logger;
-  counters: RunCounters;
   stats: LatencyStats;
-  control: RunControl;
-  /** The vendor's last reported remaining credits. */
-  creditsRemaining?: number;
-  /** Targets in a row that ended `failed`. */
-  consecutiveFailures: number;
-  /** A stop decided during a target, taken after it is recorded. */
-  stopAfterTarget?: StopRun;
-  /** GitHub annotations printed so far. */
-  annotations: number;
-  env: EnvLookup;
-  stdout: (text: string) => void;
-}
-
-const BODY_SNIPPET = 200;
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
-
-async function bodySnippet(response: Response): Promise<string> {
-  const bytes = await readCappedBody(response.body, 64 * 1024).catch(() =>
-    new Uint8Array()
-  );
-  const text = new TextDecoder().decode(bytes).replace(/\s+/g, " ").trim();
-  return text.length > BODY_SNIPPET ? `${text.slice(0, BODY_SNIPPET)}…` : text;
-}
-
-function failure(
-  status: TargetStatus,
-  httpStatus: number | null,
-  error: string,
-): Outcome {
-  return { status, attempts: 0, httpStatus, error, credits: 0 };
-}
-
-/** Notes what the response headers say about credits and rate limits. */
-function readVendorHeaders(ctx: RunContext, response: Response): void {
-  const { config } = ctx;
-  if (config.creditsHeader) {
-    const remaining = parseCreditsRemaining(
-      response.headers,
-      config.creditsHeader,
-    );
-    if (remaining !== undefined) ctx.creditsRemaining = remaining;
-  }
-  const wait = parseRateLimitWait(response.headers);
-  if (wait === undefined) return;
-  if (wait > config.maxRetryWaitMs) {
-    ctx.stopAfterTarget ??= new StopRun(
-      "rate_limited",
-      `the vendor's rate-limit window resets in ${
-        formatDuration(wait)
-      }, longer than --max-retry-wait ${
-        formatDuration(config.maxRetryWaitMs)
-      }; progress is saved, run again later`,
-    );
-  } else {
-    ctx.pacer.deferFor(wait);
-  }
+  policy: Policy;
+  log: Logger;
+  /** The loop's counters (the heartbeat and progress lines read them). */
+  counters: Counters & { creditsRemaining?: number };
+  /** Whether a new request may start: the lease is surely still ours. */
+  fence: () => Promise<Stop | undefined>;
+  /** Reports a target that failed or is invalid (GitHub annotations). */
+  annotate: (id: string, o: Outcome) => void;
 }
 
 /**
- * One request for one target. Returns the final outcome, or throws a
- * {@linkcode TransientError} (worth a retry) or a {@linkcode StopRun}.
+ * Refreshes the targets one at a time. Target k's write runs while target
+ * k+1's request is in flight, never more than one write outstanding; every
+ * stop decision is taken from target k's answer before k+1's request
+ * starts.
+ *
+ * @returns Why the run stopped early, or `undefined` when every target is done.
  */
-async function requestOnce(
-  ctx: RunContext,
-  id: string,
-  spent: { credits: number },
-): Promise<Outcome> {
-  const { config } = ctx;
-  const { url, headers } = buildVendorRequest(id, config.vendor);
-  const { control } = ctx;
-  control.hard.signal.throwIfAborted();
-  // One controller per request, aborted by its timeout or by a hard stop;
-  // its timer and listener go as soon as the request is over
-  // (AbortSignal.timeout would keep them alive for the whole timeout).
-  const request = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    request.abort(new DOMException("timed out", "TimeoutError"));
-  }, config.requestTimeoutMs);
-  const onHard = () => request.abort(control.hard.signal.reason);
-  control.hard.signal.addEventListener("abort", onHard, { once: true });
-  try {
-    return await requestWithin(ctx, {
-      id,
-      url,
-      headers,
-      signal: request.signal,
-      timedOut: () => timedOut,
-    }, spent);
-  } finally {
-    clearTimeout(timer);
-    control.hard.signal.removeEventListener("abort", onHard);
-  }
-}
-
-/** One request's parts and how to tell that it timed out. */
-interface VendorCall {
-  id: string;
-  url: string;
-  headers: Headers;
-  signal: AbortSignal;
-  timedOut: () => boolean;
-}
-
-async function requestWithin(
-  ctx: RunContext,
-  call: VendorCall,
-  spent: { credits: number },
-): Promise<Outcome> {
-  const { config, control } = ctx;
-  const { id, url, headers, signal } = call;
-  const started = performance.now();
-  let response: Response;
-  try {
-    response = await fetch(url, { headers, redirect: "error", signal });
-  } catch (error) {
-    if (control.hard.signal.aborted) throw control.hard.signal.reason;
-    if (call.timedOut()) {
-      throw new TransientError(
-        `no answer within ${formatDuration(config.requestTimeoutMs)}`,
-      );
+async function refreshAll(
+  targets: AsyncIterable<Target[]>,
+  o: LoopOptions,
+): Promise<Stop | undefined> {
+  const { config: c, counters: n, log } = o;
+  let pending: Promise<Written> | undefined;
+  let failedRow = 0;
+  let invalidRow = 0;
+  let refusedRow = 0;
+  const settle = async (): Promise<Stop | undefined> => {
+    const written = await pending;
+    pending = undefined;
+    if (!written) return undefined;
+    if ("stop" in written) return written.stop;
+    const { id, stored, refused, updated } = written;
+    n.processed++;
+    if (stored.status === "ok") n.succeeded++;
+    else if (stored.status === "not_found") n.notFound++;
+    else if (stored.status === "invalid") n.invalid++;
+    else n.failed++;
+    if (stored.status === "ok") o.pacer.relax();
+    if (stored.status === "ok" && !updated) {
+      log.warn(`target ${id}: row vanished before its refresh was written`);
+    } else if (stored.status === "invalid" || stored.status === "failed") {
+      log.warn(`target ${id}: ${stored.status}: ${stored.error}`, {
+        target: id,
+        outcome: stored.status,
+      });
+      o.annotate(id, stored);
     }
-    const message = String((error as Error)?.message ?? error)
-      .replaceAll(url, redactUrl(url));
-    if (/redirect/i.test(message)) {
-      return failure(
-        "failed",
-        null,
-        `the vendor redirected; redirects are not followed (${message})`,
-      );
-    }
-    throw new TransientError(`network error: ${message}`);
-  } finally {
-    ctx.stats.add(performance.now() - started);
-  }
-  const status = response.status;
-  if (config.billableStatuses.includes(status)) spent.credits++;
-  readVendorHeaders(ctx, response);
-  if (status === 401 || status === 403) {
-    await response.body?.cancel();
-    throw new StopRun(
-      "aborted",
-      `the vendor refused the API key (HTTP ${status}); every call would fail`,
-    );
-  }
-  if (status === 402) {
-    await response.body?.cancel();
-    throw new StopRun(
-      "credits_exhausted",
-      "the vendor answered 402 Payment Required: no credits left",
-    );
-  }
-  const classification = classifyResponse(status, response.headers);
-  switch (classification.kind) {
-    case "success":
-      return await readSuccess(ctx, response, call.timedOut);
-    case "not_found":
-      await response.body?.cancel();
-      return failure(
-        "not_found",
-        404,
-        "HTTP 404: the vendor does not know this id",
-      );
-    case "failed": {
-      const snippet = await bodySnippet(response);
-      return failure(
-        "failed",
-        status,
-        `HTTP ${status}${snippet ? `: ${snippet}` : ""}`,
-      );
-    }
-    case "transient":
-      await response.body?.cancel();
-      throw transient(ctx, id, status, classification.retryAfterMs);
-  }
-}
-
-/**
- * Obeys a Retry-After (or throws a stop when it is too long), adapts the
- * pace, and describes the failure for a retry.
- */
-function transient(
-  ctx: RunContext,
-  id: string,
-  status: number,
-  wait: number | undefined,
-): TransientError {
-  if (status === 429 || (status === 503 && wait !== undefined)) {
-    ctx.pacer.pushBack();
-  }
-  if (wait !== undefined) {
-    if (wait > ctx.config.maxRetryWaitMs) {
-      throw new StopRun(
-        "rate_limited",
-        `the vendor asked to wait ${
-          formatDuration(wait)
-        } (HTTP ${status} Retry-After), longer than --max-retry-wait ${
-          formatDuration(ctx.config.maxRetryWaitMs)
-        }; progress is saved, run again later`,
-      );
-    }
-    ctx.pacer.deferFor(wait);
-    if (wait >= 1000) {
-      ctx.log.info(
-        `target ${id}: HTTP ${status}; waiting ${
-          formatDuration(wait)
-        } as the vendor asked (Retry-After)`,
-      );
-    }
-  }
-  return new TransientError(
-    `HTTP ${status}${
-      wait !== undefined ? ` (Retry-After ${formatDuration(wait)})` : ""
-    }`,
-    status,
-  );
-}
-
-async function readSuccess(
-  ctx: RunContext,
-  response: Response,
-  timedOut: () => boolean,
-): Promise<Outcome> {
-  const max = ctx.config.maxBodyBytes;
-  const declared = Number(response.headers.get("content-length") ?? NaN);
-  if (declared > max) {
-    await response.body?.cancel();
-    return failure(
-      "invalid",
-      response.status,
-      new BodyTooLargeError(max).message,
-    );
-  }
-  let bytes: Uint8Array;
-  try {
-    // A declared length within the cap is all fetch will deliver: read it
-    // in one go; otherwise count the bytes as they come.
-    bytes = Number.isSafeInteger(declared)
-      ? new Uint8Array(await response.arrayBuffer())
-      : await readCappedBody(response.body, max);
-  } catch (error) {
-    if (error instanceof BodyTooLargeError) {
-      return failure("invalid", response.status, error.message);
-    }
-    if (ctx.control.hard.signal.aborted) throw ctx.control.hard.signal.reason;
-    throw new TransientError(
-      timedOut()
-        ? `body not received within ${
-          formatDuration(ctx.config.requestTimeoutMs)
-        }`
-        : `network error while reading the body: ${(error as Error)?.message}`,
-      response.status,
-    );
-  }
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    return failure("invalid", response.status, "body is not valid UTF-8");
-  }
-  const parsedBody = parseVendorBody(text);
-  if (!parsedBody.ok) {
-    return failure("invalid", response.status, parsedBody.reason);
-  }
-  return {
-    status: "ok",
-    attempts: 0,
-    httpStatus: response.status,
-    error: null,
-    payload: parsedBody.payload,
-    credits: 0,
+    refusedRow = refused ? refusedRow + 1 : 0;
+    return refusedRow >= c.maxConsecutiveInvalid
+      ? {
+        status: "aborted",
+        reason:
+          `${refusedRow} answers in a row were refused by the database (--max-consecutive-invalid); last: ${stored.error}`,
+      }
+      : undefined;
   };
-}
-
-/** Refuses to start a request that could spend credit N+1. */
-function checkBudget(ctx: RunContext, spentOnTarget: number): void {
-  const { budget } = ctx.config;
-  if (budget !== undefined && ctx.counters.credits + spentOnTarget >= budget) {
-    throw new StopRun(
-      "budget_exhausted",
-      `spent the budget of ${budget} credit(s)`,
-    );
-  }
-}
-
-/**
- * Fetches one target with retries (exponential backoff, full jitter) and
- * returns its outcome. Strictly sequential: each attempt is awaited before
- * the next one starts, and every start goes through the pacer.
- */
-async function refreshTarget(ctx: RunContext, id: string): Promise<Outcome> {
-  const { config } = ctx;
-  const stop = ctx.control.stop.signal;
-  const spent = { credits: 0 };
-  let attempts = 0;
-  let outcome: Outcome;
-  try {
-    outcome = await retry(async () => {
-      stop.throwIfAborted();
-      checkBudget(ctx, spent.credits);
-      await ctx.pacer.wait(stop);
-      attempts++;
-      return await requestOnce(ctx, id, spent);
-    }, {
-      maxAttempts: config.maxAttempts,
-      minTimeout: config.backoffMs,
-      maxTimeout: config.maxRetryWaitMs,
-      multiplier: 2,
-      jitter: 1,
-      isRetriable: (error) => error instanceof TransientError,
-      signal: stop,
-    });
-  } catch (error) {
-    if (!(error instanceof RetryError)) {
-      // Credits spent on a target that a stop leaves unrecorded still count.
-      ctx.counters.credits += spent.credits;
-      throw error;
+  const decide = (f: Fetched): Stop | undefined => {
+    const out = f.outcome;
+    if (out) {
+      failedRow = out.status === "failed" ? failedRow + 1 : 0;
+      if (out.httpStatus !== null) {
+        invalidRow = out.status === "invalid" ||
+            (out.status === "not_found" && out.httpStatus !== 404)
+          ? invalidRow + 1
+          : 0;
+      }
+      if (failedRow >= c.maxConsecutiveFailures) {
+        return {
+          status: "aborted",
+          reason:
+            `${failedRow} targets in a row failed (--max-consecutive-failures); last: ${out.error}`,
+        };
+      }
+      if (invalidRow >= c.maxConsecutiveInvalid) {
+        return {
+          status: "aborted",
+          reason:
+            `${invalidRow} answers in a row failed the vendor checks (--max-consecutive-invalid): do the answers match the schema of the vendor section? last: ${out.error}`,
+        };
+      }
     }
-    const cause = error.cause as TransientError;
-    outcome = failure(
-      "failed",
-      cause.httpStatus,
-      `gave up after ${attempts} attempts; last: ${cause.message}`,
-    );
-  }
-  return { ...outcome, attempts, credits: spent.credits };
-}
-
-function escapeAnnotation(text: string): string {
-  return text.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll(
-    "\n",
-    "%0A",
-  );
-}
-
-const MAX_ANNOTATIONS = 10;
-
-function annotateTarget(ctx: RunContext, id: string, outcome: Outcome): void {
-  if (ctx.env("GITHUB_ACTIONS") !== "true") return;
-  ctx.annotations++;
-  if (ctx.annotations <= MAX_ANNOTATIONS) {
-    ctx.stdout(
-      `::warning title=refresh: target ${
-        escapeAnnotation(id)
-      } ${outcome.status}::${escapeAnnotation(outcome.error ?? "")}`,
-    );
-  } else if (ctx.annotations === MAX_ANNOTATIONS + 1) {
-    ctx.stdout(
-      `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
-    );
-  }
-}
-
-async function processTarget(ctx: RunContext, id: string): Promise<Outcome> {
-  const outcome = await refreshTarget(ctx, id);
-  if (outcome.error !== null) {
-    outcome.error = scrubSecrets(outcome.error, secretsOf(ctx.config));
-  }
-  const updated = await recordOutcome(
-    ctx.sql,
-    ctx.names,
-    ctx.runId,
-    id,
-    outcome,
-  );
-  const c = ctx.counters;
-  c.processed++;
-  c.credits += outcome.credits;
-  c.requests += outcome.attempts;
-  c.retries += Math.max(0, outcome.attempts - 1);
-  if (outcome.status === "ok") c.succeeded++;
-  else if (outcome.status === "not_found") c.notFound++;
-  else if (outcome.status === "invalid") c.invalid++;
-  else c.failed++;
-  if (outcome.status === "ok") ctx.pacer.relax();
-  if (outcome.status === "ok" && !updated) {
-    ctx.log.warn(`target ${id}: row vanished before its refresh was written`);
-  } else if (outcome.status === "invalid" || outcome.status === "failed") {
-    ctx.log.warn(`target ${id}: ${outcome.status}: ${outcome.error}`, {
-      target: id,
-      outcome: outcome.status,
-    });
-    annotateTarget(ctx, id, outcome);
-  }
-  return outcome;
-}
-
-/** Decides, after a recorded target, whether the run must stop. */
-function stopAfter(ctx: RunContext, outcome: Outcome): StopRun | undefined {
-  const { config } = ctx;
-  ctx.consecutiveFailures = outcome.status === "failed"
-    ? ctx.consecutiveFailures + 1
-    : 0;
-  if (ctx.consecutiveFailures >= config.maxConsecutiveFailures) {
-    return new StopRun(
-      "aborted",
-      `${ctx.consecutiveFailures} targets in a row failed (--max-consecutive-failures); last: ${outcome.error}`,
-    );
-  }
-  if (ctx.stopAfterTarget) return ctx.stopAfterTarget;
-  const remaining = ctx.creditsRemaining;
-  if (remaining === 0) {
-    return new StopRun(
-      "credits_exhausted",
-      "the vendor reports 0 credits remaining",
-    );
-  }
-  if (
-    remaining !== undefined && config.reserve !== undefined &&
-    remaining <= config.reserve
-  ) {
-    return new StopRun(
-      "budget_exhausted",
-      `the vendor reports ${remaining} credit(s) remaining, at or below the reserve of ${config.reserve}`,
-    );
-  }
-  return undefined;
-}
-
-async function runTargets(
-  ctx: RunContext,
-  batches: AsyncIterable<string[]>,
-): Promise<void> {
-  const limit = ctx.config.limit ?? Infinity;
-  const stop = ctx.control.stop.signal;
-  for await (const batch of batches) {
-    for (const id of batch) {
-      if (ctx.counters.processed >= limit) return;
-      stop.throwIfAborted();
-      checkBudget(ctx, 0);
-      const outcome = await processTarget(ctx, id);
-      const reason = stopAfter(ctx, outcome);
-      if (reason) throw reason;
+    if (f.stop) return f.stop;
+    const left = n.creditsRemaining;
+    if (left === 0) {
+      return {
+        status: "credits_exhausted",
+        reason: "the vendor reports 0 credits remaining",
+      };
+    }
+    if (left !== undefined && c.reserve !== undefined && left <= c.reserve) {
+      return {
+        status: "budget_exhausted",
+        reason:
+          `the vendor reports ${left} credit(s) remaining, at or below the reserve of ${c.reserve}`,
+      };
+    }
+    return undefined;
+  };
+  let stop: Stop | undefined;
+  outer: for await (const batch of targets) {
+    for (const target of batch) {
+      if (n.processed + (pending ? 1 : 0) >= (c.limit ?? Infinity)) break outer;
+      stop = o.control.stop.signal.aborted
+        ? o.control.stop.signal.reason as Stop
+        : c.budget !== undefined && n.credits >= c.budget
+        ? budgetStop(c.budget)
+        : await o.fence();
+      if (stop) break outer;
+      const f = await fetchTarget(target, {
+        settings: c,
+        policy: o.policy,
+        pacer: o.pacer,
+        stats: o.stats,
+        budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
+        stop: o.control.stop.signal,
+        hard: o.control.hard.signal,
+        log,
+      });
+      n.requests += f.attempts;
+      n.retries += Math.max(0, f.attempts - 1);
+      n.credits += f.credits;
+      n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
+      // Target k-1's write: if the database or the lease is gone, the
+      // answer in hand is lost (one of the documented cases).
+      stop = await settle();
+      if (stop) break outer;
+      if (f.outcome) {
+        const out = {
+          ...f.outcome,
+          error: f.outcome.error && o.policy.scrub(f.outcome.error),
+        };
+        pending = store(o.db, o.plan, target, out, {
+          dbRetryMs: c.dbRetry,
+          hard: o.control.hard.signal,
+          log,
+        });
+      }
+      stop = decide(f);
+      if (stop) break outer;
     }
   }
+  return await settle() ?? stop;
 }
 
-// ---------------------------------------------------------------------------
-// Output: log lines, progress, summaries.
-// ---------------------------------------------------------------------------
+// ============================================================================
+// OUTPUT: log lines, progress, summaries, annotations.
+// ============================================================================
 
-/** Where lines go; every line is scrubbed of secrets first. */
+/** Where log lines go; each is scrubbed of secrets, its controls escaped. */
 export interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-function secretsOf(config: Config): string[] {
-  const secrets = [config.vendor.apiKey, config.database.password];
-  // Percent-encoded forms appear inside URLs.
-  for (const secret of [...secrets]) {
-    if (secret) secrets.push(encodeURIComponent(secret));
-  }
-  // A secret of one to three characters cannot be scrubbed from text
-  // without mangling it; such values are still never printed as such (URLs
-  // are printed with the password replaced), only not searched for.
-  return secrets.filter((s) => s.length >= MIN_SCRUBBED_LENGTH);
-}
-
-const MIN_SCRUBBED_LENGTH = 4;
-
 function createLogger(
   format: "text" | "json",
   write: (line: string) => void,
-  secrets: () => string[],
+  clean: (text: string) => string,
 ): Logger {
-  const line = (
-    level: "info" | "warning" | "error",
-    message: string,
-    fields: Record<string, unknown> = {},
-  ) => {
-    const text = format === "json"
-      ? JSON.stringify({
-        time: new Date().toISOString(),
-        level,
-        event: "log",
-        message,
-        ...fields,
-      })
-      : `refresh: ${level === "info" ? "" : `${level}: `}${message}`;
-    write(scrubSecrets(text, secrets()));
-  };
-  return {
-    info: (message, fields) => line("info", message, fields),
-    warn: (message, fields) => line("warning", message, fields),
-    error: (message, fields) => line("error", message, fields),
-  };
+  const line =
+    (level: "info" | "warning" | "error") =>
+    (message: string, fields: Record<string, unknown> = {}) =>
+      write(clean(
+        format === "json"
+          ? JSON.stringify({
+            time: new Date().toISOString(),
+            level,
+            event: "log",
+            message,
+            ...fields,
+          })
+          : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
+      ));
+  return { info: line("info"), warn: line("warning"), error: line("error") };
 }
 
-/** Everything a progress line or summary reports. */
+/** Final (or current) status of a run in `refresh_runs`. */
+export type RunStatus =
+  | StopStatus
+  | "running"
+  | "completed"
+  | "outside_window"
+  | "crashed";
+
+/** Everything a summary reports. */
 interface RunReport {
   runId: number;
   status: RunStatus;
   reason: string | null;
   elapsedMs: number;
-  counters: RunCounters;
+  counters: Counters;
   creditsRemaining: number | undefined;
   meanRequestMs: number | undefined;
   p95RequestMs: number | undefined;
-}
-
-function reportOf(
-  ctx: RunContext,
-  status: RunStatus,
-  reason: string | null,
-  elapsedMs: number,
-): RunReport {
-  return {
-    runId: ctx.runId,
-    status,
-    reason,
-    elapsedMs,
-    counters: ctx.counters,
-    creditsRemaining: ctx.creditsRemaining,
-    meanRequestMs: ctx.stats.mean(),
-    p95RequestMs: ctx.stats.percentile(0.95),
-  };
+  /** How long the vendor asked not to be called, from the end of the run. */
+  notBeforeMs: number;
+  /** Targets left out: unknown ids, and rows without a lookup value. */
+  leftOut: string;
 }
 
 function ms(value: number | undefined): string {
   return value === undefined ? "n/a" : formatDuration(value);
 }
 
+/** "12 unknown ids, 3 without email", or "". */
+function leftOutText(unknown: number, without: Without): string {
+  return [
+    ...unknown > 0 ? [`${unknown} unknown ids`] : [],
+    ...Object.entries(without).filter(([, n]) => n > 0).map(([column, n]) =>
+      `${n} without ${column}`
+    ),
+  ].join(", ");
+}
+
 function progressLine(
-  ctx: RunContext,
+  c: Counters & { creditsRemaining?: number },
+  config: Config,
+  gapMs: number,
   elapsedMs: number,
   timeLeftMs: number,
 ): { text: string; fields: Record<string, unknown> } {
-  const c = ctx.counters;
   const perMinute = elapsedMs > 0 ? (c.processed / elapsedMs) * 60_000 : 0;
   const left = Math.max(0, c.total - c.processed);
   const etaMs = perMinute > 0 ? (left / perMinute) * 60_000 : undefined;
-  const budgetLeft = ctx.config.budget !== undefined
-    ? ctx.config.budget - c.credits
+  const budgetLeft = config.budget !== undefined
+    ? config.budget - c.credits
     : undefined;
-  const vendorLeft = ctx.creditsRemaining !== undefined
-    ? ctx.creditsRemaining - (ctx.config.reserve ?? 0)
+  const vendorLeft = c.creditsRemaining !== undefined
+    ? c.creditsRemaining - (config.reserve ?? 0)
     : undefined;
-  const creditsLeft = budgetLeft === undefined
-    ? vendorLeft
-    : vendorLeft === undefined
-    ? budgetLeft
+  const creditsLeft = budgetLeft === undefined || vendorLeft === undefined
+    ? budgetLeft ?? vendorLeft
     : Math.min(budgetLeft, vendorLeft);
   const outlook = forecast({
     elapsedMs,
@@ -2902,18 +3582,17 @@ function progressLine(
     creditsLeft,
   });
   const pct = c.total > 0 ? ((c.processed / c.total) * 100).toFixed(1) : "100";
-  const text =
-    `progress: ${c.processed}/${c.total} (${pct}%), ${c.succeeded} ok, ${c.failed} failed, ${
-      c.notFound + c.invalid
-    } not_found/invalid, ${c.retries} retries; ${
-      perMinute.toFixed(1)
-    }/min, ETA ${ms(etaMs)}; credits ${c.credits} spent${
-      ctx.creditsRemaining !== undefined
-        ? `, ${ctx.creditsRemaining} remaining`
-        : ""
-    }; gap ${formatDuration(ctx.pacer.gapMs)}; forecast: ${outlook}`;
   return {
-    text,
+    text:
+      `progress: ${c.processed}/${c.total} (${pct}%), ${c.succeeded} ok, ${c.failed} failed, ${
+        c.notFound + c.invalid
+      } not_found/invalid, ${c.retries} retries; ${
+        perMinute.toFixed(1)
+      }/min, ETA ${ms(etaMs)}; credits ${c.credits} spent${
+        c.creditsRemaining !== undefined
+          ? `, ${c.creditsRemaining} remaining`
+          : ""
+      }; gap ${formatDuration(gapMs)}; forecast: ${outlook}`,
     fields: {
       event: "progress",
       processed: c.processed,
@@ -2925,28 +3604,22 @@ function progressLine(
       perMinute: Number(perMinute.toFixed(2)),
       etaMs: etaMs === undefined ? null : Math.round(etaMs),
       credits: c.credits,
-      creditsRemaining: ctx.creditsRemaining ?? null,
+      creditsRemaining: c.creditsRemaining ?? null,
       retries: c.retries,
-      gapMs: ctx.pacer.gapMs,
+      gapMs,
       forecast: outlook,
     },
   };
 }
 
-/**
- * The end-of-run summary, as text.
- *
- * @param r The run's report.
- * @returns Three or four lines.
- */
-function summaryText(r: RunReport): string {
+function summaryText(r: RunReport): string[] {
   const c = r.counters;
   return [
     `refresh: run ${r.runId} ${r.status} in ${formatDuration(r.elapsedMs)}${
       r.reason ? ` (${r.reason})` : ""
     }`,
     `  targets: ${c.total} selected, ${c.processed} processed: ${c.succeeded} ok, ${c.notFound} not_found, ${c.invalid} invalid, ${c.failed} failed${
-      c.unknown ? `; ${c.unknown} unknown ids skipped` : ""
+      r.leftOut ? `; left out: ${r.leftOut}` : ""
     }`,
     `  credits: ${c.credits} spent${
       r.creditsRemaining !== undefined
@@ -2956,7 +3629,7 @@ function summaryText(r: RunReport): string {
     `  requests: ${c.requests} (${c.retries} retries), mean ${
       ms(r.meanRequestMs)
     }, p95 ${ms(r.p95RequestMs)}`,
-  ].join("\n");
+  ];
 }
 
 function summaryJson(r: RunReport): string {
@@ -2969,19 +3642,14 @@ function summaryJson(r: RunReport): string {
     reason: r.reason,
     durationMs: Math.round(r.elapsedMs),
     ...r.counters,
+    leftOut: r.leftOut || null,
     creditsRemaining: r.creditsRemaining ?? null,
     meanRequestMs: r.meanRequestMs ?? null,
     p95RequestMs: r.p95RequestMs ?? null,
   });
 }
 
-/**
- * The end-of-run summary as GitHub-flavoured markdown, for
- * `$GITHUB_STEP_SUMMARY`.
- *
- * @param r The run's report.
- * @returns A heading and a table.
- */
+/** The summary as GitHub-flavoured markdown, for `$GITHUB_STEP_SUMMARY`. */
 function summaryMarkdown(r: RunReport): string {
   const c = r.counters;
   const cell = (text: string) => text.replaceAll("|", "\\|");
@@ -2995,6 +3663,7 @@ function summaryMarkdown(r: RunReport): string {
     ["not_found", String(c.notFound)],
     ["invalid", String(c.invalid)],
     ["failed", String(c.failed)],
+    ...r.leftOut ? [["Left out", r.leftOut] as [string, string]] : [],
     ["Credits spent", String(c.credits)],
     ["Credits remaining (vendor)", r.creditsRemaining?.toString() ?? "unknown"],
     ["Requests (retries)", `${c.requests} (${c.retries})`],
@@ -3035,12 +3704,24 @@ export function exitCodeFor(status: RunStatus, signal?: number): number {
   return EXPECTED_STOPS.has(status) ? 0 : 1;
 }
 
+/** A GitHub workflow command; its data and properties escaped. */
+function workflowCommand(
+  command: string,
+  title: string,
+  message: string,
+): string {
+  const data = (s: string) =>
+    s.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
+  return `::${command} title=${
+    data(title).replaceAll(":", "%3A").replaceAll(",", "%2C")
+  }::${data(message)}`;
+}
+
 async function writeStepSummary(
-  env: EnvLookup,
+  path: string | undefined,
   markdown: string,
   log: Logger,
 ): Promise<void> {
-  const path = env("GITHUB_STEP_SUMMARY");
   if (!path) return;
   try {
     await Deno.writeTextFile(path, `${markdown}\n`, { append: true });
@@ -3053,42 +3734,43 @@ async function writeStepSummary(
   }
 }
 
-// ---------------------------------------------------------------------------
-// main
-// ---------------------------------------------------------------------------
+// ============================================================================
+// MAIN
+// ============================================================================
 
 /** Options of {@linkcode main}, for tests and embedding. */
 export interface MainOptions {
   /** Command-line arguments; `Deno.args` by default. */
   args?: string[];
   /** Environment lookup; `Deno.env.get` by default. */
-  env?: EnvLookup;
+  env?: (name: string) => string | undefined;
   /** Receives log lines (stderr by default). */
   stderr?: (line: string) => void;
   /** Receives the summary and help (stdout by default). */
-  stdout?: (text: string) => void;
-  /**
-   * Stops the run like SIGINT. When given, no process signal handler is
-   * installed.
-   */
+  stdout?: (line: string) => void;
+  /** Stops the run like SIGINT; no process signal handler is installed then. */
   signal?: AbortSignal;
 }
 
-async function readIdsFile(
-  path: string,
-): Promise<string[] | { error: string }> {
-  let text: string;
-  try {
-    text = path === "-"
-      ? await new Response(Deno.stdin.readable).text()
-      : await Deno.readTextFile(path);
-  } catch (error) {
-    return {
-      error: `cannot read ${JSON.stringify(path)}: ${(error as Error).message}`,
-    };
-  }
-  const ids = parseIds(text, /\r?\n/);
-  return ids.length > 0 ? ids : { error: `no ids in ${JSON.stringify(path)}` };
+/** What main() hands to a dry or a real run. */
+interface Job {
+  config: Config;
+  long: Db;
+  pglite: boolean;
+  names: StateNames;
+  info: TargetInfo;
+  base: Omit<Selection, "cutoff" | "hasState" | "keyed">;
+  given: GivenIds | undefined;
+  log: Logger;
+  /** Writes lines to stdout, one per element, each scrubbed and escaped. */
+  print: (lines: string[]) => void;
+  env: (name: string) => string | undefined;
+  control: Control;
+  clock: () => Date;
+  params: Record<string, unknown>;
+  clean: (text: string) => string;
+  /** Connections to end when main() returns. */
+  open: Db[];
 }
 
 /** The wall clock of a run: real time, or `--now` advancing in step. */
@@ -3098,147 +3780,159 @@ function startClock(now: Date | undefined): () => Date {
   return () => new Date(wall + performance.now() - mono);
 }
 
-/** Explains, or returns undefined, why a run must not start now. */
-function outsideWindow(config: Config, now: Date): string | undefined {
-  if (config.monthEndDays === undefined) return undefined;
-  const w = monthEndWindow(now, config.timezone, config.monthEndDays);
+/** Why a run must not start now (outside the month-end window), if so. */
+function outsideWindow(c: Config, now: Date): string | undefined {
+  if (c.monthEndDays === undefined) return undefined;
+  const w = monthEndWindow(now, c.timezone, c.monthEndDays);
   if (w.inWindow) return undefined;
-  return `outside the month-end window: today is day ${w.day} of ${w.daysInMonth} in ${config.timezone}; runs happen on days ${w.firstDay}-${w.daysInMonth} (--month-end-days ${config.monthEndDays})`;
+  return `outside the month-end window: today is day ${w.day} of ${w.daysInMonth} in ${c.timezone}; runs happen on days ${w.firstDay}-${w.daysInMonth} (--month-end-days ${c.monthEndDays})`;
 }
 
-/** Everything main() hands to the two kinds of run. */
-interface Job {
-  sql: Sql;
-  config: Config;
-  names: Names;
-  log: Logger;
-  env: EnvLookup;
-  stdout: (text: string) => void;
-  control: RunControl;
-  clock: () => Date;
-}
-
-/** Picks the targets: the given ids, or the stale ones. */
-async function selectTargets(
+/** The selection at this moment: the stale cutoff and the state table's shape. */
+async function selectionOf(
   job: Job,
-  selection: Selection,
-  counters: RunCounters,
-): Promise<AsyncIterable<string[]>> {
-  const { sql, config, names, log } = job;
-  if (config.ids) {
-    counters.total = Math.min(config.ids.length, config.limit ?? Infinity);
-    return givenIdBatches(sql, names, config.ids, (unknown) => {
-      counters.unknown += unknown.length;
-      counters.total = Math.min(
-        config.ids!.length - counters.unknown,
-        config.limit ?? Infinity,
-      );
-      const shown = unknown.slice(0, 20).join(", ");
-      log.warn(
-        `${unknown.length} id(s) not in ${config.table}, not fetched: ${shown}${
-          unknown.length > 20 ? ", …" : ""
-        }`,
-      );
-    });
+  hasState: boolean,
+  abort: AbortSignal,
+): Promise<Selection> {
+  const [row] = await job.long.run(
+    (sql) =>
+      sql<
+        { cutoff: string }[]
+      >`select (now() - ${job.config.staleAfter} * interval '1 millisecond')::text as cutoff`,
+    abort,
+  );
+  const keyed = hasState &&
+    await job.long.run((sql) => stateKeyed(sql, job.names), abort);
+  return { ...job.base, cutoff: row!.cutoff, hasState, keyed };
+}
+
+/** The targets: the given ids, or the stale ones; how many, and who is left out. */
+async function targetsOf(job: Job, s: Selection, abort: AbortSignal) {
+  const limit = job.config.limit ?? Infinity;
+  if (job.given) {
+    return {
+      batches: givenBatches(job.long, s, job.given.ids, abort),
+      total: Math.min(job.given.ids.length, limit),
+      leftOut: leftOutText(job.given.unknown.length, job.given.without),
+    };
   }
-  const stale = await countStale(sql, names, selection);
-  counters.total = Math.min(stale, config.limit ?? Infinity);
-  return staleBatches(sql, names, selection);
+  const { total, without } = await countStale(job.long, s, abort);
+  return {
+    batches: staleBatches(job.long, s, abort),
+    total: Math.min(total, limit),
+    leftOut: leftOutText(0, without),
+  };
 }
 
 async function dryRun(job: Job): Promise<number> {
-  const { sql, config, names, log, stdout } = job;
-  const skip = outsideWindow(config, job.clock());
+  const { config: c, log, long, names } = job;
+  const skip = outsideWindow(c, job.clock());
   if (skip) {
     log.info(`dry run: ${skip}; a real run would exit 0 at once`);
     return 0;
   }
-  const hasState = await tableExists(sql, names.state);
-  const selection: Selection = {
-    cutoff: await readCutoff(sql, config.staleAfterMs),
-    hasState,
-  };
-  const counters = newCounters();
-  const batches = await selectTargets(job, selection, counters);
+  const abort = job.control.stop.signal;
+  const s = await selectionOf(job, await tableExists(long, names.state), abort);
+  const { batches, total, leftOut } = await targetsOf(job, s, abort);
   const first: string[] = [];
   for await (const batch of batches) {
-    first.push(...batch.slice(0, 10 - first.length));
-    if (first.length >= 10 && !config.ids) break;
+    first.push(...batch.slice(0, 10 - first.length).map((t) => t.id));
+    if (first.length >= 10) break;
   }
-  // (With --ids, selectTargets keeps the total net of unknown ids.)
-  const n = counters.total;
-  const pace = (await tableExists(sql, names.runs))
-    ? await lastPace(sql, names)
+  const pace = await tableExists(long, names.runs)
+    ? await lastPace(long, names)
     : undefined;
-  const affordable = config.budget !== undefined
-    ? Math.min(n, config.budget)
-    : n;
-  const credits = config.budget !== undefined
-    ? `~${n} needed (one per target that succeeds); budget ${config.budget}${
-      config.budget < n
-        ? `: the run would stop after ~${config.budget} targets`
-        : ": enough"
-    }`
-    : `~${n} needed (one per target that succeeds); no --budget`;
-  const reserve = config.reserve !== undefined
-    ? `; reserve ${config.reserve}: checked against ${config.creditsHeader} once the vendor answers`
-    : "";
-  const estimate = pace
-    ? `~${formatDuration(affordable * pace.msPerTarget)} (at ${
-      formatDuration(pace.msPerTarget)
-    } per target, from run ${pace.runId})`
-    : "unknown (no earlier run to learn the pace from)";
-  const capped = affordable * (pace?.msPerTarget ?? 0) > config.timeBudgetMs
-    ? `; more than --time-budget ${formatDuration(config.timeBudgetMs)}`
-    : "";
-  if (config.logFormat === "json") {
-    stdout(JSON.stringify({
+  const affordable = Math.min(total, c.budget ?? Infinity);
+  const estimateMs = pace ? affordable * pace.msPerTarget : undefined;
+  if (c.logFormat === "json") {
+    job.print([JSON.stringify({
       time: new Date().toISOString(),
       level: "info",
       event: "dry_run",
-      targets: n,
-      unknownIds: counters.unknown,
-      budget: config.budget ?? null,
-      reserve: config.reserve ?? null,
-      estimatedMs: pace ? Math.round(affordable * pace.msPerTarget) : null,
+      targets: total,
+      leftOut: leftOut || null,
+      budget: c.budget ?? null,
+      reserve: c.reserve ?? null,
+      estimatedMs: estimateMs === undefined ? null : Math.round(estimateMs),
       firstIds: first,
-    }));
-  } else {
-    stdout([
-      "refresh: dry run: no vendor call, nothing written",
-      `  targets: ${n} would be refreshed in ${config.table}${
-        config.limit !== undefined ? ` (--limit ${config.limit})` : ""
-      }${counters.unknown ? `; ${counters.unknown} unknown ids skipped` : ""}`,
-      `  credits: ${credits}${reserve}`,
-      `  estimated duration: ${estimate}${capped}`,
-      `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
-    ].join("\n"));
+    })]);
+    return 0;
   }
+  const budget = c.budget === undefined
+    ? "no --budget"
+    : `budget ${c.budget}${
+      c.budget < total
+        ? `: the run would stop after ~${c.budget} targets`
+        : ": enough"
+    }`;
+  job.print([
+    "refresh: dry run: no vendor call, nothing written",
+    `  targets: ${total} would be refreshed in ${c.table}${
+      c.limit !== undefined ? ` (--limit ${c.limit})` : ""
+    }${leftOut ? `; left out: ${leftOut}` : ""}`,
+    `  credits: ~${total} needed (one per target that succeeds); ${budget}${
+      c.reserve !== undefined
+        ? `; reserve ${c.reserve}: checked against ${c.creditsHeader} once the vendor answers`
+        : ""
+    }`,
+    `  estimated duration: ${
+      pace
+        ? `~${formatDuration(estimateMs!)} (at ${
+          formatDuration(pace.msPerTarget)
+        } per target, from run ${pace.runId})${
+          estimateMs! > c.timeBudget
+            ? `; more than --time-budget ${formatDuration(c.timeBudget)}`
+            : ""
+        }`
+        : "unknown (no earlier run to learn the pace from)"
+    }`,
+    `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
+  ]);
   return 0;
 }
 
+/** Opens the write and heartbeat connections (PGlite has one session: shares one). */
+async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
+  if (job.pglite) return [job.long, job.long];
+  const opened: Db[] = [];
+  for (let i = 0; i < 2; i++) {
+    const db = await connect(
+      job.config.databaseUrl,
+      SHORT,
+      job.config.connectTimeout,
+      job.control.stop.signal,
+    );
+    if (!(db instanceof Db)) return db;
+    opened.push(db);
+    job.open.push(db);
+  }
+  return opened as [Db, Db];
+}
+
 async function realRun(job: Job): Promise<number> {
-  const { sql, config, names, log, control } = job;
-  await ensureStateTables(sql, names);
+  const { config: c, long, names, log, control } = job;
+  await ensureRunsTable(long, names, control.stop.signal);
   const startedAt = job.clock();
   const started = performance.now();
-  const skip = outsideWindow(config, startedAt);
+  const skip = outsideWindow(c, startedAt);
   if (skip) {
-    const runId = await recordSkippedRun(
-      sql,
-      names,
-      config,
-      "outside_window",
-      skip,
-    );
+    const runId = await recordSkippedRun(long, names, job.params, skip);
     log.info(`run ${runId} outside_window: ${skip}; nothing to do today`);
     return 0;
   }
-  const lease = await acquireLease(sql, names, config);
+  // Writes and the heartbeat have connections of their own: a write blocked
+  // by a lock never holds up the heartbeat, so a live run never looks dead.
+  const workers = await openWorkers(job);
+  if (!Array.isArray(workers)) {
+    log.error(workers.message);
+    return workers.exit;
+  }
+  const [write, beat] = workers;
+  const lease = await acquireLease(write, names, c.lease, job.params);
   if ("live" in lease) {
     log.error(
       `another run is live: run ${lease.live.id}, started ${lease.live.startedAt}, last heartbeat ${lease.live.heartbeatAt}; it is taken over as crashed once its heartbeat is older than its lease (--lease ${
-        formatDuration(config.leaseMs)
+        formatDuration(c.lease)
       })`,
     );
     return 3;
@@ -3249,240 +3943,484 @@ async function realRun(job: Job): Promise<number> {
       `marked run(s) ${lease.crashed.join(", ")} crashed (heartbeat expired)`,
     );
   }
-  const ctx: RunContext = {
-    sql,
-    config,
-    names,
-    runId,
-    pacer: new Pacer({
-      minIntervalMs: config.minIntervalMs,
-      maxGapMs: config.maxRetryWaitMs,
-    }),
-    log,
-    counters: newCounters(),
-    stats: new LatencyStats(),
-    control,
-    consecutiveFailures: 0,
-    annotations: 0,
-    env: job.env,
-    stdout: job.stdout,
+  const counters: LoopOptions["counters"] = {
+    total: 0,
+    processed: 0,
+    succeeded: 0,
+    notFound: 0,
+    invalid: 0,
+    failed: 0,
+    credits: 0,
+    requests: 0,
+    retries: 0,
   };
-  keepLease(ctx);
-  const deadlineAt = scheduleDeadline(ctx, startedAt);
-  let status: RunStatus = "completed";
-  let reason: string | null = null;
+  const stats = new LatencyStats();
+  const pacer = new Pacer({
+    minIntervalMs: c.minInterval,
+    maxGapMs: c.maxRetryWait,
+  });
+  let leftOut = "";
+  let stop: Stop | undefined;
   try {
-    const selection: Selection = {
-      cutoff: await readCutoff(sql, config.staleAfterMs),
-      hasState: true,
-    };
-    const batches = await selectTargets(job, selection, ctx.counters);
-    await sql`update ${
-      sql(names.runs)
-    } set total = ${ctx.counters.total} where id = ${runId}`;
-    log.info(
-      `run ${runId}: ${ctx.counters.total} target(s) to refresh in ${config.table}; deadline ${
-        new Date(startedAt.getTime() + deadlineAt - started).toISOString()
-      }`,
-      { event: "start", runId, total: ctx.counters.total },
+    const beats = keepLease(beat, names, runId, counters, c, control, log);
+    const end = periodEnd(startedAt, c.timezone);
+    const toPeriodEnd = end.getTime() - startedAt.getTime();
+    const deadlineMs = Math.min(c.timeBudget, toPeriodEnd);
+    control.after(deadlineMs, () =>
+      control.halt(
+        c.timeBudget <= toPeriodEnd
+          ? {
+            status: "deadline",
+            reason: `reached the time budget of ${
+              formatDuration(c.timeBudget)
+            }`,
+          }
+          : {
+            status: "period_end",
+            reason:
+              `the credit period ended at ${end.toISOString()} (end of the month in ${c.timezone})`,
+          },
+      ));
+    await ensureStateTable(
+      long,
+      names,
+      job.info.canonical,
+      control.hard.signal,
     );
-    const progress = () => {
-      const now = performance.now();
-      const line = progressLine(ctx, now - started, deadlineAt - now);
-      log.info(line.text, line.fields);
-    };
-    control.every(config.progressIntervalMs, progress);
-    try {
-      await runTargets(ctx, batches);
-    } finally {
+    if (lease.notBeforeMs > c.maxRetryWait) {
+      stop = tooLong(
+        "an earlier run was told",
+        lease.notBeforeMs,
+        c.maxRetryWait,
+      );
+    } else {
+      if (lease.notBeforeMs > 0) {
+        pacer.deferFor(lease.notBeforeMs);
+        log.info(
+          `the vendor asked an earlier run not to call before ${
+            new Date(Date.now() + lease.notBeforeMs).toISOString()
+          }: waiting ${formatDuration(lease.notBeforeMs)}`,
+        );
+      }
+      const s = await selectionOf(job, true, control.hard.signal);
+      const targets = await targetsOf(job, s, control.hard.signal);
+      counters.total = targets.total;
+      leftOut = targets.leftOut;
+      log.info(
+        `run ${runId}: ${targets.total} target(s) to refresh in ${c.table}${
+          leftOut ? ` (left out: ${leftOut})` : ""
+        }; deadline ${
+          new Date(startedAt.getTime() + deadlineMs).toISOString()
+        }`,
+        {
+          event: "start",
+          runId,
+          total: targets.total,
+          leftOut: leftOut || null,
+        },
+      );
+      const progress = () => {
+        const now = performance.now();
+        const line = progressLine(
+          counters,
+          c,
+          pacer.gapMs,
+          now - started,
+          started + deadlineMs - now,
+        );
+        log.info(line.text, line.fields);
+      };
+      control.every(c.progressInterval, progress);
+      let annotations = 0;
+      stop = await refreshAll(targets.batches, {
+        config: c,
+        db: write,
+        plan: {
+          ...job.info,
+          ...s,
+          dataColumn: c.dataColumn,
+          state: names,
+          runId,
+        },
+        control,
+        pacer,
+        stats,
+        policy: {
+          requestTimeout: c.requestTimeout,
+          maxBody: c.maxBody,
+          billableStatuses: c.billableStatuses,
+          creditsHeader: c.creditsHeader,
+          maxRetryWait: c.maxRetryWait,
+          scrub: job.clean,
+        },
+        log,
+        counters,
+        fence: beats.fence,
+        annotate: (id, o) => {
+          if (
+            job.env("GITHUB_ACTIONS") !== "true" ||
+            ++annotations > MAX_ANNOTATIONS + 1
+          ) return;
+          job.print([
+            annotations <= MAX_ANNOTATIONS
+              ? workflowCommand(
+                "warning",
+                `refresh: target ${id} ${o.status}`,
+                o.error ?? "",
+              )
+              : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
+          ]);
+        },
+      });
       progress();
     }
   } catch (error) {
-    if (!(error instanceof StopRun)) throw error;
-    status = error.status;
-    reason = error.message;
+    stop = isStop(error) ? error : {
+      status: "aborted",
+      reason: `unexpected error: ${describeError(error)}`,
+    };
   }
-  if (control.signal) status = "interrupted";
+  const status: RunStatus = control.signal
+    ? "interrupted"
+    : stop?.status ?? "completed";
+  const reason = stop?.reason ?? null;
   if (status !== "completed") log.warn(`stopping: ${status}: ${reason}`);
-  const report = reportOf(ctx, status, reason, performance.now() - started);
-  await finishRun(sql, names, report);
-  job.stdout(
-    config.logFormat === "json" ? summaryJson(report) : summaryText(report),
+  const report: RunReport = {
+    runId,
+    status,
+    reason: reason && job.clean(reason),
+    elapsedMs: performance.now() - started,
+    counters,
+    creditsRemaining: counters.creditsRemaining,
+    meanRequestMs: stats.mean(),
+    p95RequestMs: stats.percentile(0.95),
+    notBeforeMs: Math.min(
+      Math.max(pacer.vendorWaitMs(), stop?.waitMs ?? 0),
+      31 * 86_400_000,
+    ),
+    leftOut,
+  };
+  const unrecorded = await finishOnce(beat, job, report);
+  job.print(
+    c.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
   );
-  await writeStepSummary(job.env, summaryMarkdown(report), log);
-  if (status === "aborted" && job.env("GITHUB_ACTIONS") === "true") {
-    job.stdout(
-      `::error title=refresh run ${runId} aborted::${
-        escapeAnnotation(reason ?? "")
-      }`,
-    );
+  const problem = unrecorded
+    ? `could not record the end of run ${runId} (${status}): ${unrecorded}; it stays running until its lease expires`
+    : status === "aborted"
+    ? reason ?? ""
+    : undefined;
+  if (unrecorded) log.error(problem!);
+  await writeStepSummary(
+    job.env("GITHUB_STEP_SUMMARY"),
+    summaryMarkdown(report) +
+      (unrecorded ? `\n**${problem!.replaceAll("|", "\\|")}**\n` : ""),
+    log,
+  );
+  if (problem !== undefined && job.env("GITHUB_ACTIONS") === "true") {
+    job.print([
+      workflowCommand(
+        "error",
+        `refresh run ${runId} ${unrecorded ? "unrecorded" : "aborted"}`,
+        problem,
+      ),
+    ]);
   }
-  return exitCodeFor(status, control.signal?.number);
+  return unrecorded ? 1 : exitCodeFor(status, control.signal?.number);
+}
+
+const MAX_ANNOTATIONS = 10;
+
+/**
+ * Records the end of the run; if the database is gone, tries once more on a
+ * fresh connection.
+ *
+ * @returns Why the end could not be recorded, if it could not.
+ */
+async function finishOnce(
+  db: Db,
+  job: Job,
+  report: RunReport,
+): Promise<string | undefined> {
+  try {
+    await finishRun(db, job.names, report);
+    return undefined;
+  } catch (error) {
+    const fresh = await connect(
+      job.config.databaseUrl,
+      SHORT,
+      Math.min(job.config.connectTimeout, 10_000),
+      new AbortController().signal,
+    );
+    if (!(fresh instanceof Db)) {
+      return `${describeError(error)}; then ${fresh.message}`;
+    }
+    try {
+      await finishRun(fresh, job.names, report);
+      return undefined;
+    } catch (again) {
+      return describeError(again);
+    } finally {
+      await fresh.end();
+    }
+  }
 }
 
 /**
- * Every second: renews the heartbeat and writes the counters; stops the run
- * if the lease was taken over.
+ * Renews the heartbeat every second on its own connection, writing the
+ * counters. Stops the run at once if another run took the lease over.
+ *
+ * @returns `fence`: whether a new request may start. None does once the
+ * last heartbeat is older than lease − (request timeout + grace): the lease
+ * might be lost before that request and its grace are over.
  */
-function keepLease(ctx: RunContext): void {
-  const every = Math.min(ctx.config.leaseMs / 3, HEARTBEAT_MS);
+function keepLease(
+  db: Db,
+  names: StateNames,
+  runId: number,
+  counters: LoopOptions["counters"],
+  c: Config,
+  control: Control,
+  log: Logger,
+): { fence: () => Promise<Stop | undefined> } {
+  let last = performance.now();
   let busy = false;
-  ctx.control.every(every, async () => {
+  let failing = false;
+  control.every(HEARTBEAT_MS, async () => {
     if (busy) return;
     busy = true;
     try {
-      const { sql, names, runId, counters } = ctx;
       if (
-        !(await heartbeat(sql, names, runId, counters, ctx.creditsRemaining))
+        await heartbeat(db, names, runId, counters, counters.creditsRemaining)
       ) {
-        ctx.control.abort(
-          new StopRun(
-            "aborted",
-            "lost the lease: another run marked this one crashed",
-          ),
-        );
+        last = performance.now();
+        if (failing) log.info("heartbeat: renewed again");
+        failing = false;
+      } else {
+        control.abort({
+          status: "aborted",
+          reason:
+            "lost the lease: another run marked this one crashed and took over",
+        });
       }
     } catch (error) {
-      ctx.log.warn(`heartbeat failed: ${describeError(error)}`);
+      if (!failing) log.warn(`heartbeat failed: ${describeError(error)}`);
+      failing = true;
     } finally {
       busy = false;
     }
   });
+  const safe = c.lease - c.requestTimeout - c.grace;
+  return {
+    fence: async () => {
+      const until = performance.now() + c.dbRetry;
+      while (performance.now() - last >= safe) {
+        if (performance.now() > until) {
+          return {
+            status: "aborted",
+            reason: `could not renew the lease for ${
+              formatDuration(performance.now() - last)
+            } (--db-retry ${
+              formatDuration(c.dbRetry)
+            }); no new request may start`,
+          };
+        }
+        await delay(100, { signal: control.stop.signal }).catch(() => {});
+        if (control.stop.signal.aborted) {
+          return control.stop.signal.reason as Stop;
+        }
+      }
+      return undefined;
+    },
+  };
 }
 
-/** How often the heartbeat and the progress counters are written. */
-const HEARTBEAT_MS = 1000;
-
 /**
- * Stops the run at the earlier of the time budget and the end of the
- * credit period.
- *
- * @returns The deadline on the `performance.now()` clock.
+ * The run's parameters as stored in `refresh_runs.params`: every setting
+ * that is not secret, as given (or its default), with no secret in any
+ * form (the API URL may carry the key).
  */
-function scheduleDeadline(ctx: RunContext, startedAt: Date): number {
-  const { config } = ctx;
-  const end = periodEnd(startedAt, config.timezone);
-  const toPeriodEnd = end.getTime() - startedAt.getTime();
-  const byBudget = config.timeBudgetMs <= toPeriodEnd;
-  const ms = byBudget ? config.timeBudgetMs : toPeriodEnd;
-  ctx.control.stopAfter(
-    ms,
-    byBudget
-      ? new StopRun(
-        "deadline",
-        `reached the time budget of ${formatDuration(config.timeBudgetMs)}`,
-      )
-      : new StopRun(
-        "period_end",
-        `the credit period ended at ${end.toISOString()} (end of the month in ${config.timezone})`,
-      ),
-  );
-  return performance.now() + ms;
-}
-
-async function finishRun(
-  sql: Sql,
-  names: Names,
-  r: RunReport,
-): Promise<void> {
-  const aborted = r.status === "aborted";
-  await sql`
-    update ${sql(names.runs)} set
-      status = ${r.status},
-      finished_at = now(),
-      heartbeat_at = now(),
-      ${sql(counterColumns(r.counters, r.creditsRemaining))},
-      mean_request_ms = ${r.meanRequestMs ?? null},
-      p95_request_ms = ${r.p95RequestMs ?? null},
-      reason = ${r.reason},
-      error = ${aborted ? r.reason : null}
-    where id = ${r.runId}`;
-}
-
-function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return `${error.message}${typeof code === "string" ? ` (${code})` : ""}`;
+function publicParams(
+  c: Config,
+  raw: Partial<Record<Name, string>>,
+  clean: (text: string) => string,
+): Record<string, unknown> {
+  const params: Record<string, unknown> = { database: c.databaseUrl.redacted };
+  for (const [name, s] of Object.entries(SETTINGS) as [Name, Setting][]) {
+    const text = name === "apiUrl"
+      ? redactUrl(c.apiUrl)
+      : raw[name] ?? s.default;
+    if (!s.flag || text === undefined) continue;
+    params[name] = clean(
+      text.length > 200
+        ? `${text.slice(0, 200)}… (${text.length} characters)`
+        : text,
+    );
   }
-  return String(error);
+  return params;
 }
 
 /**
- * Runs the refresh job: parses the configuration, connects, selects the
- * targets and refreshes them one at a time.
+ * Runs the refresh job: reads the settings, connects, checks the target,
+ * selects the targets and refreshes them one at a time.
  *
- * @param options Arguments, environment and output (the process's own by
- * default).
+ * @param options Arguments, environment and output (the process's own by default).
  * @returns The exit code.
  */
 export async function main(options: MainOptions = {}): Promise<number> {
   const stderr = options.stderr ?? ((line: string) => console.error(line));
-  const stdout = options.stdout ?? ((text: string) => console.log(text));
+  const stdout = options.stdout ?? ((line: string) => console.log(line));
   const env = options.env ?? ((name: string) => Deno.env.get(name));
-  const parsedConfig = parseConfig(options.args ?? Deno.args, env);
-  if (!parsedConfig.ok) {
+  const parsed = parseConfig(options.args ?? Deno.args, env);
+  if (!parsed.ok) {
     stderr("refresh: invalid configuration:");
-    for (const error of parsedConfig.errors) stderr(`  ${error}`);
+    for (const error of parsed.errors) stderr(`  ${escapeControls(error)}`);
     stderr("Run with --help for every setting.");
     return 2;
   }
-  const config = parsedConfig.config;
-  if (config.help) {
+  if (parsed.help) {
     stdout(usage());
     return 0;
   }
-  const log = createLogger(config.logFormat, stderr, () => secretsOf(config));
-  if (config.idsFile !== undefined) {
-    const ids = await readIdsFile(config.idsFile);
-    if (!Array.isArray(ids)) {
-      log.error(`--ids-file: ${ids.error}`);
+  const c = parsed.config;
+  const secrets = [c.apiKey, c.databaseUrl.password];
+  const shownApiUrl = scrubSecrets(redactUrl(c.apiUrl), secrets);
+  const clean = (text: string) =>
+    escapeControls(
+      scrubSecrets(text, secrets, [c.databaseUrl.redacted, shownApiUrl]),
+    );
+  const log = createLogger(c.logFormat, stderr, clean);
+  const print = (lines: string[]) =>
+    lines.forEach((line) => stdout(clean(line)));
+  const idsSource = sourceOf(c.idsFile ? "idsFile" : "ids", parsed.given);
+  let ids = c.ids;
+  if (c.idsFile) {
+    try {
+      const text = c.idsFile === "-"
+        ? await new Response(Deno.stdin.readable).text()
+        : await Deno.readTextFile(c.idsFile);
+      ids = idList(text, /\r?\n/);
+      if (!ids) throw new Error("no ids in it");
+    } catch (error) {
+      log.error(
+        `${idsSource}: cannot read ${JSON.stringify(c.idsFile)}: ${
+          (error as Error).message
+        }`,
+      );
       return 2;
     }
-    config.ids = ids;
   }
-  const control = new RunControl(config.graceMs, options.signal);
+  const nul = ids?.find((id) => id.includes("\0"));
+  if (nul !== undefined) {
+    log.error(
+      `${idsSource}: the id ${
+        JSON.stringify(nul)
+      } contains a NUL byte, which PostgreSQL cannot take`,
+    );
+    return 2;
+  }
+  const control = new Control(c.grace, options.signal);
   if (!options.signal) control.listen();
-  const names = namesFor(config);
-  const sql = connect(config.database);
-  const job: Job = {
-    sql,
-    config,
-    names,
-    log,
-    env,
-    stdout,
-    control,
-    clock: startClock(config.now),
-  };
+  const open: Db[] = [];
   try {
     log.info(
       `${
-        config.dryRun ? "dry run: " : ""
-      }database ${config.database.redacted}; vendor ${
-        redactUrl(config.vendor.apiUrl)
-      }`,
+        c.dryRun ? "dry run: " : ""
+      }database ${c.databaseUrl.redacted}; vendor ${shownApiUrl}`,
     );
-    const problems = await inspectTarget(sql, config);
-    if (problems.length > 0) {
+    const long = await connect(
+      c.databaseUrl,
+      LONG,
+      c.connectTimeout,
+      control.stop.signal,
+    );
+    if (!(long instanceof Db)) {
+      log.error(long.message);
+      return long.exit;
+    }
+    open.push(long);
+    const abort = control.stop.signal;
+    const [{ version }] = await long.run(
+      (sql) => sql<[{ version: string }]>`select version()`,
+      abort,
+    );
+    const lookups = VENDOR.lookups(c).filter((l) => l !== "id");
+    const info = await inspectTarget(long, c, lookups, abort);
+    if (Array.isArray(info)) {
       log.error("invalid target:");
-      for (const problem of problems) log.error(`  ${problem}`);
+      for (const problem of info) log.error(`  ${problem}`);
       return 2;
     }
-    return config.dryRun ? await dryRun(job) : await realRun(job);
+    const names = stateNames(c.stateSchema);
+    const base = {
+      table: c.table,
+      canonical: info.canonical,
+      idColumn: c.idColumn,
+      atColumn: c.atColumn,
+      idType: info.idType,
+      lookups,
+      where: c.where,
+      state: names,
+      retryMisses: c.retryMisses,
+    };
+    let given: GivenIds | undefined;
+    if (ids) {
+      const resolved = await resolveIds(long, base, ids, abort);
+      if ("bad" in resolved) {
+        log.error(
+          `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
+            resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
+          }${resolved.bad.length > 5 ? ", …" : ""}`,
+        );
+        return 2;
+      }
+      given = resolved;
+      const unknown = resolved.unknown;
+      if (unknown.length > 0) {
+        log.warn(
+          `${unknown.length} id(s) not in ${c.table}${
+            c.where ? " (or excluded by REFRESH_WHERE)" : ""
+          }, not fetched: ${unknown.slice(0, 20).join(", ")}${
+            unknown.length > 20 ? ", …" : ""
+          }`,
+        );
+      }
+    }
+    const job: Job = {
+      config: c,
+      long,
+      pglite: /PGlite/.test(version),
+      names,
+      info,
+      base,
+      given,
+      log,
+      print,
+      env,
+      control,
+      clock: startClock(c.now),
+      params: publicParams(
+        c,
+        parsed.raw,
+        (text) => scrubSecrets(text, secrets, [c.databaseUrl.redacted]),
+      ),
+      clean,
+      open,
+    };
+    return c.dryRun ? await dryRun(job) : await realRun(job);
   } catch (error) {
+    if (isStop(error)) {
+      log.warn(`stopped before the run began: ${error.reason}`);
+      return exitCodeFor("interrupted", control.signal?.number);
+    }
     const message = describeError(error);
     log.error(`aborted: ${message}`);
     if (env("GITHUB_ACTIONS") === "true") {
-      stdout(
-        `::error title=refresh aborted::${
-          escapeAnnotation(scrubSecrets(message, secretsOf(config)))
-        }`,
-      );
+      print([workflowCommand("error", "refresh aborted", message)]);
     }
     return 1;
   } finally {
     control.dispose();
-    await sql.end({ timeout: 5 });
+    await Promise.all(open.map((db) => db.end()));
   }
 }
 

@@ -17,14 +17,17 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import {
-  buildVendorRequest,
-  classifyResponse,
+  blame,
+  type Config,
+  escapeControls,
   exitCodeFor,
+  fillUrl,
+  flagText,
   forecast,
   formatDuration,
+  keyHeader,
   LatencyStats,
   monthEndWindow,
-  type Outcome,
   Pacer,
   parseBytes,
   parseConfig,
@@ -33,15 +36,15 @@ import {
   parseDuration,
   parseRateLimitWait,
   parseRetryAfter,
-  parseVendorBody,
   periodEnd,
-  publicParams,
   readCappedBody,
   redactUrl,
   scrubSecrets,
+  type Setting,
   SETTINGS,
   usage,
 } from "./refresh.ts";
+import * as v from "valibot";
 import {
   type FakeVendor,
   type Script,
@@ -58,9 +61,6 @@ import type postgres from "postgres";
 // Deno 2.8 and later leave the op and resource sanitizers off unless asked:
 // every test here runs with both (and the exit sanitizer, on by default).
 Deno.test.sanitizer({ ops: true, resources: true });
-
-// Outcome is part of the public surface; keep the import honest.
-const _outcomeShape: Partial<Outcome> = {};
 
 const API_KEY = "sk_live_TESTKEY_9f8e7d6c5b4a";
 const ROOT = new URL(".", import.meta.url).pathname;
@@ -135,41 +135,6 @@ Deno.test("parseRetryAfter() ignores absent and malformed values", () => {
   }
 });
 
-Deno.test("classifyResponse() sorts statuses into outcomes", () => {
-  const none = new Headers();
-  assertEquals(classifyResponse(200, none), { kind: "success" });
-  assertEquals(classifyResponse(404, none), { kind: "not_found" });
-  for (const status of [408, 429, 500, 502, 503, 504]) {
-    assertEquals(
-      classifyResponse(status, none),
-      { kind: "transient" },
-      `${status}`,
-    );
-  }
-  for (const status of [400, 401, 403, 409, 422, 501, 505, 302]) {
-    assertEquals(
-      classifyResponse(status, none),
-      { kind: "failed" },
-      `${status}`,
-    );
-  }
-  const wait = new Headers({ "retry-after": "7" });
-  assertEquals(classifyResponse(429, wait), {
-    kind: "transient",
-    retryAfterMs: 7000,
-  });
-  assertEquals(classifyResponse(503, wait), {
-    kind: "transient",
-    retryAfterMs: 7000,
-  });
-  // Retry-After only counts on 429 and 503; malformed values are ignored.
-  assertEquals(classifyResponse(500, wait), { kind: "transient" });
-  assertEquals(
-    classifyResponse(429, new Headers({ "retry-after": "later" })),
-    { kind: "transient" },
-  );
-});
-
 Deno.test("redactUrl() hides passwords and secret-looking query parameters", () => {
   assertEquals(
     redactUrl("postgres://app:s3cr3t@db.example:5432/crm?sslmode=verify-full"),
@@ -182,10 +147,52 @@ Deno.test("redactUrl() hides passwords and secret-looking query parameters", () 
   assertEquals(redactUrl("not a url s3cr3t"), "(unparsable URL)");
 });
 
-Deno.test("scrubSecrets() removes every occurrence of every secret", () => {
+Deno.test("scrubSecrets() removes any run of 8 characters of a secret", () => {
+  const key = "sk_live_0123456789abcdef";
+  assertEquals(scrubSecrets(`a ${key} b`, [key]), "a *** b");
+  // A cut that left part of the key: 8 characters of it are still found.
+  assertEquals(scrubSecrets(`x ${key.slice(5, 13)}… y`, [key]), "x ***… y");
   assertEquals(
-    scrubSecrets("a KEY b KEY c pw", ["KEY", "pw", ""]),
-    "a *** b *** c ***",
+    scrubSecrets(`x ${key.slice(5, 12)} y`, [key]),
+    `x ${key.slice(5, 12)} y`,
+  );
+});
+
+Deno.test("scrubSecrets() finds a secret percent-encoded and in base64", () => {
+  const secret = "p@ss/w0rd#with?all";
+  assertEquals(scrubSecrets(encodeURIComponent(secret), [secret]), "***");
+  for (const prefix of ["", "u", "us"]) {
+    const basic = btoa(`${prefix}:${secret}`);
+    const out = scrubSecrets(`Basic ${basic}`, [secret]);
+    assert(out.includes("***"), `${prefix}: ${out}`);
+  }
+});
+
+Deno.test("scrubSecrets() searches a short secret in runs of half of it, at least 6", () => {
+  assertEquals(
+    scrubSecrets("user postgres in progress", ["postgres"]),
+    "user *** in progress",
+  );
+  assertEquals(scrubSecrets("a ostgre b", ["postgres"]), "a *** b");
+  assertEquals(
+    scrubSecrets("a pw1 b", ["pw1"]),
+    "a pw1 b",
+    "under 4: not searched",
+  );
+});
+
+Deno.test("scrubSecrets() leaves text it is told is safe as it is", () => {
+  const url = "postgres://postgres:***@db:5432/postgres";
+  assertEquals(
+    scrubSecrets(`database ${url}; user postgres`, ["postgres"], [url]),
+    `database ${url}; user ***`,
+  );
+});
+
+Deno.test("escapeControls() keeps every value on its own line", () => {
+  assertEquals(
+    escapeControls("id a\n::error::x\r\tz\u0085"),
+    "id a\\n::error::x\\r\\tz\\u0085",
   );
 });
 
@@ -214,33 +221,42 @@ Deno.test("readCappedBody() reads bodies up to the cap and cancels beyond it", a
   assert(big.cancelled, "the stream was not cancelled");
 });
 
-Deno.test("buildVendorRequest() encodes the id and puts the key in a header only", () => {
-  const bearer = buildVendorRequest("a b/c", {
-    apiUrl: "https://v.example/people/{id}?full=1",
-    apiKey: API_KEY,
-    apiKeyHeader: "Authorization",
-  });
-  assertEquals(bearer.url, "https://v.example/people/a%20b%2Fc?full=1");
-  assertEquals(bearer.headers.get("authorization"), `Bearer ${API_KEY}`);
-  const custom = buildVendorRequest("7", {
-    apiUrl: "https://v.example/people/{id}",
-    apiKey: API_KEY,
-    apiKeyHeader: "X-Api-Key",
-  });
-  assertEquals(custom.headers.get("x-api-key"), API_KEY);
-  assertEquals(custom.headers.get("authorization"), null);
-  assert(!custom.url.includes(API_KEY));
+Deno.test("fillUrl() encodes each value for its place", () => {
+  assertEquals(
+    fillUrl("https://v.example/people/{id}?email={email}&full=1", {
+      id: "a b/c",
+      email: "x+y@z.example",
+    }),
+    "https://v.example/people/a%20b%2Fc?email=x%2By%40z.example&full=1",
+  );
 });
 
-Deno.test("parseVendorBody() accepts JSON objects and explains everything else", () => {
-  assertEquals(parseVendorBody('{"a":1}'), { ok: true, payload: { a: 1 } });
-  assertEquals(parseVendorBody("<html>"), {
-    ok: false,
-    reason: "body is not JSON",
+Deno.test("fillUrl() refuses values a URL parser would move elsewhere", () => {
+  for (const id of [".", "..", ""]) {
+    assertEquals(fillUrl("https://v.example/people/{id}/card", { id }), {
+      invalid: `id ${JSON.stringify(id)} cannot be placed in the URL path`,
+    });
+  }
+  assertEquals(
+    fillUrl("https://v.example/people/{id}.json", { id: "." }),
+    "https://v.example/people/..json",
+  );
+  assertEquals(
+    fillUrl("https://v.example/people?email={email}", { email: "" }),
+    {
+      invalid: `email "" cannot be placed in the URL`,
+    },
+  );
+});
+
+Deno.test("keyHeader() sends a bearer token or the bare key", () => {
+  const s = { apiUrl: "https://v.example/{id}", apiKey: API_KEY };
+  assertEquals(keyHeader({ ...s, apiKeyHeader: "Authorization" }), {
+    authorization: `Bearer ${API_KEY}`,
   });
-  const array = parseVendorBody("[1,2]");
-  assert(!array.ok);
-  assertStringIncludes(array.reason, "unexpected shape at (root)");
+  assertEquals(keyHeader({ ...s, apiKeyHeader: "X-Api-Key" }), {
+    "X-Api-Key": API_KEY,
+  });
 });
 
 Deno.test("Pacer spaces request starts and obeys deferrals", async () => {
@@ -274,24 +290,21 @@ const BASE_ENV: Record<string, string> = {
 };
 const lookup = (env: Record<string, string>) => (name: string) => env[name];
 
-Deno.test("parseConfig() applies defaults", () => {
+Deno.test("parseConfig() applies every default shown, as shown", () => {
   const result = parseConfig([], lookup(BASE_ENV));
   assert(result.ok, JSON.stringify(result));
-  const c = result.config;
-  assertEquals(c.table, "people");
-  assertEquals(c.idColumn, "id");
-  assertEquals(c.dataColumn, "vendor_data");
-  assertEquals(c.atColumn, "vendor_refreshed_at");
-  assertEquals(c.staleAfterMs, 25 * 86_400_000);
-  assertEquals(c.minIntervalMs, 0);
-  assertEquals(c.requestTimeoutMs, 30_000);
-  assertEquals(c.maxAttempts, 5);
-  assertEquals(c.maxRetryWaitMs, 300_000);
-  assertEquals(c.maxBodyBytes, 1_048_576);
-  assertEquals(c.vendor.apiKeyHeader, "Authorization");
-  assertEquals(c.database.host, "db.example");
-  assertEquals(c.database.database, "crm");
-  assertEquals(c.database.ssl, false);
+  const help = usage();
+  for (const [name, s] of Object.entries(SETTINGS)) {
+    if (!("default" in s)) continue;
+    assertStringIncludes(help, `[default: ${s.default}]`);
+    const shown = v.parse(
+      s.parse as v.GenericSchema<string, unknown>,
+      s.default,
+    );
+    assertEquals(result.config[name as keyof Config], shown, name);
+  }
+  assertEquals(result.config.staleAfter, 25 * 86_400_000);
+  assertEquals(result.config.maxBody, 1_048_576);
 });
 
 Deno.test("parseConfig() lets a flag override its variable", () => {
@@ -301,7 +314,7 @@ Deno.test("parseConfig() lets a flag override its variable", () => {
   );
   assert(result.ok, JSON.stringify(result));
   assertEquals(result.config.limit, 7);
-  assertEquals(result.config.staleAfterMs, 5.5 * 3_600_000);
+  assertEquals(result.config.staleAfter, 5.5 * 3_600_000);
   assertEquals(result.config.table, "crm.people");
 });
 
@@ -317,7 +330,7 @@ Deno.test("parseConfig() reports every problem at once, naming each source", () 
       "id; drop table x",
     ],
     lookup({
-      REFRESH_API_URL: "https://api.vendor.example/people",
+      REFRESH_API_URL: "ftp://api.vendor.example/people/{id}",
       REFRESH_STALE_AFTER: "25",
       REFRESH_TABLE: "a.b.c",
     }),
@@ -328,7 +341,7 @@ Deno.test("parseConfig() reports every problem at once, naming each source", () 
     const expected of [
       "DATABASE_URL: is required",
       "REFRESH_API_KEY: is required",
-      "REFRESH_API_URL: expected a URL template containing {id}",
+      "REFRESH_API_URL: expected http: or https:",
       '--limit: expected a positive whole number, found "0"',
       "--max-body: expected a size in bytes",
       "--bogus: unknown flag",
@@ -343,11 +356,10 @@ Deno.test("parseConfig() reports every problem at once, naming each source", () 
 });
 
 Deno.test("parseConfig() never echoes a malformed secret", () => {
-  const secretUrl = "postgres//user:hunter2-SECRET@host/db";
   const result = parseConfig(
     [],
     lookup({
-      DATABASE_URL: secretUrl,
+      DATABASE_URL: "postgres//user:hunter2-SECRET@host/db",
       REFRESH_API_URL: "https://v.example/{id}",
       REFRESH_API_KEY: "line1\nSECRET-KEY",
     }),
@@ -360,29 +372,162 @@ Deno.test("parseConfig() never echoes a malformed secret", () => {
   );
   assertStringIncludes(
     text,
-    "REFRESH_API_KEY: expected a key without line breaks",
+    "REFRESH_API_KEY: expected a non-empty key on one line",
   );
-  assert(!text.includes("hunter2"), text);
-  assert(!text.includes("SECRET"), text);
+  assert(!text.includes("hunter2") && !text.includes("SECRET"), text);
 });
 
-Deno.test("parseConfig() checks sslmode and refuses TLS settings it cannot honour", () => {
+Deno.test("parseConfig() refuses a password with unescaped special characters", () => {
+  for (
+    const url of [
+      "postgres://u:pw@2024/Blue@db/crm",
+      "postgres://u:a?b@db/crm",
+      "postgres://u:a#b@db/crm",
+    ]
+  ) {
+    const result = parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+    assert(!result.ok, url);
+    assertStringIncludes(
+      result.errors[0]!,
+      "percent-encode special characters in the password",
+    );
+    assert(
+      !result.errors[0]!.includes("2024") &&
+        !result.errors[0]!.includes("Blue"),
+    );
+  }
+  const encoded = parseConfig(
+    [],
+    lookup({
+      ...BASE_ENV,
+      DATABASE_URL: "postgres://u:pw%402024%2FBlue@db/crm",
+    }),
+  );
+  assert(encoded.ok);
+  assertEquals(encoded.config.databaseUrl.password, "pw@2024/Blue");
+});
+
+Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuses the rest", () => {
   const withUrl = (url: string) =>
     parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
-  const verified = withUrl("postgres://u:p@h/db?sslmode=verify-full");
-  assert(verified.ok);
-  assertEquals(verified.config.database.ssl, "verify-full");
-  const bad = withUrl("postgres://u:p@h/db?sslmode=sometimes");
-  assert(!bad.ok);
+  const ok = withUrl(
+    "postgres://u@h/db?sslmode=verify-full&application_name=crm&target_session_attrs=read-write&options=-c%20search_path%3Dcrm&password=pw",
+  );
+  assert(ok.ok, JSON.stringify(ok));
+  const db = ok.config.databaseUrl;
+  assertEquals([
+    db.ssl,
+    db.params.application_name,
+    db.targetSessionAttrs,
+    db.params.options,
+    db.password,
+  ], [
+    "verify-full",
+    "crm",
+    "read-write",
+    "-c search_path=crm",
+    "pw",
+  ]);
+  assert(!db.redacted.includes("=pw"), db.redacted);
+  for (
+    const [query, expected] of [
+      ["sslmode=sometimes", "DATABASE_URL: expected sslmode to be one of"],
+      ["sslrootcert=/ca.pem", "sslrootcert is not supported"],
+      [
+        "connect_timeout=5",
+        "connect_timeout is not supported; use REFRESH_CONNECT_TIMEOUT",
+      ],
+      ["statement_timeout=0", "statement_timeout is not supported"],
+      ["target_session_attrs=any", "expected target_session_attrs to be"],
+    ]
+  ) {
+    const bad = withUrl(`postgres://u:p@h/db?${query}`);
+    assert(!bad.ok, query);
+    assertStringIncludes(bad.errors[0]!, expected!);
+  }
+});
+
+Deno.test("parseConfig() refuses a flag given twice", () => {
+  const result = parseConfig([
+    "--limit",
+    "5",
+    "--limit",
+    "6",
+    "--dry-run",
+    "--dry-run",
+  ], lookup(BASE_ENV));
+  assert(!result.ok);
+  assertEquals(result.errors, [
+    "--limit: given more than once",
+    "--dry-run: given more than once",
+  ]);
+});
+
+Deno.test("parseConfig() refuses an impossible date for --now", () => {
+  for (
+    const now of [
+      "2026-02-30T10:00:00Z",
+      "2026-11-31T10:00:00Z",
+      "2026-11-28T24:30:00Z",
+    ]
+  ) {
+    const result = parseConfig(["--now", now], lookup(BASE_ENV));
+    assert(!result.ok, now);
+    assertStringIncludes(result.errors[0]!, "--now: expected an ISO 8601 time");
+  }
+  assert(
+    parseConfig(["--now", "2028-02-29T10:00:00+01:00"], lookup(BASE_ENV)).ok,
+  );
+});
+
+Deno.test("parseConfig() refuses durations longer than a timer holds", () => {
+  for (
+    const flag of [
+      "--request-timeout",
+      "--progress-interval",
+      "--time-budget",
+      "--max-retry-wait",
+    ]
+  ) {
+    const result = parseConfig([flag, "25d"], lookup(BASE_ENV));
+    assert(!result.ok, flag);
+    assertStringIncludes(
+      result.errors.join("\n"),
+      `${flag}: expected a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m`,
+    );
+    assertStringIncludes(result.errors.join("\n"), "at most 24d");
+  }
+  assert(parseConfig(["--stale-after", "400d"], lookup(BASE_ENV)).ok);
+});
+
+Deno.test("parseConfig() refuses a lease no longer than request timeout + grace, and a db retry as long as the lease", () => {
+  const short = parseConfig(["--lease", "30s"], lookup(BASE_ENV));
+  assert(!short.ok);
   assertStringIncludes(
-    bad.errors[0]!,
-    "DATABASE_URL: expected sslmode to be one of",
+    short.errors.join("\n"),
+    "--lease: expected more than request timeout + grace + 1s (36s), found 30s",
   );
-  const rootcert = withUrl(
-    "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem",
+  const retry = parseConfig(
+    ["--lease", "1m", "--db-retry", "1m"],
+    lookup(BASE_ENV),
   );
-  assert(!rootcert.ok);
-  assertStringIncludes(rootcert.errors[0]!, "sslrootcert is not supported");
+  assert(!retry.ok);
+  assertStringIncludes(
+    retry.errors.join("\n"),
+    "--db-retry: expected less than the lease (1m), found 1m",
+  );
+  assert(
+    parseConfig([
+      "--lease",
+      "3s",
+      "--request-timeout",
+      "1s",
+      "--grace",
+      "0",
+      "--db-retry",
+      "2s",
+    ], lookup(BASE_ENV)).ok,
+  );
 });
 
 Deno.test("parseConfig() refuses --ids with --ids-file, and a backoff above the retry cap", () => {
@@ -409,6 +554,36 @@ Deno.test("parseConfig() splits, trims and de-duplicates --ids", () => {
   assertEquals(result.config.ids, ["3", "1", "2"]);
 });
 
+Deno.test("parseConfig() reads --map into columns and dot paths", () => {
+  const result = parseConfig([
+    "--map",
+    "title=data.job_title, email = data.emails.0.address",
+  ], lookup(BASE_ENV));
+  assert(result.ok, JSON.stringify(result));
+  assertEquals([...result.config.map!], [["title", ["data", "job_title"]], [
+    "email",
+    ["data", "emails", "0", "address"],
+  ]]);
+  for (
+    const [map, expected] of [
+      ["title", "expected column=path pairs"],
+      ["title=a..b", "expected column=path pairs"],
+      ["t=a,t=b", "column t is mapped twice"],
+      ["id=x", "column id is already the id"],
+    ]
+  ) {
+    const bad = parseConfig(["--map", map!], lookup(BASE_ENV));
+    assert(!bad.ok, map);
+    assertStringIncludes(bad.errors[0]!, expected!);
+  }
+  const none = parseConfig(["--data-column", "none"], lookup(BASE_ENV));
+  assert(!none.ok);
+  assertStringIncludes(
+    none.errors[0]!,
+    "--data-column: none needs REFRESH_MAP",
+  );
+});
+
 Deno.test("parseDatabaseUrl() keeps credentials out of errors and the redacted form", () => {
   const target = parseDatabaseUrl(
     "postgresql://app:p%40ss@db:6543/crm?application_name=x",
@@ -420,25 +595,48 @@ Deno.test("parseDatabaseUrl() keeps credentials out of errors and the redacted f
   assert(
     !target.redacted.includes("p%40ss") && !target.redacted.includes("p@ss"),
   );
-  const noUser = parseDatabaseUrl("postgres://db/crm");
-  assert("error" in noUser);
+  assert("error" in parseDatabaseUrl("postgres://db/crm"));
 });
 
-Deno.test("publicParams() holds no secret", () => {
-  const result = parseConfig([], lookup(BASE_ENV));
-  assert(result.ok);
-  const text = JSON.stringify(publicParams(result.config));
-  assert(!text.includes(API_KEY));
-  assert(!text.includes("db-PASSWORD-xyz"));
-  assertStringIncludes(text, "postgres://app:***@db.example:5432/crm");
-});
-
-Deno.test("usage() lists every flag and variable", () => {
+Deno.test("usage() lists every setting with its flag or env-only mark", () => {
   const text = usage();
-  for (const spec of Object.values(SETTINGS)) {
-    assertStringIncludes(text, spec.env);
-    if ("flag" in spec) assertStringIncludes(text, `--${spec.flag}`);
+  for (const s of Object.values(SETTINGS)) {
+    assertStringIncludes(text, `${flagText(s).padEnd(34)} ${s.env}`);
+    assertStringIncludes(text, s.help);
   }
+});
+
+Deno.test("blame() sorts database errors into a target's, the connection's and the run's", () => {
+  const e = (code: string, where?: string) =>
+    Object.assign(new Error(code), { code, where });
+  for (const code of ["22P05", "22003", "23514", "23505", "54001", "P0001"]) {
+    assertEquals(blame(e(code)), "target", code);
+  }
+  assertEquals(
+    blame(e("42501", "PL/pgSQL function check_row() line 3 at RAISE")),
+    "target",
+  );
+  for (
+    const code of [
+      "08006",
+      "57P01",
+      "53300",
+      "25006",
+      "40001",
+      "40P01",
+      "55P03",
+      "57014",
+      "CONNECTION_CLOSED",
+      "ECONNREFUSED",
+      "CLIENT_TIMEOUT",
+    ]
+  ) {
+    assertEquals(blame(e(code)), "connection", code);
+  }
+  for (const code of ["42703", "42501", "53100", "XX000"]) {
+    assertEquals(blame(e(code)), "run", code);
+  }
+  assertEquals(blame(new Error("no code")), "run");
 });
 
 Deno.test("periodEnd() is the start of the next month in the time zone", () => {
@@ -683,7 +881,7 @@ Deno.test("parseConfig() validates the run-control settings", () => {
   assertEquals(ok.config.dryRun, true);
   assertEquals(ok.config.logFormat, "json");
   assertEquals(ok.config.timezone, "Europe/Berlin");
-  assertEquals(ok.config.timeBudgetMs, 5.5 * 3_600_000);
+  assertEquals(ok.config.timeBudget, 5.5 * 3_600_000);
   assertEquals(ok.config.now?.toISOString(), "2026-11-28T06:00:00.000Z");
   const envBool = parseConfig(
     [],
@@ -726,14 +924,41 @@ Deno.test("parseConfig() validates the run-control settings", () => {
   }
 });
 
-Deno.test("README's configuration table names every variable and flag", async () => {
+Deno.test("README's configuration table is the settings table", async () => {
   const readme = await Deno.readTextFile(`${ROOT}README.md`);
-  for (const spec of Object.values(SETTINGS)) {
-    assertStringIncludes(readme, `| \`${spec.env}\``);
-    if ("flag" in spec) {
-      const flag = spec.arg ? `--${spec.flag} ${spec.arg}` : `--${spec.flag}`;
-      assertStringIncludes(readme, `\`${flag}\``);
-    }
+  const rows = readme.split("\n").filter((line) =>
+    /^\| `(DATABASE_URL|REFRESH_\w+)`/.test(line)
+  )
+    .map((line) =>
+      line.split(/(?<!\\)\|/).slice(1, -1).map((cell) =>
+        cell.trim().replaceAll("\\|", "|")
+      )
+    );
+  assertEquals(
+    rows,
+    Object.values(SETTINGS).map((s: Setting) => [
+      `\`${s.env}\``,
+      s.flag ? `\`${flagText(s)}\`` : flagText(s),
+      "default" in s ? `\`${s.default}\`` : "—",
+      s.help,
+    ]),
+  );
+});
+
+Deno.test("deno.json pins the imports refresh.ts pins, at the same versions", async () => {
+  const source = await Deno.readTextFile(`${ROOT}refresh.ts`);
+  const config = await Deno.readTextFile(`${ROOT}deno.json`);
+  const pinned = [
+    ...source.matchAll(/from "((?:jsr|npm):(@?[^@"]+)@([^/"]+))/g),
+  ];
+  assert(pinned.length >= 4);
+  for (const [, , name, version] of pinned) {
+    assertStringIncludes(
+      config,
+      `"${name}": "${
+        pinned.find((p) => p[2] === name)![1]!.split(":")[0]
+      }:${name}@${version}"`,
+    );
   }
 });
 
@@ -948,6 +1173,16 @@ interface Fixture {
 /** Short retry waits, so that tests of retries take milliseconds. */
 const FAST = ["--backoff", "10ms", "--max-retry-wait", "5s"];
 
+/** `FAST`, less the flags `args` gives itself (a flag given twice is refused). */
+function fast(args: string[]): string[] {
+  return [
+    ...FAST.flatMap((arg, i) =>
+      i % 2 === 0 && !args.includes(arg) ? [arg, FAST[i + 1]!] : []
+    ),
+    ...args,
+  ];
+}
+
 /** A schema name no other test, here or in another process, uses. */
 function uniqueSchema(name: string): string {
   assertMatch(name, /^[a-z0-9_]{1,40}$/, "a fixture's name");
@@ -1010,7 +1245,7 @@ async function withFixture(
       REFRESH_STATE_SCHEMA: schema,
     };
     const spawn = async (args: string[] = [], options: RunOptions = {}) => {
-      const child = await spawnRefresh([...FAST, ...args], {
+      const child = await spawnRefresh(fast(args), {
         ...options,
         env: { ...env, ...options.env },
       });
@@ -1276,12 +1511,12 @@ Deno.test(
   "--ids refreshes exactly the given ids and reports unknown ones",
   async () => {
     await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
-      const result = await f.run(["--ids", "4,2,99,abc"]);
+      const result = await f.run(["--ids", "4,2,99,100"]);
       assertSucceeded(result);
       assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
       assertStringIncludes(result.stderr, "2 id(s) not in");
-      assertStringIncludes(result.stderr, "99, abc");
-      assertStringIncludes(result.stdout, "2 unknown ids skipped");
+      assertStringIncludes(result.stderr, "99, 100");
+      assertStringIncludes(result.stdout, "left out: 2 unknown ids");
       const fromStdin = await f.run(["--ids-file", "-"], {
         stdin: "5\n\n1\n",
       });
@@ -1407,7 +1642,10 @@ Deno.test(
       assertEquals(run!.status, "rate_limited");
       assertEquals(Number(run!.processed), 2);
       assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
-      // The vendor recovers: the next run resumes with what is left.
+      // The hour the vendor asked for passes; it recovers: the next run
+      // resumes with what is left.
+      await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
+        set not_before = now() - interval '1 second'`;
       limited = false;
       assertSucceeded(await f.run());
       assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
@@ -1472,7 +1710,19 @@ Deno.test(
       { name: "kill", count: 150, latencyMs: 25 },
       async (f) => {
         // A short lease, so that the dead run stops blocking soon.
-        const child = await f.spawn(["--lease", "3s"], { direct: true });
+        const child = await f.spawn(
+          [
+            "--lease",
+            "3s",
+            "--request-timeout",
+            "1s",
+            "--grace",
+            "0",
+            "--db-retry",
+            "2s",
+          ],
+          { direct: true },
+        );
         // Progress is visible while the run goes (counters every second).
         let live: Record<string, unknown> | undefined;
         const deadline = Date.now() + 30_000;
@@ -1798,7 +2048,7 @@ Deno.test(
       assertStringIncludes(String(run!.error), "3 targets in a row failed");
       assertMatch(
         result.stdout,
-        /^::warning title=refresh: target 1 failed::gave up after 2 attempts/m,
+        /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
       );
       assertMatch(
         result.stdout,
@@ -1902,7 +2152,7 @@ Deno.test(
         .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
         live!.id
       }`;
-      const takeover = await f.run(["--lease", "1m"]);
+      const takeover = await f.run(["--lease", "1m", "--db-retry", "30s"]);
       assertSucceeded(takeover);
       assertStringIncludes(
         takeover.stderr,
@@ -2009,7 +2259,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
     assertSucceeded(given);
     assertStringIncludes(
       given.stdout,
-      `2 would be refreshed in ${f.schema}.people; 1 unknown ids skipped`,
+      `2 would be refreshed in ${f.schema}.people; left out: 1 unknown ids`,
     );
     assertStringIncludes(given.stdout, "first ids: 3, 6");
     const [tables] = await f
