@@ -1744,13 +1744,27 @@ const LONG: Timeouts = { lock: "1min", statement: "10min", guardMs: 605_000 };
 /** A statement, as postgres.js returns it (cancellable when it is a query). */
 type Statement<T> = Promise<T> & { cancel?: () => unknown };
 
+/** The database was lost (or blocked) for longer than `--db-retry`. */
+class DbLost extends Error {
+  constructor(cause: unknown, retryMs: number) {
+    super(
+      `the database was unreachable or blocked for longer than --db-retry ${
+        formatDuration(retryMs)
+      }: ${describeError(cause)}`,
+    );
+  }
+}
+
 /**
  * One connection with fixed timeouts. Every statement ends: by the server's
  * timeouts, by a client-side guard (the connection is then replaced), or by
- * `abort` (the statement is cancelled on the server).
+ * `abort` (the statement is cancelled on the server). Once `retry` is set
+ * (after the lease is taken), a statement that lost its connection, or hit
+ * a lock or statement timeout, is tried again with backoff for that long.
  */
 class Db {
   sql: Sql;
+  retry: { ms: number; log: Logger } | undefined;
   #open: () => Sql;
   #guardMs: number;
 
@@ -1761,6 +1775,36 @@ class Db {
   }
 
   async run<T>(
+    statement: (sql: Sql) => Statement<T>,
+    abort?: AbortSignal,
+  ): Promise<T> {
+    const until = performance.now() + (this.retry?.ms ?? 0);
+    for (let attempt = 0;; attempt++) {
+      try {
+        const result = await this.#once(statement, abort);
+        if (attempt > 0) this.retry?.log.info("database: back");
+        return result;
+      } catch (error) {
+        const left = until - performance.now();
+        if (!this.retry || abort?.aborted || blame(error) !== "connection") {
+          throw error;
+        }
+        if (left <= 0) throw new DbLost(error, this.retry.ms);
+        if (attempt === 0) {
+          this.retry.log.warn(
+            `database: ${describeError(error)}; retrying for up to ${
+              formatDuration(this.retry.ms)
+            }, the answer in hand is kept`,
+          );
+        }
+        await delay(Math.min(left, 100 * 2 ** Math.min(attempt, 6)), {
+          signal: abort,
+        }).catch(() => {});
+      }
+    }
+  }
+
+  async #once<T>(
     statement: (sql: Sql) => Statement<T>,
     abort?: AbortSignal,
   ): Promise<T> {
@@ -1862,7 +1906,7 @@ async function connect(
     );
     return db;
   } catch (error) {
-    await db.sql.end({ timeout: 0 }).catch(() => {});
+    db.sql.end({ timeout: 0 }).catch(() => {});
     if (stop.aborted) throw stop.reason;
     const code = String((error as { code?: unknown })?.code ?? "");
     if (/^28/.test(code) && target.password === "") {
@@ -1898,7 +1942,9 @@ async function connect(
 export function blame(error: unknown): "target" | "connection" | "run" {
   const e = error as { code?: unknown; where?: unknown } | undefined;
   const code = typeof e?.code === "string" ? e.code : "";
-  const sqlstate = /^[0-9A-Z]{5}$/.test(code);
+  // postgres.js names errors from the server PostgresError; others carry
+  // Node-style codes (EPIPE), which look like SQLSTATEs.
+  const sqlstate = (error as Error | undefined)?.name === "PostgresError";
   if (
     sqlstate &&
     (/^(22|23|54|P0)/.test(code) ||
@@ -1974,7 +2020,11 @@ async function ensureRunsTable(
   await db.run((sql) =>
     sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
-      if (n.schema) await tx`create schema if not exists ${sql(n.schema)}`;
+      // Only when missing: creating one needs a right on the database.
+      const [schema] = await tx`select to_regnamespace(${
+        n.schema ?? "public"
+      }) as oid`;
+      if (n.schema && !schema!.oid) await tx`create schema ${sql(n.schema)}`;
       await tx`
         create table if not exists ${sql(n.runs)} (
           id bigint generated always as identity primary key,
@@ -2460,6 +2510,8 @@ interface WritePlan {
   map: TargetInfo["map"];
   state: StateNames;
   runId: number;
+  /** Removes secrets from a text before it is stored. */
+  scrub: (text: string) => string;
 }
 
 /**
@@ -2582,14 +2634,6 @@ type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
   | { stop: Stop };
 
-/** Options of {@linkcode store}. */
-interface StoreOptions {
-  dbRetryMs: number;
-  /** Cancels the statement and every wait: the answer is then lost. */
-  hard: AbortSignal;
-  log: Logger;
-}
-
 /**
  * Writes one target, keeping its answer through a lost connection or a
  * blocked statement (retried with backoff within `--db-retry`). An answer
@@ -2602,20 +2646,16 @@ async function store(
   p: WritePlan,
   target: Target,
   outcome: Outcome,
-  o: StoreOptions,
+  hard: AbortSignal,
 ): Promise<Written> {
-  const until = performance.now() + o.dbRetryMs;
   let current = outcome;
   let refused = false;
-  for (let attempt = 0;; attempt++) {
+  while (true) {
     try {
       const [row] = await db.run(
         (sql) => storeStatement(sql, p, target.id, current),
-        o.hard,
+        hard,
       );
-      if (attempt > 0) {
-        o.log.info(`database: back; target ${target.id} written`);
-      }
       return row!.held
         ? { id: target.id, stored: current, refused, updated: row!.updated > 0 }
         : {
@@ -2626,42 +2666,19 @@ async function store(
           },
         };
     } catch (error) {
-      if (o.hard.aborted) return { stop: o.hard.reason as Stop };
-      const whose = blame(error);
-      if (whose === "target" && current.status === "ok") {
-        refused = true;
-        const why = await refusal(db, p, current.text!, error, o.hard);
-        current = {
-          ...current,
-          status: "invalid",
-          text: undefined,
-          error: `the database refused the answer: ${why}`,
-        };
-        continue;
+      if (hard.aborted) return { stop: hard.reason as Stop };
+      if (error instanceof DbLost) {
+        return { stop: { status: "aborted", reason: error.message } };
       }
-      if (whose !== "connection") throw error;
-      const left = until - performance.now();
-      if (left <= 0) {
-        return {
-          stop: {
-            status: "aborted",
-            reason:
-              `the database was unreachable or blocked for longer than --db-retry ${
-                formatDuration(o.dbRetryMs)
-              }: ${describeError(error)}`,
-          },
-        };
-      }
-      if (attempt === 0) {
-        o.log.warn(
-          `database: ${describeError(error)}; retrying for up to ${
-            formatDuration(o.dbRetryMs)
-          }, the answer for target ${target.id} is kept`,
-        );
-      }
-      await delay(Math.min(left, 100 * 2 ** Math.min(attempt, 6)), {
-        signal: o.hard,
-      }).catch(() => {});
+      if (blame(error) !== "target" || current.status !== "ok") throw error;
+      refused = true;
+      const why = await refusal(db, p, current.text!, error, hard);
+      current = {
+        ...current,
+        status: "invalid",
+        text: undefined,
+        error: p.scrub(`the database refused the answer: ${why}`),
+      };
     }
   }
 }
@@ -2800,7 +2817,7 @@ async function finishRun(db: Db, n: StateNames, r: RunReport): Promise<void> {
           then now() + ${
       Math.round(r.notBeforeMs)
     } * interval '1 millisecond' end
-      where id = ${r.runId}`
+      where id = ${r.runId} and status = 'running'`
   );
 }
 
@@ -3470,11 +3487,9 @@ async function refreshAll(
           ...f.outcome,
           error: f.outcome.error && o.policy.scrub(f.outcome.error),
         };
-        pending = store(o.db, o.plan, target, out, {
-          dbRetryMs: c.dbRetry,
-          hard: o.control.hard.signal,
-          log,
-        });
+        pending = store(o.db, o.plan, target, out, o.control.hard.signal);
+        // Awaited by settle(); until then, a failure must not go unhandled.
+        pending.catch(() => {});
       }
       stop = decide(f);
       if (stop) break outer;
@@ -3938,6 +3953,11 @@ async function realRun(job: Job): Promise<number> {
     return 3;
   }
   const runId = lease.runId;
+  // From now on, every statement survives a lost or blocked database for
+  // up to --db-retry.
+  for (const db of new Set([long, write, beat])) {
+    db.retry = { ms: c.dbRetry, log };
+  }
   if (lease.crashed.length > 0) {
     log.warn(
       `marked run(s) ${lease.crashed.join(", ")} crashed (heartbeat expired)`,
@@ -4041,6 +4061,7 @@ async function realRun(job: Job): Promise<number> {
           dataColumn: c.dataColumn,
           state: names,
           runId,
+          scrub: job.clean,
         },
         control,
         pacer,
@@ -4077,7 +4098,9 @@ async function realRun(job: Job): Promise<number> {
   } catch (error) {
     stop = isStop(error) ? error : {
       status: "aborted",
-      reason: `unexpected error: ${describeError(error)}`,
+      reason: error instanceof DbLost
+        ? error.message
+        : `unexpected error: ${describeError(error)}`,
     };
   }
   const status: RunStatus = control.signal
@@ -4424,4 +4447,5 @@ export async function main(options: MainOptions = {}): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exitCode = await main();
+// Exit at once: a connection that never answered may still hold timers.
+if (import.meta.main) Deno.exit(await main());

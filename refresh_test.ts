@@ -56,6 +56,8 @@ import {
   type TestDatabase,
   testDatabaseForModule,
 } from "./dev/test_db.ts";
+import { startTcpProxy, type TcpProxy } from "./dev/tcp_proxy.ts";
+import { delay } from "@std/async/delay";
 import type postgres from "postgres";
 
 // Deno 2.8 and later leave the op and resource sanitizers off unless asked:
@@ -607,36 +609,42 @@ Deno.test("usage() lists every setting with its flag or env-only mark", () => {
 });
 
 Deno.test("blame() sorts database errors into a target's, the connection's and the run's", () => {
-  const e = (code: string, where?: string) =>
-    Object.assign(new Error(code), { code, where });
-  for (const code of ["22P05", "22003", "23514", "23505", "54001", "P0001"]) {
-    assertEquals(blame(e(code)), "target", code);
-  }
-  assertEquals(
-    blame(e("42501", "PL/pgSQL function check_row() line 3 at RAISE")),
-    "target",
+  const server = (code: string, where?: string) =>
+    Object.assign(new Error(code), { name: "PostgresError", code, where });
+  const client = (code: string) => Object.assign(new Error(code), { code });
+  const target = ["22P05", "22003", "23514", "23505", "54001", "P0001"].map((
+    c,
+  ) => server(c));
+  target.push(server("42501", "PL/pgSQL function check_row() line 3 at RAISE"));
+  const connection: Error[] = [
+    "08006",
+    "57P01",
+    "53300",
+    "25006",
+    "40001",
+    "40P01",
+    "55P03",
+    "57014",
+  ].map((c) => server(c));
+  connection.push(
+    ...["CONNECTION_CLOSED", "ECONNREFUSED", "EPIPE", "CLIENT_TIMEOUT"].map(
+      client,
+    ),
   );
+  const run: Error[] = ["42703", "42501", "53100", "XX000"].map((c) =>
+    server(c)
+  );
+  run.push(new Error("no code"));
   for (
-    const code of [
-      "08006",
-      "57P01",
-      "53300",
-      "25006",
-      "40001",
-      "40P01",
-      "55P03",
-      "57014",
-      "CONNECTION_CLOSED",
-      "ECONNREFUSED",
-      "CLIENT_TIMEOUT",
-    ]
+    const [whose, errors] of [["target", target], ["connection", connection], [
+      "run",
+      run,
+    ]] as const
   ) {
-    assertEquals(blame(e(code)), "connection", code);
+    for (const error of errors) {
+      assertEquals(blame(error), whose, (error as { code?: string }).code);
+    }
   }
-  for (const code of ["42703", "42501", "53100", "XX000"]) {
-    assertEquals(blame(e(code)), "run", code);
-  }
-  assertEquals(blame(new Error("no code")), "run");
 });
 
 Deno.test("periodEnd() is the start of the next month in the time zone", () => {
@@ -2356,3 +2364,720 @@ Deno.test(
     });
   },
 );
+
+// ---------------------------------------------------------------------------
+// Unattended means unbreakable: refused answers, lost and blocked databases,
+// hostile input, secrets.
+// ---------------------------------------------------------------------------
+
+/** Tests that need a real server (locks, backends, start-up parameters). */
+const POSTGRES_ONLY = { ignore: !Deno.env.get("TEST_DATABASE_URL") };
+
+/** The first `n` people's ids, as the vendor saw them. */
+const calledIds = (vendor: FakeVendor) => vendor.calls.map((c) => c.id);
+
+/** Ids the vendor was asked about more than once. */
+function askedTwice(vendor: FakeVendor): string[] {
+  return [...new Set(calledIds(vendor))].filter((id) =>
+    vendor.callsFor(id) > 1
+  );
+}
+
+Deno.test("an answer the database cannot store is recorded invalid, and the run goes on", async () => {
+  const deep = `{"a":${"[".repeat(100_000)}${"]".repeat(100_000)}}`;
+  const script: Script = (id) =>
+    ({
+      "2": { body: '{"name":"a\\u0000b"}' },
+      "3": { body: '{"n":1e1000000}' },
+      "4": { body: deep },
+      "5": { body: { name: "refuse me" } },
+    })[id] ?? {};
+  await withFixture({ name: "refused", count: 6, script }, async (f) => {
+    await f.sql.unsafe(`
+      create function ${f.schema}.guard() returns trigger language plpgsql as $$
+      begin
+        if new.vendor_data->>'name' = 'refuse me' then
+          raise exception 'the guard refuses this row';
+        end if;
+        return new;
+      end $$;
+      create trigger guard before update on ${f.table}
+        for each row execute function ${f.schema}.guard()`);
+    const result = await f.run();
+    assertSucceeded(result);
+    const state = await f.state();
+    assertEquals(state.map((s) => [s.target_id, s.status]), [
+      ["1", "ok"],
+      ["2", "invalid"],
+      ["3", "invalid"],
+      ["4", "invalid"],
+      ["5", "invalid"],
+      ["6", "ok"],
+    ]);
+    const error = (id: string) => state.find((s) => s.target_id === id)!.error!;
+    assertStringIncludes(
+      error("2"),
+      "the database refused the answer: unsupported Unicode escape sequence",
+    );
+    assertStringIncludes(error("3"), "value overflows numeric format");
+    assertStringIncludes(error("4"), "stack depth limit exceeded");
+    assertStringIncludes(error("5"), "the guard refuses this row");
+    const [run] = await f.runs();
+    assertEquals([run!.status, Number(run!.invalid), Number(run!.succeeded)], [
+      "completed",
+      4,
+      2,
+    ]);
+    // Known misses: not bought again on the next run.
+    assertSucceeded(await f.run());
+    assertEquals(f.vendor.calls.length, 6);
+  });
+});
+
+Deno.test("answers the database refuses again and again abort the run, naming its reason", async () => {
+  await withFixture({ name: "refused_row", count: 20 }, async (f) => {
+    await f.sql`alter table ${f.sql(f.table)} add constraint small
+      check (length(vendor_data::text) < 10)`;
+    const result = await f.run(["--max-consecutive-invalid", "3"]);
+    assertEquals(result.code, 1, result.stderr);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "aborted");
+    assertStringIncludes(
+      String(run!.error),
+      "3 answers in a row were refused by the database",
+    );
+    assertStringIncludes(
+      String(run!.error),
+      'violates check constraint "small"',
+    );
+    // Known one target late, with the next request already answered.
+    assertLessOrEqual(f.vendor.calls.length, 4);
+  });
+});
+
+Deno.test("answers that fail the vendor checks again and again abort the run", async () => {
+  const script: Script = () => ({ body: "[1]" });
+  await withFixture({ name: "wrong_schema", count: 20, script }, async (f) => {
+    const result = await f.run(["--max-consecutive-invalid", "3"]);
+    assertEquals(result.code, 1, result.stderr);
+    assertEquals(f.vendor.calls.length, 3);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "aborted");
+    assertStringIncludes(
+      String(run!.error),
+      "3 answers in a row failed the vendor checks",
+    );
+    assertStringIncludes(String(run!.error), "match the schema");
+  });
+});
+
+Deno.test("--retry-misses asks again for targets recorded not_found or invalid", async () => {
+  let miss = true;
+  const script: Script = (id) =>
+    miss && id === "1"
+      ? { status: 404 }
+      : miss && id === "2"
+      ? { body: "nope" }
+      : {};
+  await withFixture({ name: "retry_misses", count: 3, script }, async (f) => {
+    assertSucceeded(await f.run());
+    assertSucceeded(await f.run());
+    assertEquals(f.vendor.calls.length, 3, "known misses were asked again");
+    miss = false;
+    assertSucceeded(await f.run(["--retry-misses"]));
+    assertEquals(calledIds(f.vendor).slice(3), ["1", "2"]);
+    assertEquals((await f.state()).map((s) => s.status), ["ok", "ok", "ok"]);
+  });
+});
+
+Deno.test("an unexpected database error ends the run aborted, its cause stored, its lease released", async () => {
+  await withFixture(
+    { name: "run_error", count: 30, latencyMs: 50 },
+    async (f) => {
+      const child = await f.spawn();
+      await waitFor("three calls", () => f.vendor.calls.length >= 3);
+      await f.sql`alter table ${
+        f.sql(f.table)
+      } rename column vendor_data to renamed`;
+      const result = await outputOf(child);
+      assertEquals(result.code, 1, result.stderr);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "aborted");
+      assertMatch(
+        String(run!.error),
+        /unexpected error: column "vendor_data" .*does not exist/,
+      );
+      assertStringIncludes(result.stderr, 'column "vendor_data"');
+      // The lease is free: the next run is refused for its configuration, not
+      // for a live run.
+      const next = await f.run();
+      assertEquals(next.code, 2, next.stderr);
+      assertStringIncludes(
+        next.stderr,
+        "REFRESH_DATA_COLUMN: column vendor_data does not exist",
+      );
+    },
+  );
+});
+
+Deno.test("what is stored is the text the vendor sent, not what validation made of it", async () => {
+  const text =
+    '{"__proto__":{"x":1},"big":123456789012345678901234567890,"id":"1"}';
+  const script: Script = () => ({ body: text });
+  await withFixture({ name: "verbatim", count: 1, script }, async (f) => {
+    assertSucceeded(await f.run());
+    const [row] = await f.sql`
+      select vendor_data->>'big' as big, vendor_data ? '__proto__' as proto
+      from ${f.sql(f.table)}`;
+    assertEquals(row!.big, "123456789012345678901234567890");
+    assertEquals(row!.proto, true);
+  });
+});
+
+Deno.test("--max-body counts the bytes after decompression", async () => {
+  const json = new TextEncoder().encode(`{"blob":"${"x".repeat(4_000_000)}"}`);
+  const gzipped = new Uint8Array(
+    await new Response(
+      new Blob([json]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  const script: Script = (id) =>
+    id === "1"
+      ? {
+        body: gzipped,
+        headers: {
+          "content-encoding": "gzip",
+          "content-length": String(gzipped.length),
+        },
+      }
+      : {};
+  await withFixture({ name: "gzip_bomb", count: 2, script }, async (f) => {
+    assertSucceeded(await f.run(["--max-body", "1MiB"]));
+    const state = await f.state();
+    assertEquals(state.map((s) => s.status), ["invalid", "ok"]);
+    assertStringIncludes(state[0]!.error!, "larger than the 1048576-byte cap");
+  });
+});
+
+Deno.test("an id a URL parser would move elsewhere is recorded invalid, never asked for", async () => {
+  await withFixture(
+    { name: "dot_ids", count: 1, idType: "text" },
+    async (f) => {
+      await f.sql`insert into ${
+        f.sql(f.table)
+      } (id, name) values ('.', 'dot'), ('..', 'dots'), ('', 'empty')`;
+      assertSucceeded(await f.run());
+      assertEquals(calledIds(f.vendor), ["1"]);
+      const state = await f.sql<
+        { id: string; status: string; error: string }[]
+      >`
+      select target_id as id, status, error from ${
+        f.sql(`${f.schema}.refresh_state`)
+      }
+      order by target_id`;
+      assertEquals(state.map((s) => [s.id, s.status]), [
+        ["", "invalid"],
+        [".", "invalid"],
+        ["..", "invalid"],
+        ["1", "ok"],
+      ]);
+      for (const s of state.slice(0, 3)) {
+        assertStringIncludes(
+          s.error,
+          "cannot be placed in the URL path",
+        );
+      }
+    },
+  );
+});
+
+Deno.test("no id or vendor text can start a line GitHub reads as a command", async () => {
+  const script: Script = () => ({
+    status: 400,
+    body: "bad\n::error::from the vendor",
+  });
+  await withFixture(
+    { name: "log_injection", count: 1, idType: "text", script },
+    async (f) => {
+      await f.sql`insert into ${
+        f.sql(f.table)
+      } (id, name) values (${"x\n::error::from an id"}, 'evil')`;
+      for (const format of ["text", "json"]) {
+        const result = await f.run([
+          "--log-format",
+          format,
+          "--retry-misses",
+          "--stale-after",
+          "0",
+        ], {
+          env: { GITHUB_ACTIONS: "true" },
+        });
+        assertSucceeded(result);
+        f.vendor.calls.length = 0;
+        const lines = `${result.stdout}\n${result.stderr}`.split("\n");
+        assert(
+          lines.some((l) => l.includes("from an id")),
+          `the id was not reported:\n${lines.join("\n")}`,
+        );
+        for (const line of lines) {
+          assert(!/^::error::from/.test(line), `a command line: ${line}`);
+        }
+      }
+    },
+  );
+});
+
+/** Runs `body` with a TCP proxy in front of the database, closed after. */
+async function viaProxy(
+  f: Fixture,
+  body: (proxy: TcpProxy, env: Record<string, string>) => Promise<void>,
+): Promise<void> {
+  const url = new URL(f.db.url);
+  const proxy = startTcpProxy({
+    hostname: url.hostname,
+    port: Number(url.port || 5432),
+  });
+  try {
+    await body(proxy, { DATABASE_URL: proxy.via(f.db.url) });
+  } finally {
+    await proxy.close();
+  }
+}
+
+Deno.test("the database lost mid-run: the answer in hand is written once it is back, nothing asked twice", async () => {
+  await withFixture(
+    { name: "db_lost", count: 30, latencyMs: 30 },
+    async (f) => {
+      await viaProxy(f, async (proxy, env) => {
+        const child = await f.spawn(["--db-retry", "30s"], { env });
+        await waitFor("five calls", () => f.vendor.calls.length >= 5);
+        proxy.cut();
+        await delay(1500);
+        proxy.restore();
+        const result = await outputOf(child);
+        assertSucceeded(result);
+        assertStringIncludes(result.stderr, "retrying for up to 30s");
+        assertEquals(askedTwice(f.vendor), []);
+        assertEquals(f.vendor.calls.length, 30);
+        const state = await f.state();
+        assertEquals(state.length, 30);
+        assert(state.every((s) => s.status === "ok"));
+        assertEquals((await f.runs())[0]!.status, "completed");
+      });
+    },
+  );
+});
+
+Deno.test({
+  name:
+    "backends terminated mid-run: the run reconnects and nothing is asked twice",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture(
+      { name: "terminated", count: 30, latencyMs: 30 },
+      async (f) => {
+        const child = await f.spawn(["--db-retry", "30s"], {
+          env: { DATABASE_URL: `${f.db.url}?application_name=${f.schema}` },
+        });
+        // First all three connections (selection, writes, heartbeat), then
+        // the ones open again.
+        for (const [after, least] of [[5, 3], [15, 1]]) {
+          await waitFor(
+            `${after} calls`,
+            () => f.vendor.calls.length >= after!,
+          );
+          const killed = await f.sql`
+            select pg_terminate_backend(pid) from pg_stat_activity
+            where application_name = ${f.schema}`;
+          assertGreaterOrEqual(killed.length, least!);
+        }
+        assertSucceeded(await outputOf(child));
+        assertEquals(askedTwice(f.vendor), []);
+        assertEquals(
+          (await f.state()).filter((s) => s.status === "ok").length,
+          30,
+        );
+      },
+    );
+  },
+});
+
+Deno.test("the database never comes back: aborted after --db-retry, the cause everywhere, exit 1", async () => {
+  await withFixture(
+    { name: "db_gone", count: 30, latencyMs: 30 },
+    async (f) => {
+      const summary = await Deno.makeTempFile({ suffix: ".md" });
+      try {
+        await viaProxy(f, async (proxy, env) => {
+          const child = await f.spawn(
+            ["--db-retry", "1s", "--connect-timeout", "1s"],
+            {
+              env: {
+                ...env,
+                GITHUB_ACTIONS: "true",
+                GITHUB_STEP_SUMMARY: summary,
+              },
+              task: "refresh:ci",
+            },
+          );
+          await waitFor("five calls", () => f.vendor.calls.length >= 5);
+          proxy.cut();
+          const started = Date.now();
+          const result = await outputOf(child);
+          assertEquals(result.code, 1, result.stderr);
+          assertLessOrEqual(Date.now() - started, 15_000);
+          assertStringIncludes(
+            result.stderr,
+            "could not record the end of run",
+          );
+          assertStringIncludes(
+            result.stderr,
+            "the database was unreachable or blocked for longer than --db-retry 1s",
+          );
+          assertMatch(
+            result.stdout,
+            /^::error title=refresh run \d+ unrecorded::could not record the end/m,
+          );
+          assertStringIncludes(
+            await Deno.readTextFile(summary),
+            "could not record the end of run",
+          );
+          // At most the answer in hand and the one in flight are lost.
+          const state = await f.state();
+          assertGreaterOrEqual(state.length, f.vendor.calls.length - 2);
+        });
+        // Only a database that never came back leaves the row running.
+        assertEquals((await f.runs())[0]!.status, "running");
+      } finally {
+        await Deno.remove(summary);
+      }
+    },
+  );
+});
+
+Deno.test({
+  name:
+    "a write blocked by a lock: the heartbeat goes on, no run takes over, the answer is written once the lock ends",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture(
+      { name: "blocked", count: 10, latencyMs: 20 },
+      async (f) => {
+        const args = [
+          "--lease",
+          "20s",
+          "--request-timeout",
+          "2s",
+          "--grace",
+          "1s",
+          "--db-retry",
+          "15s",
+        ];
+        const child = await f.spawn(args);
+        await waitFor("three calls", () => f.vendor.calls.length >= 3);
+        const holder = f.db.client();
+        try {
+          await holder.begin(async (tx) => {
+            await tx`lock table ${tx(f.table)} in exclusive mode`;
+            const calls = f.vendor.calls.length;
+            const [before] = await f.runs();
+            await delay(7_000);
+            const [during] = await f.runs();
+            assert(
+              new Date(String(during!.heartbeat_at)) >
+                new Date(String(before!.heartbeat_at)),
+              "the heartbeat stopped while a write was blocked",
+            );
+            assertLessOrEqual(
+              f.vendor.calls.length,
+              calls + 1,
+              "a request started while a write was blocked",
+            );
+            const second = await f.run(args);
+            assertEquals(second.code, 3, second.stderr);
+          });
+        } finally {
+          await holder.end();
+        }
+        const result = await outputOf(child);
+        assertSucceeded(result);
+        assertEquals(askedTwice(f.vendor), []);
+        assertEquals(
+          (await f.state()).filter((s) => s.status === "ok").length,
+          10,
+        );
+      },
+    );
+  },
+});
+
+for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+  Deno.test({
+    name:
+      `${signal} while a write is blocked: the run stops within the grace, interrupted`,
+    ...POSTGRES_ONLY,
+    async fn() {
+      await withFixture({
+        name: `blocked_${signal.toLowerCase()}`,
+        count: 10,
+        latencyMs: 20,
+      }, async (f) => {
+        const child = await f.spawn(["--grace", "1s"], { direct: true });
+        await waitFor("two calls", () => f.vendor.calls.length >= 2);
+        const holder = f.db.client();
+        try {
+          await holder.begin(async (tx) => {
+            await tx`lock table ${tx(f.table)} in exclusive mode`;
+            await delay(1_000);
+            const sent = Date.now();
+            child.kill(signal);
+            const result = await outputOf(child);
+            assertEquals(result.code, code, result.stderr);
+            assertLessOrEqual(Date.now() - sent, 4_000);
+          });
+        } finally {
+          await holder.end();
+        }
+        assertEquals((await f.runs())[0]!.status, "interrupted");
+      });
+    },
+  });
+}
+
+Deno.test({
+  name: "the time budget ends a run blocked on the database: deadline, exit 0",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture(
+      { name: "blocked_deadline", count: 100, latencyMs: 20 },
+      async (f) => {
+        const child = await f.spawn(["--time-budget", "2s", "--grace", "1s"]);
+        await waitFor("two calls", () => f.vendor.calls.length >= 2);
+        const holder = f.db.client();
+        try {
+          await holder.begin(async (tx) => {
+            await tx`lock table ${tx(f.table)} in exclusive mode`;
+            const result = await outputOf(child);
+            assertSucceeded(result);
+          });
+        } finally {
+          await holder.end();
+        }
+        assertEquals((await f.runs())[0]!.status, "deadline");
+      },
+    );
+  },
+});
+
+Deno.test("connecting to something that is not PostgreSQL: bounded, a clear error, stopped at once", async () => {
+  await withFixture({ name: "not_postgres" }, async (f) => {
+    // An HTTP server answers (and keeps the connection); another never says a word.
+    const http = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => new Response("hello"),
+    );
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const holding = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
+    const urlFor = (port: number) => ({
+      DATABASE_URL: `postgres://app:pw-not-shown@127.0.0.1:${port}/db`,
+    });
+    const silentPort = (silent.addr as Deno.NetAddr).port;
+    try {
+      for (const port of [http.addr.port, silentPort]) {
+        const started = Date.now();
+        const result = await f.run(["--connect-timeout", "2s"], {
+          env: urlFor(port),
+        });
+        assertEquals(result.code, 1, result.stderr);
+        assertLessOrEqual(Date.now() - started, 10_000);
+        assertMatch(
+          result.stderr,
+          new RegExp(
+            `(no answer from PostgreSQL|cannot connect to the database) at 127.0.0.1:${port}`,
+          ),
+        );
+      }
+      const child = await f.spawn(["--connect-timeout", "1m"], {
+        env: urlFor(silentPort),
+        direct: true,
+      });
+      await delay(1_000);
+      const sent = Date.now();
+      child.kill("SIGINT");
+      const stopped = await outputOf(child);
+      assertEquals(stopped.code, 130, stopped.stderr);
+      assertLessOrEqual(Date.now() - sent, 2_000);
+    } finally {
+      await http.shutdown();
+      silent.close();
+      await holding;
+      for (const conn of held) conn.close();
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "a URL without a password where the server asks for one: a clear message, exit 2",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture({ name: "no_password", count: 1 }, async (f) => {
+      const url = new URL(f.db.url);
+      url.password = "";
+      const result = await f.run([], { env: { DATABASE_URL: url.href } });
+      assertEquals(result.code, 2, result.stderr);
+      assertStringIncludes(
+        result.stderr,
+        "asks for a password and the URL has none",
+      );
+    });
+  },
+});
+
+/**
+ * Every fragment of a secret the issue counts: any run of 8 of its
+ * characters (half of it when shorter), raw, percent-encoded or in base64.
+ */
+function fragments(secret: string): string[] {
+  const n = Math.min(8, Math.ceil(secret.length / 2));
+  const forms = [secret, encodeURIComponent(secret), btoa(secret).slice(0, -4)];
+  return [
+    ...new Set(
+      forms.flatMap((form) =>
+        Array.from(
+          { length: form.length - n + 1 },
+          (_, i) => form.slice(i, i + n),
+        )
+      ),
+    ),
+  ];
+}
+
+/** Fails if `text` holds any fragment of `secret`. */
+function assertNoFragment(text: string, secret: string, where: string) {
+  for (const fragment of fragments(secret)) {
+    const at = text.indexOf(fragment);
+    assert(
+      at < 0,
+      `${JSON.stringify(fragment)} of a secret in ${where}: …${
+        text.slice(Math.max(0, at - 40), at + 40)
+      }…`,
+    );
+  }
+}
+
+Deno.test("a key the vendor echoes is scrubbed before any excerpt is cut, at every offset", async () => {
+  const limit = 200;
+  const offsets = Array.from(
+    { length: API_KEY.length + 4 },
+    (_, i) => limit - API_KEY.length - 2 + i,
+  );
+  const script: Script = (id) => ({
+    status: 400,
+    body: `${"x".repeat(offsets[Number(id) - 1]!)}${API_KEY} tail`,
+  });
+  await withFixture(
+    { name: "echoed_key", count: offsets.length, script },
+    async (f) => {
+      const result = await f.run(["--max-consecutive-failures", "100"], {
+        env: { GITHUB_ACTIONS: "true" },
+      });
+      assertSucceeded(result);
+      assertEquals(
+        result.stdout.split("\n").filter((l) => l.startsWith("::warning"))
+          .length,
+        10,
+      );
+      const errors = (await f.state()).map((s) => s.error ?? "").join("\n");
+      assertStringIncludes(errors, "***");
+      for (
+        const [where, text] of [["stdout", result.stdout], [
+          "stderr",
+          result.stderr,
+        ], ["refresh_state", errors]]
+      ) {
+        assertNoFragment(text!, API_KEY, where!);
+      }
+    },
+  );
+});
+
+Deno.test("a password a database error quotes is neither printed nor stored", async () => {
+  const password = "Correct-Horse-Battery-Staple-2026";
+  await withFixture({ name: "quoted_password", count: 3 }, async (f) => {
+    const role = `${f.schema}_role`;
+    const url = new URL(f.db.url);
+    if (f.db.kind === "postgres") {
+      await f.sql.unsafe(`create role ${role} login password '${password}';
+        grant all on schema ${f.schema} to ${role};
+        grant all on all tables in schema ${f.schema} to ${role}`);
+      url.username = role;
+    }
+    url.password = encodeURIComponent(password);
+    try {
+      await f.sql.unsafe(`
+        create function ${f.schema}.quote() returns trigger language plpgsql as $$
+        begin
+          raise exception 'refused: %, %, %', '${password}', '${
+        btoa(password)
+      }', '${encodeURIComponent(password)}';
+        end $$;
+        create trigger quote before update on ${f.table}
+          for each row execute function ${f.schema}.quote()`);
+      const result = await f.run([], {
+        env: { DATABASE_URL: url.href, GITHUB_ACTIONS: "true" },
+      });
+      assertSucceeded(result);
+      const state = await f.state();
+      assertEquals(state.map((s) => s.status), [
+        "invalid",
+        "invalid",
+        "invalid",
+      ]);
+      const [run] = await f.runs();
+      for (
+        const [where, text] of [
+          ["stdout", result.stdout],
+          ["stderr", result.stderr],
+          ["refresh_state", state.map((s) => s.error).join("\n")],
+          ["refresh_runs", JSON.stringify(run)],
+        ]
+      ) {
+        assertNoFragment(text!, password, where!);
+      }
+      assertStringIncludes(state[0]!.error!, "refused: ***");
+    } finally {
+      if (f.db.kind === "postgres") {
+        await f.sql.unsafe(`drop owned by ${role} cascade; drop role ${role}`);
+      }
+    }
+  });
+});
+
+Deno.test("the stored run parameters hold no secret, wherever the URLs put it", async () => {
+  await withFixture({ name: "params", count: 1 }, async (f) => {
+    const vendor = new URL(f.vendor.urlTemplate);
+    const apiUrl =
+      `${vendor.origin}/${API_KEY}/people/{id}?token=${API_KEY}&k=${
+        encodeURIComponent(API_KEY)
+      }`;
+    const db = new URL(f.db.url);
+    const password = db.password;
+    db.password = "";
+    db.searchParams.set("password", password);
+    const result = await f.run([], {
+      env: { REFRESH_API_URL: apiUrl, DATABASE_URL: db.href },
+    });
+    assertSucceeded(result);
+    assertEquals(calledIds(f.vendor), ["1"]);
+    const [run] = await f.runs();
+    const params = JSON.stringify(run!.params);
+    assertNoFragment(params, API_KEY, "refresh_runs.params");
+    assertStringIncludes(params, "password=***");
+    assert(!params.includes(`password=${password}`), params);
+    assertNoFragment(result.stderr, API_KEY, "stderr");
+  });
+});

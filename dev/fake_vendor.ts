@@ -10,7 +10,7 @@
 export interface Reply {
   /** HTTP status; 200 by default. */
   status?: number;
-  /** Body: a string as is, anything else as JSON. Default: a person. */
+  /** Body: a string or bytes as they are, anything else as JSON. Default: a person. */
   body?: unknown;
   /** Extra response headers. */
   headers?: Record<string, string>;
@@ -20,10 +20,17 @@ export interface Reply {
 
 /** One call received. */
 export interface VendorCall {
-  /** The id from the path. */
+  /**
+   * The id: what follows `/people/` in the path, else the first query
+   * parameter's value, else the request body.
+   */
   id: string;
+  /** The request method. */
+  method: string;
   /** The request URL. */
   url: string;
+  /** The request body, as text. */
+  body: string;
   /** The request headers. */
   headers: Headers;
   /** When it arrived (`performance.now()`). */
@@ -108,9 +115,15 @@ export function startFakeVendor(
     },
   }, async (request) => {
     const url = new URL(request.url);
-    const id = decodeURIComponent(url.pathname.replace(/^\/people\//, ""));
+    const body = await request.text();
+    const path = /\/people\/(.*)$/.exec(url.pathname)?.[1];
+    const id = path !== undefined
+      ? decodeURIComponent(path)
+      : url.searchParams.values().next().value ?? body;
     const call: VendorCall = {
       id,
+      method: request.method,
+      body,
       url: request.url,
       headers: request.headers,
       startedAt: performance.now(),
@@ -133,15 +146,18 @@ export function startFakeVendor(
       if (wait > 0) await sleep(wait, request.signal);
       const status = reply.status ?? 200;
       call.status = status;
-      const body = reply.body === undefined
+      const answer = reply.body === undefined
         ? (status === 200 ? JSON.stringify(personFor(id)) : "")
-        : typeof reply.body === "string"
+        : typeof reply.body === "string" || reply.body instanceof Uint8Array
         ? reply.body
         : JSON.stringify(reply.body);
-      return new Response(status === 204 || status === 304 ? null : body, {
-        status,
-        headers: { "content-type": "application/json", ...reply.headers },
-      });
+      return new Response(
+        status === 204 || status === 304 ? null : answer as BodyInit,
+        {
+          status,
+          headers: { "content-type": "application/json", ...reply.headers },
+        },
+      );
     } finally {
       end();
     }
