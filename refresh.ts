@@ -2656,8 +2656,9 @@ async function store(
         (sql) => storeStatement(sql, p, target.id, current),
         hard,
       );
-      return row!.held
-        ? { id: target.id, stored: current, refused, updated: row!.updated > 0 }
+      if (!row) throw new Error("the write returned no row");
+      return row.held
+        ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
         : {
           stop: {
             status: "aborted",
@@ -2813,10 +2814,10 @@ async function finishRun(db: Db, n: StateNames, r: RunReport): Promise<void> {
         p95_request_ms = ${r.p95RequestMs ?? null},
         reason = ${r.reason},
         error = ${r.status === "aborted" ? r.reason : null},
-        not_before = case when ${Math.round(r.notBeforeMs)} > 0
+        not_before = case when ${Math.round(r.notBeforeMs)}::bigint > 0
           then now() + ${
       Math.round(r.notBeforeMs)
-    } * interval '1 millisecond' end
+    }::bigint * interval '1 millisecond' end
       where id = ${r.runId} and status = 'running'`
   );
 }

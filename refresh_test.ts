@@ -1712,7 +1712,7 @@ Deno.test(
 );
 
 Deno.test(
-  "kill -9 mid-run, then a rerun: every target recorded once, at most one duplicate call",
+  "kill -9 mid-run, then a rerun: every target recorded once, at most two asked twice",
   async () => {
     await withFixture(
       { name: "kill", count: 150, latencyMs: 25 },
@@ -1755,13 +1755,9 @@ Deno.test(
         const state = await f.state();
         assertEquals(state.length, 150);
         assert(state.every((s) => s.status === "ok"));
-        const duplicates = [...new Set(f.vendor.calls.map((c) => c.id))]
-          .filter((id) => f.vendor.callsFor(id) > 1);
-        assertLessOrEqual(
-          duplicates.length,
-          1,
-          `called twice: ${duplicates}`,
-        );
+        // The answer being written and the one in flight (write-behind).
+        const duplicates = askedTwice(f.vendor);
+        assertLessOrEqual(duplicates.length, 2, `called twice: ${duplicates}`);
         assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
         const rows = await f.sql`select count(*)::int as n from ${
           f.sql(`${f.schema}.people`)
@@ -2384,7 +2380,12 @@ function askedTwice(vendor: FakeVendor): string[] {
 }
 
 Deno.test("an answer the database cannot store is recorded invalid, and the run goes on", async () => {
-  const deep = `{"a":${"[".repeat(100_000)}${"]".repeat(100_000)}}`;
+  // Too deep for PostgreSQL's stack (54001); PGlite's WebAssembly stack
+  // gives out before that and takes the server with it, so there a value
+  // too long for its column (22001) stands in for it.
+  const deep = POSTGRES_ONLY.ignore
+    ? `{"name":"${"x".repeat(300)}"}`
+    : `{"a":${"[".repeat(100_000)}${"]".repeat(100_000)}}`;
   const script: Script = (id) =>
     ({
       "2": { body: '{"name":"a\\u0000b"}' },
@@ -2403,7 +2404,8 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       end $$;
       create trigger guard before update on ${f.table}
         for each row execute function ${f.schema}.guard()`);
-    const result = await f.run();
+    await f.sql`alter table ${f.sql(f.table)} add column nick varchar(200)`;
+    const result = await f.run(["--map", "nick=name"]);
     assertSucceeded(result);
     const state = await f.state();
     assertEquals(state.map((s) => [s.target_id, s.status]), [
@@ -2420,7 +2422,12 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       "the database refused the answer: unsupported Unicode escape sequence",
     );
     assertStringIncludes(error("3"), "value overflows numeric format");
-    assertStringIncludes(error("4"), "stack depth limit exceeded");
+    assertStringIncludes(
+      error("4"),
+      POSTGRES_ONLY.ignore
+        ? "value too long for type character varying(200)"
+        : "stack depth limit exceeded",
+    );
     assertStringIncludes(error("5"), "the guard refuses this row");
     const [run] = await f.runs();
     assertEquals([run!.status, Number(run!.invalid), Number(run!.succeeded)], [
@@ -3079,5 +3086,491 @@ Deno.test("the stored run parameters hold no secret, wherever the URLs put it", 
     assertStringIncludes(params, "password=***");
     assert(!params.includes(`password=${password}`), params);
     assertNoFragment(result.stderr, API_KEY, "stderr");
+  });
+});
+
+Deno.test("a Retry-After too long for any timer stops the run as rate_limited", async () => {
+  const script: Script = () => ({
+    status: 429,
+    headers: { "retry-after": "99999999999999999999" },
+  });
+  await withFixture({ name: "huge_wait", count: 3, script }, async (f) => {
+    const result = await f.run();
+    assertSucceeded(result);
+    assertEquals(f.vendor.calls.length, 1);
+    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    assertStringIncludes(result.stderr, "longer than a timer can");
+  });
+});
+
+Deno.test("the requests of a target cut short by a stop are counted", async () => {
+  const script: Script = (id) => (id === "2" ? { status: 503 } : {});
+  await withFixture({ name: "counted", count: 5, script }, async (f) => {
+    const child = await f.spawn(["--backoff", "3s", "--max-retry-wait", "3s"]);
+    await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
+    child.kill("SIGTERM");
+    assertSucceeded(await outputOf(child), 143);
+    const [run] = await f.runs();
+    assertEquals(Number(run!.requests), f.vendor.calls.length);
+    assertEquals(Number(run!.retries), f.vendor.calls.length - 2);
+    assertEquals(Number(run!.processed), 1);
+  });
+});
+
+Deno.test("the vendor's 'not before' outlives the run", async () => {
+  let asked = false;
+  const script: Script = () => {
+    if (asked) return {};
+    asked = true;
+    return { status: 429, headers: { "retry-after": "3" } };
+  };
+  await withFixture({ name: "not_before", count: 2, script }, async (f) => {
+    const first = await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]);
+    assertSucceeded(first);
+    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    const told = f.vendor.calls[0]!.startedAt;
+    // At once, still too long to wait: no call at all.
+    assertSucceeded(
+      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
+    );
+    assertEquals(f.vendor.calls.length, 1);
+    const [, second] = await f.runs();
+    assertEquals(second!.status, "rate_limited");
+    // Long enough to wait: it waits out the rest, then calls.
+    assertSucceeded(
+      await f.run(["--max-retry-wait", "10s", "--backoff", "1ms"]),
+    );
+    assertEquals(f.vendor.calls.length, 3);
+    assertGreaterOrEqual(f.vendor.calls[1]!.startedAt - told, 2_900);
+  });
+});
+
+Deno.test("a live run that lost its lease starts nothing more and writes nothing more", async () => {
+  await withFixture(
+    { name: "lease_lost", count: 50, latencyMs: 50 },
+    async (f) => {
+      const child = await f.spawn();
+      await waitFor("five calls", () => f.vendor.calls.length >= 5);
+      const [taken] = await f.sql<{ at: string }[]>`
+      update ${f.sql(`${f.schema}.refresh_runs`)} set status = 'crashed'
+      returning clock_timestamp()::text as at`;
+      const calls = f.vendor.calls.length;
+      const result = await outputOf(child);
+      assertEquals(result.code, 1, result.stderr);
+      assertStringIncludes(result.stderr, "lost the lease");
+      assertLessOrEqual(f.vendor.calls.length, calls + 2);
+      const [run] = await f.runs();
+      assertEquals(
+        run!.status,
+        "crashed",
+        "the run that took over keeps the row",
+      );
+      const [late] = await f.sql`
+      select count(*)::int as n from ${f.sql(`${f.schema}.refresh_state`)}
+      where last_attempt_at > ${taken!.at}::timestamptz`;
+      assertEquals(late!.n, 0, "a target was written after the lease was lost");
+    },
+  );
+});
+
+Deno.test("a request in flight longer than the grace is aborted when the grace ends", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+  await withFixture({ name: "grace", count: 5, script }, async (f) => {
+    const child = await f.spawn(["--grace", "1s"], { direct: true });
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    const sent = Date.now();
+    child.kill("SIGTERM");
+    const result = await outputOf(child);
+    assertEquals(result.code, 143, result.stderr);
+    assertGreaterOrEqual(Date.now() - sent, 900);
+    assertLessOrEqual(Date.now() - sent, 5_000);
+    assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
+  });
+});
+
+Deno.test({
+  name:
+    "without REFRESH_STATE_SCHEMA, the state tables go to the first schema of the search path",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture({ name: "default_schema", count: 2 }, async (f) => {
+      const url = new URL(f.db.url);
+      url.searchParams.set("options", `-c search_path=${f.schema}`);
+      const env = {
+        ...f.env,
+        DATABASE_URL: url.href,
+        REFRESH_STATE_SCHEMA: "",
+      };
+      assertSucceeded(await f.run([], { env }));
+      assertEquals((await f.runs()).map((r) => r.status), ["completed"]);
+      assertEquals((await f.state()).length, 2);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "no request starts once the heartbeat is older than lease − (request timeout + grace)",
+  ...POSTGRES_ONLY,
+  async fn() {
+    await withFixture(
+      { name: "fence", count: 500, latencyMs: 20 },
+      async (f) => {
+        const child = await f.spawn([
+          "--lease",
+          "6s",
+          "--request-timeout",
+          "1s",
+          "--grace",
+          "1s",
+          "--db-retry",
+          "2s",
+        ]);
+        await waitFor("five calls", () => f.vendor.calls.length >= 5);
+        const holder = f.db.client();
+        let locked = 0;
+        try {
+          await holder.begin(async (tx) => {
+            // The heartbeat's update waits on this lock (and times out).
+            await tx`select 1 from ${
+              tx(`${f.schema}.refresh_runs`)
+            } for update`;
+            locked = performance.now();
+            await delay(9_000);
+          });
+        } finally {
+          await holder.end();
+        }
+        const result = await outputOf(child);
+        assertEquals(result.code, 1, result.stderr);
+        assertStringIncludes(result.stderr, "could not renew the lease");
+        // The last heartbeat came at most a second before the lock; no
+        // request may start 4 s (lease − timeout − grace) after it.
+        const late = f.vendor.calls.filter((c) =>
+          c.startedAt > locked + 4_000 + 200
+        );
+        assertEquals(
+          late.length,
+          0,
+          `${late.length} requests started after the fence`,
+        );
+        assertGreaterOrEqual(
+          f.vendor.calls.filter((c) => c.startedAt > locked).length,
+          1,
+        );
+      },
+    );
+  },
+});
+
+// ---------------------------------------------------------------------------
+// Adapting to a vendor: lookup columns, --map, --where, state per table.
+// ---------------------------------------------------------------------------
+
+/** An enrichment answer for an e-mail, as the README's example vendor gives. */
+function enrichment(email: string) {
+  return {
+    status: 200,
+    data: { job_title: `Title of ${email}`, job_company_name: "Acme" },
+  };
+}
+
+Deno.test("settings alone: an e-mail-keyed enrichment API with nested data into two columns", async () => {
+  const script: Script = (email) => ({ body: enrichment(email) });
+  await withFixture({ name: "by_email", count: 6, script }, async (f) => {
+    await f.sql`alter table ${
+      f.sql(f.table)
+    } add column email text, add column title text, add column company text`;
+    await f.sql`update ${f.sql(f.table)} set email = case
+      when id <= 4 then 'p' || id || '+x@example.com' when id = 6 then '' end`;
+    const env = {
+      REFRESH_API_URL: `${
+        new URL(f.vendor.urlTemplate).origin
+      }/v5/person/enrich?email={email}`,
+      REFRESH_MAP: "title=data.job_title,company=data.job_company_name",
+    };
+    const dry = await f.run(["--dry-run"], { env });
+    assertStringIncludes(dry.stdout, "4 would be refreshed");
+    assertStringIncludes(dry.stdout, "left out: 2 without email");
+    const result = await f.run([], { env });
+    assertSucceeded(result);
+    assertStringIncludes(result.stderr, "4 target(s) to refresh");
+    assertStringIncludes(result.stderr, "left out: 2 without email");
+    assertStringIncludes(result.stdout, "left out: 2 without email");
+    assertEquals(
+      calledIds(f.vendor),
+      [1, 2, 3, 4].map((i) => `p${i}+x@example.com`),
+    );
+    assertStringIncludes(f.vendor.calls[0]!.url, "?email=p1%2Bx%40example.com");
+    const rows = await f.sql`
+      select id::int, title, company, vendor_data->'data'->>'job_company_name' as stored
+      from ${f.sql(f.table)} order by id`;
+    assertEquals(rows[0], {
+      id: 1,
+      title: "Title of p1+x@example.com",
+      company: "Acme",
+      stored: "Acme",
+    });
+    assertEquals(rows.slice(4).map((r) => r.title), [null, null]);
+    assertEquals(
+      (await f.state()).length,
+      4,
+      "rows without an e-mail have no state row",
+    );
+  });
+});
+
+Deno.test("--map casts into typed columns in SQL; a value that does not fit names its column", async () => {
+  const answers: Record<string, unknown> = {
+    "1": {
+      data: {
+        score: "12.50",
+        active: true,
+        born: "1990-02-03",
+        tags: ["a", 1],
+        emails: [{ address: "one@x" }],
+      },
+    },
+    "2": { data: { score: "not a number" } },
+    "3": { data: {} },
+    // As text: a JavaScript number could not even hold it.
+    "4": '{"data":{"score":123456789012345678901234567890.5}}',
+  };
+  const script: Script = (id) => ({ body: answers[id] });
+  await withFixture({ name: "map_types", count: 4, script }, async (f) => {
+    await f.sql`alter table ${
+      f.sql(f.table)
+    } add column score numeric, add column active boolean,
+      add column born date, add column tags jsonb, add column first_email varchar(40)`;
+    const map =
+      "score=data.score,active=data.active,born=data.born,tags=data.tags,first_email=data.emails.0.address";
+    assertSucceeded(await f.run(["--map", map, "--data-column", "none"]));
+    const rows = await f.sql`
+      select id::int, score::text, active, born::text, tags, first_email, vendor_data
+      from ${f.sql(f.table)} order by id`;
+    assertEquals(rows[0], {
+      id: 1,
+      score: "12.50",
+      active: true,
+      born: "1990-02-03",
+      tags: ["a", 1],
+      first_email: "one@x",
+      vendor_data: null,
+    });
+    assertEquals(rows[2]!.score, null, "a missing path writes null");
+    assertEquals(
+      rows[3]!.score,
+      "123456789012345678901234567890.5",
+      "nothing rounded on the way",
+    );
+    const state = await f.state();
+    assertEquals(state.map((s) => s.status), ["ok", "invalid", "ok", "ok"]);
+    assertStringIncludes(
+      state[1]!.error!,
+      "column score: invalid input syntax for type numeric",
+    );
+  });
+});
+
+Deno.test("--map refuses a column that is missing or of a type a value can't be cast to", async () => {
+  await withFixture({ name: "map_check", count: 1 }, async (f) => {
+    await f.sql`alter table ${f.sql(f.table)} add column spot point`;
+    const result = await f.run(["--map", "nope=a,spot=b"]);
+    assertEquals(result.code, 2, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      "REFRESH_MAP: column nope does not exist",
+    );
+    assertStringIncludes(result.stderr, "REFRESH_MAP: expected column spot");
+    assertEquals(f.vendor.calls.length, 0);
+  });
+});
+
+Deno.test("--where narrows the selection with the target table's columns only", async () => {
+  await withFixture({ name: "where", count: 5 }, async (f) => {
+    await f.sql`alter table ${f.sql(f.table)} add column status text`;
+    await f.sql`update ${
+      f.sql(f.table)
+    } set status = case when id <= 3 then 'active' else 'gone' end`;
+    // refresh_state has a status column too: the condition must not see it.
+    assertSucceeded(await f.run(["--where", "status = 'active'"]));
+    assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
+    const given = await f.run(["--where", "status = 'active'", "--ids", "1,4"]);
+    assertSucceeded(given);
+    assertStringIncludes(given.stderr, "1 id(s) not in");
+    assertStringIncludes(given.stderr, "excluded by REFRESH_WHERE");
+    assertEquals(calledIds(f.vendor).slice(3), ["1"]);
+    const bad = await f.run(["--where", "status ="]);
+    assertEquals(bad.code, 2, bad.stderr);
+    assertStringIncludes(bad.stderr, "REFRESH_WHERE: syntax error");
+    assertEquals((await f.runs()).length, 2, "a bad condition touched nothing");
+  });
+});
+
+Deno.test("--ids compares with the id column's type; an id of another type is a configuration error", async () => {
+  await withFixture({ name: "ids_typed", count: 3 }, async (f) => {
+    const result = await f.run(["--ids", "1,abc,2"]);
+    assertEquals(result.code, 2, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      `--ids: expected ids of the id column's type (bigint), found "abc"`,
+    );
+    assertEquals(f.vendor.calls.length, 0);
+    const [found] = await f
+      .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
+    assertEquals(found!.runs, null, "the database was touched");
+  });
+});
+
+Deno.test("two tables share one state schema without one's misses skipping the other's rows", async () => {
+  const script: Script = (id, _, vendor) =>
+    id === "2" && !vendor.calls.at(-1)!.url.includes("/contacts/")
+      ? { status: 404 }
+      : {};
+  await withFixture({ name: "two_tables", count: 3, script }, async (f) => {
+    const contacts = `${f.schema}.contacts`;
+    await f.sql`create table ${f.sql(contacts)} (like ${
+      f.sql(f.table)
+    } including all)`;
+    await f.sql`insert into ${f.sql(contacts)} select * from ${f.sql(f.table)}`;
+    assertSucceeded(await f.run());
+    const origin = new URL(f.vendor.urlTemplate).origin;
+    assertSucceeded(
+      await f.run([], {
+        env: {
+          REFRESH_TABLE: contacts,
+          REFRESH_API_URL: `${origin}/contacts/people/{id}`,
+        },
+      }),
+    );
+    assertEquals(calledIds(f.vendor), ["1", "2", "3", "1", "2", "3"]);
+    const rows = await f.sql`
+      select target_table, target_id, status from ${
+      f.sql(`${f.schema}.refresh_state`)
+    }
+      where target_id = '2' order by target_table`;
+    assertEquals(rows.map((r) => [r.target_table, r.status]), [
+      [contacts, "ok"],
+      [f.table, "not_found"],
+    ]);
+  });
+});
+
+Deno.test("a state table of the earlier version is migrated in place by the first real run", async () => {
+  await withFixture({ name: "migrate", count: 3 }, async (f) => {
+    const state = f.sql(`${f.schema}.refresh_state`);
+    await f.sql`create table ${state} (
+      target_id text primary key, status text not null, attempts integer not null,
+      http_status integer, error text, last_attempt_at timestamptz not null,
+      last_success_at timestamptz, run_id bigint)`;
+    await f
+      .sql`insert into ${state} values ('2', 'not_found', 1, 404, 'HTTP 404', now(), null, null)`;
+    const dry = await f.run(["--dry-run"]);
+    assertSucceeded(dry);
+    assertStringIncludes(dry.stdout, "first ids: 1, 3");
+    assertSucceeded(await f.run());
+    assertEquals(calledIds(f.vendor), ["1", "3"]);
+    const rows = await f
+      .sql`select target_table, target_id, status from ${state} order by target_id`;
+    assertEquals(rows.map((r) => [r.target_table, r.target_id, r.status]), [
+      [f.table, "1", "ok"],
+      [f.table, "2", "not_found"],
+      [f.table, "3", "ok"],
+    ]);
+    const [key] = await f.sql`
+      select pg_get_constraintdef(oid) as def from pg_constraint
+      where conrelid = to_regclass(${`${f.schema}.refresh_state`}) and contype = 'p'`;
+    assertEquals(key!.def, "PRIMARY KEY (target_table, target_id)");
+  });
+});
+
+/** refresh.ts copied alone into an empty folder, its VENDOR replaced by `vendor`. */
+async function copyAlone(vendor?: string): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  let source = await Deno.readTextFile(`${ROOT}refresh.ts`);
+  if (vendor) {
+    const start = source.indexOf("const VENDOR: Vendor = {");
+    const end = source.indexOf("\n};\n", start) + 3;
+    assert(start > 0 && end > start);
+    source = source.slice(0, start) + vendor + source.slice(end);
+  }
+  await Deno.writeTextFile(`${dir}/refresh.ts`, source);
+  return dir;
+}
+
+/** Runs `deno run` with the refresh task's permissions in `dir`. */
+async function runAlone(
+  dir: string,
+  env: Record<string, string>,
+): Promise<RunResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...await taskArgs("refresh"), ...FAST],
+    cwd: dir,
+    clearEnv: true,
+    env: childEnv(env),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  childSecrets.set(child, secretsIn(env));
+  return await outputOf(child);
+}
+
+Deno.test("refresh.ts runs alone, copied into an empty folder", async () => {
+  await withFixture({ name: "alone", count: 2 }, async (f) => {
+    const dir = await copyAlone();
+    try {
+      const result = await runAlone(dir, f.env);
+      assertSucceeded(result);
+      assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("the README's POST lookup: a vendor adapted by editing only the vendor section", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const vendor = /```ts\n(const VENDOR: Vendor = \{[^]*?\n\};)\n```/.exec(
+    readme,
+  )?.[1];
+  assert(vendor, "no VENDOR block in the README");
+  const script: Script = (_, __, v) => {
+    const { email } = JSON.parse(v.calls.at(-1)!.body);
+    return {
+      body: email === "p2@x" ? { status: 404, data: null } : enrichment(email),
+    };
+  };
+  await withFixture({ name: "post", count: 3, script }, async (f) => {
+    await f.sql`alter table ${
+      f.sql(f.table)
+    } add column email text, add column title text`;
+    await f.sql`update ${
+      f.sql(f.table)
+    } set email = 'p' || id || '@x' where id <= 2`;
+    const dir = await copyAlone(vendor);
+    try {
+      const result = await runAlone(dir, {
+        ...f.env,
+        REFRESH_API_URL: `${
+          new URL(f.vendor.urlTemplate).origin
+        }/v5/person/enrich`,
+        REFRESH_MAP: "title=data.job_title",
+      });
+      assertSucceeded(result);
+      assertStringIncludes(result.stdout, "left out: 1 without email");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    assertEquals(f.vendor.calls.map((c) => [c.method, c.body]), [
+      ["POST", '{"email":"p1@x"}'],
+      ["POST", '{"email":"p2@x"}'],
+    ]);
+    assertEquals(
+      f.vendor.calls[0]!.headers.get("authorization"),
+      `Bearer ${API_KEY}`,
+    );
+    assertEquals((await f.state()).map((s) => s.status), ["ok", "not_found"]);
+    const [row] = await f.sql`select title from ${f.sql(f.table)} where id = 1`;
+    assertEquals(row!.title, "Title of p1@x");
   });
 });
