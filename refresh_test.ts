@@ -2788,7 +2788,9 @@ Deno.test({
             await tx`lock table ${tx(f.table)} in exclusive mode`;
             const calls = f.vendor.calls.length;
             const [before] = await f.runs();
-            await delay(7_000);
+            // Within the 5 s lock timeout of writes, so the write is still
+            // blocked when the heartbeat is looked at.
+            await delay(3_500);
             const [during] = await f.runs();
             assert(
               new Date(String(during!.heartbeat_at)) >
@@ -2800,6 +2802,8 @@ Deno.test({
               calls + 1,
               "a request started while a write was blocked",
             );
+            // Past the lock timeout: the write is retried, still blocked.
+            await delay(3_500);
             const second = await f.run(args);
             assertEquals(second.code, 3, second.stderr);
           });
@@ -3000,6 +3004,16 @@ Deno.test("a key the vendor echoes is scrubbed before any excerpt is cut, at eve
       );
       const errors = (await f.state()).map((s) => s.error ?? "").join("\n");
       assertStringIncludes(errors, "***");
+      // Scrubbed first, then cut: no excerpt ends in the start of the key.
+      for (const line of errors.split("\n")) {
+        const cut = line.endsWith("…") ? line.slice(0, -1) : "";
+        for (let n = 3; n < API_KEY.length; n++) {
+          assert(
+            !cut.endsWith(API_KEY.slice(0, n)),
+            `a cut left ${n} characters of the key: ${line}`,
+          );
+        }
+      }
       for (
         const [where, text] of [["stdout", result.stdout], [
           "stderr",
