@@ -81,7 +81,7 @@ const VENDOR: Vendor = {
 // ============================================================================
 
 /** One setting: its variable, flag, default, help and parser. */
-export interface Setting {
+interface Setting {
   /** Environment variable. */
   env: string;
   /** Flag without dashes; a setting without one is a secret (env only). */
@@ -475,16 +475,20 @@ export const SETTINGS = {
   }),
 };
 
-type Settings = typeof SETTINGS;
-type Name = keyof Settings;
-type Value<K extends Name> = v.InferOutput<Settings[K]["parse"]>;
+/** The name of a setting: a key of {@linkcode SETTINGS}. */
+export type Name = keyof typeof SETTINGS;
 
 /** The validated settings of one run, derived from {@linkcode SETTINGS}. */
 export type Config = {
-  -readonly [K in Name]: Settings[K] extends
-    { default: string } | { required: true } ? Value<K>
-    : Value<K> | undefined;
+  -readonly [K in Name]: (typeof SETTINGS)[K] extends
+    { default: string } | { required: true } ? Parsed<(typeof SETTINGS)[K]>
+    : Parsed<(typeof SETTINGS)[K]> | undefined;
 };
+
+/** What a setting's parser gives (valibot's InferOutput, spelled out). */
+export type Parsed<S extends { parse: unknown }> = NonNullable<
+  (S["parse"] & { "~types"?: { output: unknown } })["~types"]
+>["output"];
 
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
@@ -805,7 +809,7 @@ export function usage(): string {
 }
 
 /** How a setting is given on the command line: `--flag ARG`, or env only. */
-export function flagText(s: Setting): string {
+export function flagText(s: { flag?: string; arg: string }): string {
   return s.flag ? `--${s.flag}${s.arg ? ` ${s.arg}` : ""}` : "(env only)";
 }
 
@@ -926,7 +930,7 @@ export function parseRetryAfter(
 }
 
 /** Thrown by {@linkcode readCappedBody} when a body exceeds its cap. */
-export class BodyTooLargeError extends Error {
+class BodyTooLargeError extends Error {
   /**
    * @param maxBytes The cap that was exceeded.
    */
@@ -1300,6 +1304,8 @@ export class Pacer {
   #notBefore = -Infinity;
 
   /**
+   * Creates a pacer; the first request may start at once.
+   *
    * @param options The pacing options.
    */
   constructor(options: PacerOptions) {
@@ -1380,14 +1386,21 @@ export class Pacer {
 
 /** The parts of `DATABASE_URL` handed to postgres.js. */
 export interface DatabaseTarget {
+  /** Host name or address. */
   host: string;
+  /** Port, 5432 by default. */
   port: number;
+  /** Database name; the user name by default. */
   database: string;
+  /** User name. */
   user: string;
+  /** Password, decoded; may be empty. */
   password: string;
+  /** postgres.js `ssl` from `sslmode`. */
   ssl: false | "prefer" | "require" | "verify-full";
   /** Start-up parameters: application_name, options and server settings. */
   params: Record<string, string>;
+  /** Which server of several to use (libpq's target_session_attrs). */
   targetSessionAttrs: string | undefined;
   /** The URL with its password replaced by `***`, for logs. */
   redacted: string;
@@ -1519,7 +1532,7 @@ export function parseDatabaseUrl(
 const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})\}/g;
 
 /** The column names a URL template asks for, in order, each once. */
-export function placeholders(template: string): string[] {
+function placeholders(template: string): string[] {
   return [...new Set([...template.matchAll(PLACEHOLDER)].map((m) => m[1]!))];
 }
 
@@ -2235,7 +2248,7 @@ async function inspectTarget(
 }
 
 /** One target as the vendor section sees it. */
-export interface Target {
+interface Target {
   /** The id column's value, as text. */
   id: string;
   /** Each lookup column's value as text (`id` is the id column). */
@@ -2484,10 +2497,10 @@ async function* givenBatches(
 }
 
 /** Status of one target in `refresh_state`. */
-export type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
+type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
 
 /** What became of one target. */
-export interface Outcome {
+interface Outcome {
   status: TargetStatus;
   /** Requests made for it in this run. */
   attempts: number;
@@ -2607,7 +2620,7 @@ async function refusal(
 }
 
 /** Why a run stops early, and with what status. */
-export interface Stop {
+interface Stop {
   status: StopStatus;
   reason: string;
   /** For rate_limited: how long the vendor asked not to be called. */
@@ -2751,7 +2764,7 @@ async function acquireLease(
 }
 
 /** Counters of one run, mirrored in its `refresh_runs` row. */
-export interface Counters {
+interface Counters {
   total: number;
   processed: number;
   succeeded: number;
@@ -2864,7 +2877,7 @@ async function lastPace(
 export type VendorSettings = Pick<Config, "apiUrl" | "apiKey" | "apiKeyHeader">;
 
 /** A request for one target, as the vendor section builds it. */
-export interface VendorRequest {
+interface VendorRequest {
   method: string;
   /** The URL, or why this target cannot be asked for (recorded invalid). */
   url: string | { invalid: string };
@@ -2874,7 +2887,7 @@ export interface VendorRequest {
 }
 
 /** The vendor's own part (see the VENDOR SECTION at the top). */
-export interface Vendor {
+interface Vendor {
   /** Columns of the target table the request needs (besides the id). */
   lookups(s: VendorSettings): string[];
   /** The request for one target. */
@@ -3504,7 +3517,7 @@ async function refreshAll(
 // ============================================================================
 
 /** Where log lines go; each is scrubbed of secrets, its controls escaped. */
-export interface Logger {
+interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;

@@ -40,7 +40,6 @@ import {
   readCappedBody,
   redactUrl,
   scrubSecrets,
-  type Setting,
   SETTINGS,
   usage,
 } from "./refresh.ts";
@@ -944,7 +943,15 @@ Deno.test("README's configuration table is the settings table", async () => {
     );
   assertEquals(
     rows,
-    Object.values(SETTINGS).map((s: Setting) => [
+    Object.values(SETTINGS).map((
+      s: {
+        env: string;
+        flag?: string;
+        arg: string;
+        default?: string;
+        help: string;
+      },
+    ) => [
       `\`${s.env}\``,
       s.flag ? `\`${flagText(s)}\`` : flagText(s),
       "default" in s ? `\`${s.default}\`` : "—",
