@@ -1637,8 +1637,6 @@ export function redactUrl(url: string): string {
 
 /** Secrets shorter than this are not searched for (they'd mangle text). */
 const MIN_SCRUBBED_LENGTH = 4;
-/** Fragments shorter than this are not searched for, unless the whole secret is. */
-const MIN_FRAGMENT = 6;
 
 /** The forms a secret may take in text: raw, percent-encoded, base64. */
 function secretForms(secret: string): string[] {
@@ -1654,23 +1652,27 @@ function secretForms(secret: string): string[] {
 }
 
 /**
- * Replaces every fragment of a secret by `***`: any run of 8 or more of its
- * characters (half of it when shorter, but at least 6: shorter runs are
- * ordinary words), raw, percent-encoded or base64.
- * The last line of defence: every line printed and every error stored
- * passes through it. Parts of the text equal to one of `keep` (redacted by
- * position already, like a URL whose password is `***`) are left as they
- * are, so that a password such as `postgres` does not mangle them.
+ * Replaces every fragment of a secret by `***`: any run of 8 of its
+ * characters (the whole secret when shorter), raw, percent-encoded or
+ * base64. The last line of defence: every line printed and every error
+ * stored passes through it. Text from outside (a vendor's answer, a
+ * database's error) is searched in runs of `least` too, down to half of a
+ * short secret; our own text is not, so that a password such as
+ * `postgres` does not mangle "PostgreSQL". Parts of the text equal to one
+ * of `keep` (redacted by position already, like a URL whose password is
+ * `***`) are left as they are.
  *
  * @param text The text.
  * @param secrets The secret values.
  * @param keep Texts known to be safe.
+ * @param least The shortest run searched for, down to half of a secret.
  * @returns The text without the secrets.
  */
 export function scrubSecrets(
   text: string,
   secrets: readonly string[],
   keep: readonly string[] = [],
+  least = 8,
 ): string {
   const kept = keep.filter((k) => k !== "");
   if (kept.length > 0) {
@@ -1681,10 +1683,10 @@ export function scrubSecrets(
     let out = "";
     let from = 0;
     for (const m of text.matchAll(pattern)) {
-      out += scrubSecrets(text.slice(from, m.index), secrets) + m[0];
+      out += scrubSecrets(text.slice(from, m.index), secrets, [], least) + m[0];
       from = m.index + m[0].length;
     }
-    return out + scrubSecrets(text.slice(from), secrets);
+    return out + scrubSecrets(text.slice(from), secrets, [], least);
   }
   const hidden = new Uint8Array(text.length);
   for (const secret of secrets) {
@@ -1692,7 +1694,7 @@ export function scrubSecrets(
     const n = Math.min(
       secret.length,
       8,
-      Math.max(MIN_FRAGMENT, Math.ceil(secret.length / 2)),
+      Math.max(least, Math.ceil(secret.length / 2)),
     );
     const fragments = new Set<string>();
     for (const form of secretForms(secret)) {
@@ -3813,6 +3815,8 @@ interface Job {
   clock: () => Date;
   params: Record<string, unknown>;
   clean: (text: string) => string;
+  /** `clean`, and also runs down to half of a short secret: for text from outside. */
+  strict: (text: string) => string;
   /** Connections to end when main() returns. */
   open: Db[];
 }
@@ -4090,7 +4094,7 @@ async function realRun(job: Job): Promise<number> {
           dataColumn: c.dataColumn,
           state: names,
           runId,
-          scrub: job.clean,
+          scrub: job.strict,
         },
         control,
         pacer,
@@ -4101,7 +4105,7 @@ async function realRun(job: Job): Promise<number> {
           billableStatuses: c.billableStatuses,
           creditsHeader: c.creditsHeader,
           maxRetryWait: c.maxRetryWait,
-          scrub: job.clean,
+          scrub: job.strict,
         },
         log,
         counters,
@@ -4336,10 +4340,12 @@ export async function main(options: MainOptions = {}): Promise<number> {
   const c = parsed.config;
   const secrets = [c.apiKey, c.databaseUrl.password];
   const shownApiUrl = scrubSecrets(redactUrl(c.apiUrl), secrets);
+  const keep = [c.databaseUrl.redacted, shownApiUrl];
   const clean = (text: string) =>
-    escapeControls(
-      scrubSecrets(text, secrets, [c.databaseUrl.redacted, shownApiUrl]),
-    );
+    escapeControls(scrubSecrets(text, secrets, keep));
+  // Text from outside: also runs down to half of a short secret.
+  const strict = (text: string) =>
+    clean(scrubSecrets(text, secrets, keep, MIN_SCRUBBED_LENGTH));
   const log = createLogger(c.logFormat, stderr, clean);
   const print = (lines: string[]) =>
     lines.forEach((line) => stdout(clean(line)));
@@ -4456,6 +4462,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
         (text) => scrubSecrets(text, secrets, [c.databaseUrl.redacted]),
       ),
       clean,
+      strict,
       open,
     };
     return c.dryRun ? await dryRun(job) : await realRun(job);
