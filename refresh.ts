@@ -80,12 +80,12 @@ const VENDOR: Vendor = {
 // derive from this table.
 // ============================================================================
 
-/** One setting: its variable, flag, default, help and parser. */
+/** One setting: its variable, default, help and parser. */
 interface Setting {
   /** Environment variable. */
   env: string;
-  /** Flag without dashes; a setting without one is a secret (env only). */
-  flag?: string;
+  /** Read from the environment only: it has no flag, and is never shown. */
+  secret?: true;
   /** Placeholder in `--help` and the README; empty for a switch. */
   arg: string;
   /** The default, as it would be written. */
@@ -96,9 +96,16 @@ interface Setting {
   help: string;
   /** Reads the text given (or the default) into the setting's value. */
   parse: v.GenericSchema<string, unknown>;
+  /** Its flag: the variable's name after REFRESH_, in kebab case. */
+  flag?: string;
 }
 
-const setting = <const S extends Setting>(s: S): S => s;
+const setting = <const S extends Omit<Setting, "flag">>(s: S) => ({
+  ...s,
+  flag: s.secret
+    ? undefined
+    : s.env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-"),
+});
 
 const DURATION = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
 /** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
@@ -111,6 +118,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export const SETTINGS = {
   databaseUrl: setting({
     env: "DATABASE_URL",
+    secret: true,
     arg: "URL",
     required: true,
     help:
@@ -119,7 +127,6 @@ export const SETTINGS = {
   }),
   apiUrl: setting({
     env: "REFRESH_API_URL",
-    flag: "api-url",
     arg: "URL",
     required: true,
     help:
@@ -131,6 +138,7 @@ export const SETTINGS = {
   }),
   apiKey: setting({
     env: "REFRESH_API_KEY",
+    secret: true,
     arg: "KEY",
     required: true,
     help: "Vendor API key, sent in a header only. Secret.",
@@ -142,7 +150,6 @@ export const SETTINGS = {
   }),
   apiKeyHeader: setting({
     env: "REFRESH_API_KEY_HEADER",
-    flag: "api-key-header",
     arg: "NAME",
     default: "Authorization",
     help:
@@ -151,7 +158,6 @@ export const SETTINGS = {
   }),
   table: setting({
     env: "REFRESH_TABLE",
-    flag: "table",
     arg: "NAME",
     default: "people",
     help: "Target table, optionally schema-qualified (crm.people).",
@@ -162,7 +168,6 @@ export const SETTINGS = {
   }),
   idColumn: setting({
     env: "REFRESH_ID_COLUMN",
-    flag: "id-column",
     arg: "NAME",
     default: "id",
     help: "Primary key column: {id} in the URL, the key of refresh_state.",
@@ -170,7 +175,6 @@ export const SETTINGS = {
   }),
   dataColumn: setting({
     env: "REFRESH_DATA_COLUMN",
-    flag: "data-column",
     arg: "NAME",
     default: "vendor_data",
     help:
@@ -182,7 +186,6 @@ export const SETTINGS = {
   }),
   atColumn: setting({
     env: "REFRESH_AT_COLUMN",
-    flag: "at-column",
     arg: "NAME",
     default: "vendor_refreshed_at",
     help: "timestamptz column set to now() on each refresh.",
@@ -190,7 +193,6 @@ export const SETTINGS = {
   }),
   map: setting({
     env: "REFRESH_MAP",
-    flag: "map",
     arg: "COL=PATH,...",
     help:
       "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null).",
@@ -198,7 +200,6 @@ export const SETTINGS = {
   }),
   where: setting({
     env: "REFRESH_WHERE",
-    flag: "where",
     arg: "SQL",
     help:
       "Your own SQL condition on the target table that narrows the selection, e.g. deleted_at is null.",
@@ -206,7 +207,6 @@ export const SETTINGS = {
   }),
   stateSchema: setting({
     env: "REFRESH_STATE_SCHEMA",
-    flag: "state-schema",
     arg: "NAME",
     help:
       "Schema of refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
@@ -214,14 +214,12 @@ export const SETTINGS = {
   }),
   limit: setting({
     env: "REFRESH_LIMIT",
-    flag: "limit",
     arg: "N",
     help: "Process at most N targets this run.",
     parse: reads("a positive whole number", positiveInt),
   }),
   ids: setting({
     env: "REFRESH_IDS",
-    flag: "ids",
     arg: "ID,ID,...",
     help:
       "Refresh exactly these ids, fresh or not; ids not in the table are reported, not fetched.",
@@ -229,14 +227,12 @@ export const SETTINGS = {
   }),
   idsFile: setting({
     env: "REFRESH_IDS_FILE",
-    flag: "ids-file",
     arg: "PATH",
     help: "Like --ids, one id per line; - reads standard input.",
     parse: reads("a file path or -", (raw) => raw.trim() ? raw : undefined),
   }),
   staleAfter: setting({
     env: "REFRESH_STALE_AFTER",
-    flag: "stale-after",
     arg: "DURATION",
     default: "25d",
     help:
@@ -245,7 +241,6 @@ export const SETTINGS = {
   }),
   retryMisses: setting({
     env: "REFRESH_RETRY_MISSES",
-    flag: "retry-misses",
     arg: "",
     default: "false",
     help:
@@ -254,7 +249,6 @@ export const SETTINGS = {
   }),
   minInterval: setting({
     env: "REFRESH_MIN_INTERVAL",
-    flag: "min-interval",
     arg: "DURATION",
     default: "0",
     help: "Least time between the starts of two vendor requests.",
@@ -262,7 +256,6 @@ export const SETTINGS = {
   }),
   requestTimeout: setting({
     env: "REFRESH_REQUEST_TIMEOUT",
-    flag: "request-timeout",
     arg: "DURATION",
     default: "30s",
     help: "Give up on one request (headers and body) after this long.",
@@ -270,7 +263,6 @@ export const SETTINGS = {
   }),
   maxAttempts: setting({
     env: "REFRESH_MAX_ATTEMPTS",
-    flag: "max-attempts",
     arg: "N",
     default: "5",
     help: "Requests per target at most, the first one included.",
@@ -278,7 +270,6 @@ export const SETTINGS = {
   }),
   backoff: setting({
     env: "REFRESH_BACKOFF",
-    flag: "backoff",
     arg: "DURATION",
     default: "1s",
     help:
@@ -287,7 +278,6 @@ export const SETTINGS = {
   }),
   maxRetryWait: setting({
     env: "REFRESH_MAX_RETRY_WAIT",
-    flag: "max-retry-wait",
     arg: "DURATION",
     default: "5m",
     help:
@@ -296,7 +286,6 @@ export const SETTINGS = {
   }),
   maxBody: setting({
     env: "REFRESH_MAX_BODY",
-    flag: "max-body",
     arg: "BYTES",
     default: "1MiB",
     help:
@@ -308,14 +297,12 @@ export const SETTINGS = {
   }),
   budget: setting({
     env: "REFRESH_BUDGET",
-    flag: "budget",
     arg: "N",
     help: "Spend at most N credits (billable answers) this run; never N+1.",
     parse: reads("a positive whole number", positiveInt),
   }),
   billableStatuses: setting({
     env: "REFRESH_BILLABLE_STATUSES",
-    flag: "billable-statuses",
     arg: "LIST",
     default: "200",
     help: "HTTP statuses the vendor charges for, e.g. 200,404.",
@@ -331,7 +318,6 @@ export const SETTINGS = {
   }),
   creditsHeader: setting({
     env: "REFRESH_CREDITS_HEADER",
-    flag: "credits-header",
     arg: "NAME",
     help:
       "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
@@ -339,7 +325,6 @@ export const SETTINGS = {
   }),
   reserve: setting({
     env: "REFRESH_RESERVE",
-    flag: "reserve",
     arg: "N",
     help:
       "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
@@ -350,7 +335,6 @@ export const SETTINGS = {
   }),
   timeBudget: setting({
     env: "REFRESH_TIME_BUDGET",
-    flag: "time-budget",
     arg: "DURATION",
     default: "5h30m",
     help: "No new target starts after this long; the run ends as deadline.",
@@ -358,7 +342,6 @@ export const SETTINGS = {
   }),
   timezone: setting({
     env: "REFRESH_TIMEZONE",
-    flag: "timezone",
     arg: "TZ",
     default: "UTC",
     help:
@@ -374,7 +357,6 @@ export const SETTINGS = {
   }),
   monthEndDays: setting({
     env: "REFRESH_MONTH_END_DAYS",
-    flag: "month-end-days",
     arg: "N",
     help:
       "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
@@ -385,7 +367,6 @@ export const SETTINGS = {
   }),
   maxConsecutiveFailures: setting({
     env: "REFRESH_MAX_CONSECUTIVE_FAILURES",
-    flag: "max-consecutive-failures",
     arg: "N",
     default: "10",
     help: "Abort the run after N targets in a row ended failed.",
@@ -393,7 +374,6 @@ export const SETTINGS = {
   }),
   maxConsecutiveInvalid: setting({
     env: "REFRESH_MAX_CONSECUTIVE_INVALID",
-    flag: "max-consecutive-invalid",
     arg: "N",
     default: "10",
     help:
@@ -402,7 +382,6 @@ export const SETTINGS = {
   }),
   lease: setting({
     env: "REFRESH_LEASE",
-    flag: "lease",
     arg: "DURATION",
     default: "2m",
     help:
@@ -411,7 +390,6 @@ export const SETTINGS = {
   }),
   grace: setting({
     env: "REFRESH_GRACE",
-    flag: "grace",
     arg: "DURATION",
     default: "5s",
     help:
@@ -420,7 +398,6 @@ export const SETTINGS = {
   }),
   dbRetry: setting({
     env: "REFRESH_DB_RETRY",
-    flag: "db-retry",
     arg: "DURATION",
     default: "1m",
     help:
@@ -429,7 +406,6 @@ export const SETTINGS = {
   }),
   connectTimeout: setting({
     env: "REFRESH_CONNECT_TIMEOUT",
-    flag: "connect-timeout",
     arg: "DURATION",
     default: "30s",
     help: "Give up connecting to the database after this long in all.",
@@ -437,7 +413,6 @@ export const SETTINGS = {
   }),
   progressInterval: setting({
     env: "REFRESH_PROGRESS_INTERVAL",
-    flag: "progress-interval",
     arg: "DURATION",
     default: "15s",
     help: "How often a progress line is printed.",
@@ -445,7 +420,6 @@ export const SETTINGS = {
   }),
   logFormat: setting({
     env: "REFRESH_LOG_FORMAT",
-    flag: "log-format",
     arg: "FORMAT",
     default: "text",
     help: "text, or json for one JSON object per line (same facts).",
@@ -456,7 +430,6 @@ export const SETTINGS = {
   }),
   dryRun: setting({
     env: "REFRESH_DRY_RUN",
-    flag: "dry-run",
     arg: "",
     default: "false",
     help: "Show what a run would do: no vendor call, no write to any table.",
@@ -464,7 +437,6 @@ export const SETTINGS = {
   }),
   now: setting({
     env: "REFRESH_NOW",
-    flag: "now",
     arg: "TIME",
     help:
       "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
