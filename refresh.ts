@@ -3157,6 +3157,8 @@ interface FetchOptions {
   /** The request in flight aborted. */
   hard: AbortSignal;
   log: Logger;
+  /** Called once a request of the target is on its way, or before a wait. */
+  onWay: () => void;
 }
 
 /**
@@ -3164,9 +3166,12 @@ interface FetchOptions {
  * full jitter: strictly sequential, every start through the pacer, never a
  * request that could spend credit N+1 of the budget.
  */
-async function fetchTarget(target: Target, o: FetchOptions): Promise<Fetched> {
+async function fetchTarget(
+  target: Target,
+  req: VendorRequest,
+  o: FetchOptions,
+): Promise<Fetched> {
   const s = o.settings;
-  const req = VENDOR.request(target, s);
   const url = req.url;
   if (typeof url !== "string") {
     return {
@@ -3184,10 +3189,13 @@ async function fetchTarget(target: Target, o: FetchOptions): Promise<Fetched> {
       if (o.budgetLeft !== undefined && credits >= o.budgetLeft) {
         return { stop: budgetStop(s.budget!) } as Reply;
       }
+      if (o.pacer.pendingWait() > 0) o.onWay();
       await o.pacer.wait(o.stop);
       attempts++;
       const started = performance.now();
-      const r = await ask({ ...req, url }, o.policy, o.hard);
+      const asking = ask({ ...req, url }, o.policy, o.hard);
+      o.onWay();
+      const r = await asking;
       o.stats.add(performance.now() - started);
       if (r.billable) credits++;
       creditsRemaining = r.creditsRemaining ?? creditsRemaining;
@@ -3354,17 +3362,20 @@ interface LoopOptions {
   log: Logger;
   /** The loop's counters (the heartbeat and progress lines read them). */
   counters: Counters & { creditsRemaining?: number };
-  /** Whether a new request may start: the lease is surely still ours. */
-  fence: () => Promise<Stop | undefined>;
+  /**
+   * Whether a new request may start: the lease is surely still ours. Calls
+   * `waiting` before it waits for that.
+   */
+  fence: (waiting: () => void) => Promise<Stop | undefined>;
   /** Reports a target that failed or is invalid (GitHub annotations). */
   annotate: (id: string, o: Outcome) => void;
 }
 
 /**
- * Refreshes the targets one at a time. Target k's write runs while target
- * k+1's request is in flight, never more than one write outstanding; every
- * stop decision is taken from target k's answer before k+1's request
- * starts.
+ * Refreshes the targets one at a time. Target k's write starts once target
+ * k+1's request is on its way (or before the run waits or ends), never more
+ * than one write outstanding; every stop decision is taken from target k's
+ * answer before k+1's request starts.
  *
  * @returns Why the run stopped early, or `undefined` when every target is done.
  */
@@ -3374,10 +3385,20 @@ async function refreshAll(
 ): Promise<Stop | undefined> {
   const { config: c, counters: n, log } = o;
   let pending: Promise<Written> | undefined;
+  /** Target k's write, until it starts. */
+  let next: (() => Promise<Written>) | undefined;
+  const write = () => {
+    if (!next) return;
+    pending = next();
+    next = undefined;
+    // Awaited by settle(); until then, a failure must not go unhandled.
+    pending.catch(() => {});
+  };
   let failedRow = 0;
   let invalidRow = 0;
   let refusedRow = 0;
   const settle = async (): Promise<Stop | undefined> => {
+    write();
     const written = await pending;
     pending = undefined;
     if (!written) return undefined;
@@ -3451,16 +3472,21 @@ async function refreshAll(
   };
   let stop: Stop | undefined;
   outer: for await (const batch of targets) {
-    for (const target of batch) {
-      if (n.processed + (pending ? 1 : 0) >= (c.limit ?? Infinity)) break outer;
+    // Built ahead: between an answer and the next request, only the checks
+    // of the answer.
+    const requests = batch.map((target) => VENDOR.request(target, c));
+    for (const [i, target] of batch.entries()) {
+      if (n.processed + (next || pending ? 1 : 0) >= (c.limit ?? Infinity)) {
+        break outer;
+      }
       stop = o.control.stop.signal.aborted
         ? o.control.stop.signal.reason as Stop
         : c.budget !== undefined && n.credits >= c.budget
         ? budgetStop(c.budget)
-        : await o.fence();
+        : await o.fence(write);
       if (stop) break outer;
       const asked = performance.now();
-      const f = await fetchTarget(target, {
+      const f = await fetchTarget(target, requests[i]!, {
         settings: c,
         policy: o.policy,
         pacer: o.pacer,
@@ -3469,6 +3495,7 @@ async function refreshAll(
         stop: o.control.stop.signal,
         hard: o.control.hard.signal,
         log,
+        onWay: write,
       });
       n.requests += f.attempts;
       n.retries += Math.max(0, f.attempts - 1);
@@ -3483,16 +3510,15 @@ async function refreshAll(
           ...f.outcome,
           error: f.outcome.error && o.policy.scrub(f.outcome.error),
         };
-        // Written while the next request is in flight. A vendor slower than
-        // a turn of the event loop gets that request first, so that our
-        // database work never delays it; a faster one makes the database
+        // Started once the next request is on its way. For a vendor slower
+        // than a turn of the event loop, a turn later, so that our database
+        // work never delays that request; a faster one makes the database
         // the bottleneck, and the write goes out at once.
         const slow = performance.now() - asked > SLOW_VENDOR_MS;
-        pending = (slow ? delay(0) : Promise.resolve()).then(() =>
-          store(o.db, o.plan, target, out, o.control.hard.signal)
-        );
-        // Awaited by settle(); until then, a failure must not go unhandled.
-        pending.catch(() => {});
+        next = async () => {
+          if (slow) await delay(0);
+          return store(o.db, o.plan, target, out, o.control.hard.signal);
+        };
       }
       stop = decide(f);
       if (stop) break outer;
@@ -4209,7 +4235,7 @@ function keepLease(
   c: Config,
   control: Control,
   log: Logger,
-): { fence: () => Promise<Stop | undefined> } {
+): Pick<LoopOptions, "fence"> {
   let last = performance.now();
   let busy = false;
   let failing = false;
@@ -4239,9 +4265,10 @@ function keepLease(
   });
   const safe = c.lease - c.requestTimeout - c.grace;
   return {
-    fence: async () => {
+    fence: async (waiting) => {
       const until = performance.now() + c.dbRetry;
       while (performance.now() - last >= safe) {
+        waiting();
         if (performance.now() > until) {
           return {
             status: "aborted",

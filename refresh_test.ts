@@ -11,6 +11,7 @@ import {
   assert,
   assertEquals,
   assertGreaterOrEqual,
+  assertLess,
   assertLessOrEqual,
   assertMatch,
   assertRejects,
@@ -2844,6 +2845,68 @@ Deno.test({
   },
 });
 
+/** Makes every write of the target table sleep 300 ms; returns the ids stored. */
+async function slowWrites(f: Fixture): Promise<() => Promise<string[]>> {
+  await f.sql.unsafe(`
+    create function ${f.schema}.slow() returns trigger language plpgsql
+      as $$ begin perform pg_sleep(0.3); return new; end $$;
+    create trigger slow before update on ${f.table}
+      for each row execute function ${f.schema}.slow()`);
+  return async () =>
+    (await f.sql<{ id: string }[]>`
+      select id::text from ${f.sql(f.table)}
+      where vendor_refreshed_at is not null order by id`).map((r) => r.id);
+}
+
+Deno.test({
+  name:
+    "each answer is written while the next request is in flight, never two targets ahead",
+  ...POSTGRES_ONLY,
+  async fn() {
+    let stored = (): Promise<string[]> => Promise.resolve([]);
+    const seen: { id: string; atArrival: string[]; later: string[] }[] = [];
+    const script: Script = async (id) => {
+      const atArrival = await stored();
+      await delay(600);
+      seen.push({ id, atArrival, later: await stored() });
+      return {};
+    };
+    await withFixture({ name: "overlap", count: 4, script }, async (f) => {
+      stored = await slowWrites(f);
+      assertSucceeded(await f.run());
+      const order = seen.map((s) => s.id);
+      const upTo = (n: number) => order.slice(0, Math.max(0, n)).sort();
+      for (const [i, s] of seen.entries()) {
+        assertEquals(s.atArrival, upTo(i - 1), `when ${s.id} was asked`);
+        assertEquals(s.later, upTo(i), `while ${s.id} was in flight`);
+      }
+      assertEquals((await stored()).length, 4);
+    });
+  },
+});
+
+Deno.test({
+  name: "a wait the vendor asks for does not hold back the answer in hand",
+  ...POSTGRES_ONLY,
+  async fn() {
+    let stored = (): Promise<string[]> => Promise.resolve([]);
+    const atArrival: string[][] = [];
+    // Every answer says the rate-limit window is used up for 1 s.
+    const script: Script = async () => {
+      atArrival.push(await stored());
+      return {
+        headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
+      };
+    };
+    await withFixture({ name: "pause", count: 2, script }, async (f) => {
+      stored = await slowWrites(f);
+      assertSucceeded(await f.run());
+      const [first] = f.vendor.calls;
+      assertEquals(atArrival, [[], [first!.id]]);
+    });
+  },
+});
+
 for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test({
     name:
@@ -3293,6 +3356,17 @@ Deno.test({
         assertGreaterOrEqual(
           f.vendor.calls.filter((c) => c.startedAt > locked).length,
           1,
+        );
+        // The answer in hand when the fence closed was written then, not
+        // when the run gave up (--db-retry later).
+        const last = f.vendor.calls.at(-1)!;
+        const [row] = await f.sql<{ at: number }[]>`
+          select extract(epoch from last_attempt_at) * 1000 as at
+          from ${f.sql(`${f.schema}.refresh_state`)}
+          where target_id = ${last.id}`;
+        assertLess(
+          Number(row!.at) - (performance.timeOrigin + last.endedAt!),
+          1_000,
         );
       },
     );
