@@ -33,7 +33,7 @@ export interface VendorCall {
   body: string;
   /** The request headers. */
   headers: Headers;
-  /** When it arrived (`performance.now()`). */
+  /** When it arrived: the first thing its handler does (`performance.now()`). */
   startedAt: number;
   /** When it was answered or abandoned by the client. */
   endedAt?: number;
@@ -114,6 +114,7 @@ export function startFakeVendor(
       resolve(vendor);
     },
   }, async (request) => {
+    const arrived = performance.now();
     const url = new URL(request.url);
     const body = await request.text();
     const path = /\/people\/(.*)$/.exec(url.pathname)?.[1];
@@ -126,7 +127,7 @@ export function startFakeVendor(
       body,
       url: request.url,
       headers: request.headers,
-      startedAt: performance.now(),
+      startedAt: arrived,
     };
     vendor.calls.push(call);
     perId.set(id, (perId.get(id) ?? 0) + 1);
