@@ -7,7 +7,8 @@
  *
  * 1. time per target, vendor answering at once (alternating runs, medians);
  * 2. vendor busy fraction, measured at the vendor, with the database round
- *    trip lengthened by a loopback proxy (`tcp_proxy.ts`);
+ *    trip lengthened by a loopback proxy (`tcp_proxy.ts`); and, as the
+ *    ceiling, that of the naive loop without its `UPDATE` (a bare fetch loop);
  * 3. refresh.ts's peak memory (`VmHWM`), 100k targets processed against 10k;
  * 4. politeness: a vendor with room for one request at a time.
  *
@@ -38,8 +39,8 @@ type Program = keyof typeof ARGS;
 
 /** How much work each figure does; `busy` maps vendor latency to targets. */
 export const FULL = {
-  overhead: { targets: 1500, reps: 5 },
-  busy: { targets: { 40: 100, 150: 20 } as Record<number, number>, reps: 3 },
+  overhead: { targets: 1500, reps: 7 },
+  busy: { targets: { 40: 80, 150: 20 } as Record<number, number>, reps: 3 },
   memory: [10_000, 100_000],
   polite: 300,
 };
@@ -114,6 +115,8 @@ function bench(sql: postgres.Sql, databaseUrl: string) {
     workers?: number;
     /** Sample the child's peak memory. */
     sample?: boolean;
+    /** The naive loop without its `UPDATE`. */
+    noWrite?: boolean;
   }) {
     // The table as the README sets it up: with an index on refreshed-at.
     await createPeople(sql, SCHEMA, { count: o.targets });
@@ -133,6 +136,7 @@ function bench(sql: postgres.Sql, databaseUrl: string) {
         REFRESH_TABLE: TABLE,
         REFRESH_STATE_SCHEMA: SCHEMA,
         NAIVE_WORKERS: String(o.workers || 1),
+        NAIVE_WRITE: o.noWrite ? "0" : "1",
       }, o.sample ?? false);
       const [row] = await sql<{ stored: number }[]>`
         select count(vendor_refreshed_at)::int as stored from ${sql(TABLE)}`;
@@ -204,17 +208,25 @@ export async function runBench(sizes: typeof FULL, log = console.log) {
     log(`1. µs/target: ${JSON.stringify(times)} (${elapsed()})`);
 
     // 2. Vendor busy fraction: vendor latency × database round trip.
+    const of = (rs: Run[]) => {
+      const each = rs.map((r) => r.busyMs / r.spanMs);
+      const maxInFlight = Math.max(...rs.map((r) => r.maxInFlight));
+      return { busy: median(each), each, maxInFlight };
+    };
     const busy = [];
+    /** Per vendor latency: a fetch loop that writes nothing. */
+    const ceiling = [];
     for (const latencyMs of VENDOR_MS) {
+      const targets = sizes.busy.targets[latencyMs]!;
+      const bare = [];
+      for (let rep = 0; rep < sizes.busy.reps; rep++) {
+        bare.push(await run("naive", { targets, latencyMs, noWrite: true }));
+      }
+      ceiling.push({ vendorMs: latencyMs, targets, ...of(bare) });
+      log(`2. vendor ${latencyMs} ms, ceiling ${pct(of(bare).busy)}`);
       for (const dbRttMs of DB_RTT_MS) {
-        const targets = sizes.busy.targets[latencyMs]!;
         const o = { targets, latencyMs, dbRttMs };
         const runs = await sideBySide(sizes.busy.reps, o);
-        const of = (rs: Run[]) => {
-          const each = rs.map((r) => r.busyMs / r.spanMs);
-          const maxInFlight = Math.max(...rs.map((r) => r.maxInFlight));
-          return { busy: median(each), each, maxInFlight };
-        };
         const [refresh, naive] = [of(runs.refresh), of(runs.naive)];
         busy.push({ vendorMs: latencyMs, dbRttMs, targets, refresh, naive });
         log(
@@ -260,6 +272,7 @@ export async function runBench(sizes: typeof FULL, log = console.log) {
       load: [loadAtStart, Deno.loadavg()[0]!],
       overhead,
       busy,
+      ceiling,
       memory,
       polite,
     };
@@ -310,6 +323,13 @@ export function readmeLines(r: Results): string {
       times(b.refresh.busy / b.naive.busy),
       isGoalCell(b) ? verdict(b.refresh.busy >= GOAL.busy, "≥ 97 %") : "",
     ]),
+    ...r.ceiling.map((c) => [
+      `2. vendor busy, vendor ${c.vendorMs} ms, naive loop without its UPDATE`,
+      "",
+      pct(c.busy),
+      "",
+      "the ceiling",
+    ]),
     [
       "2. max requests in flight at the vendor",
       String(inFlight("refresh")),
@@ -342,7 +362,7 @@ export function readmeLines(r: Results): string {
   return `${wrapped}\n\n${table(figures)}\n\n${table(polite)}`;
 }
 
-const [BLUE, ORANGE] = ["#2563eb", "#ea580c"];
+const [BLUE, ORANGE, GREY] = ["#2563eb", "#ea580c", "#9ca3af"];
 const esc = (text: string) =>
   text.replaceAll("&", "&amp;").replaceAll("<", "&lt;");
 /** A bar: label, value, the text after it, colour, and a goal to mark. */
@@ -399,11 +419,17 @@ export function chartSvg(r: Results): string {
     "Vendor answers in 40 or 150 ms; a proxy lengthens the database (DB) " +
     "round trip. Higher is better; goal ≥ 97 % where marked.",
     r.busy.flatMap((b): Bar[] => {
+      const top = r.ceiling.find((c) => c.vendorMs === b.vendorMs)!;
+      const first = b.dbRttMs === DB_RTT_MS[0];
+      const ceiling: Bar[] = first
+        ? [[`vendor ${b.vendorMs} ms, no DB`, top.busy, pct(top.busy), GREY]]
+        : [];
       const goal = isGoalCell(b) ? GOAL.busy : undefined;
       const met = b.refresh.busy >= GOAL.busy ? "met" : "not met";
       const text = pct(b.refresh.busy) + (goal ? ` (goal: ${met})` : "");
       const label = `vendor ${b.vendorMs} ms, DB ${b.dbRttMs} ms`;
       return [
+        ...ceiling,
         [label, b.refresh.busy, text, BLUE, goal],
         ["", b.naive.busy, pct(b.naive.busy), ORANGE],
       ];
@@ -452,7 +478,9 @@ font-family="sans-serif" font-size="12">
 <text x="38" y="62">refresh.ts</text>
 <rect x="110" y="52" width="12" height="12" fill="${ORANGE}"/>
 <text x="128" y="62">naive loop</text>
-<path d="M206 49v17" class="goal"/><text x="214" y="62">goal</text>
+<rect x="196" y="52" width="12" height="12" fill="${GREY}"/>
+<text x="214" y="62">naive loop without its UPDATE (the ceiling)</text>
+<path d="M490 49v17" class="goal"/><text x="498" y="62">goal</text>
 ${body}</svg>
 `;
 }

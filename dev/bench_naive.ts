@@ -8,8 +8,12 @@
  * would; any worker retries a 503 up to 3 requests in all, pausing 100 ms ×
  * the attempt, and leaves a target that still fails.
  *
+ * With `NAIVE_WRITE=0` it writes nothing: a bare fetch loop, the fastest a
+ * sequential client can keep the vendor busy (the bench's ceiling).
+ *
  * Settings: refresh.ts's `DATABASE_URL`, `REFRESH_API_URL` (with `{id}`),
- * `REFRESH_API_KEY` and `REFRESH_TABLE`; and `NAIVE_WORKERS` (1).
+ * `REFRESH_API_KEY` and `REFRESH_TABLE`; `NAIVE_WORKERS` (1) and
+ * `NAIVE_WRITE` (1).
  *
  * @module
  */
@@ -33,6 +37,7 @@ async function worker(): Promise<void> {
       });
       if (response.ok) {
         const data = await response.json();
+        if (env("NAIVE_WRITE") === "0") break;
         await sql`
           update ${table}
           set vendor_data = ${sql.json(data)}, vendor_refreshed_at = now()

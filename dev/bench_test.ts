@@ -34,6 +34,12 @@ Deno.test("deno task bench --quick produces the four figures, sane", async () =>
         assert(p.busy > 0.2 && p.busy <= 1, JSON.stringify(cell));
       }
     }
+    assertEquals(r.ceiling.length, 2);
+    for (const c of r.ceiling) {
+      assertEquals(c.maxInFlight, 1);
+      assert(c.busy > 0.2 && c.busy <= 1, JSON.stringify(c));
+    }
+    assertStringIncludes(text, "naive loop without its UPDATE");
     const { small, large } = r.memory;
     assertEquals([small.processed, large.processed], [100, 1000]);
     assert(small.peakMiB > 20 && large.peakMiB > 20);
