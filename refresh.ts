@@ -3373,9 +3373,10 @@ interface LoopOptions {
 
 /**
  * Refreshes the targets one at a time. Target k's write starts once target
- * k+1's request is on its way (or before the run waits or ends), never more
- * than one write outstanding; every stop decision is taken from target k's
- * answer before k+1's request starts.
+ * k+1's request is on its way (or before the run waits or ends; at once for
+ * a vendor faster than the database), never more than one write
+ * outstanding; every stop decision is taken from target k's answer before
+ * k+1's request starts.
  *
  * @returns Why the run stopped early, or `undefined` when every target is done.
  */
@@ -3387,7 +3388,7 @@ async function refreshAll(
   let pending: Promise<Written> | undefined;
   /** Target k's write, until it starts. */
   let next: (() => Promise<Written>) | undefined;
-  const write = () => {
+  const startWrite = () => {
     if (!next) return;
     pending = next();
     next = undefined;
@@ -3398,7 +3399,7 @@ async function refreshAll(
   let invalidRow = 0;
   let refusedRow = 0;
   const settle = async (): Promise<Stop | undefined> => {
-    write();
+    startWrite();
     const written = await pending;
     pending = undefined;
     if (!written) return undefined;
@@ -3483,7 +3484,7 @@ async function refreshAll(
         ? o.control.stop.signal.reason as Stop
         : c.budget !== undefined && n.credits >= c.budget
         ? budgetStop(c.budget)
-        : await o.fence(write);
+        : await o.fence(startWrite);
       if (stop) break outer;
       const asked = performance.now();
       const f = await fetchTarget(target, requests[i]!, {
@@ -3495,7 +3496,7 @@ async function refreshAll(
         stop: o.control.stop.signal,
         hard: o.control.hard.signal,
         log,
-        onWay: write,
+        onWay: startWrite,
       });
       n.requests += f.attempts;
       n.retries += Math.max(0, f.attempts - 1);
@@ -3510,15 +3511,15 @@ async function refreshAll(
           ...f.outcome,
           error: f.outcome.error && o.policy.scrub(f.outcome.error),
         };
-        // Started once the next request is on its way. For a vendor slower
-        // than a turn of the event loop, a turn later, so that our database
-        // work never delays that request; a faster one makes the database
-        // the bottleneck, and the write goes out at once.
+        // A vendor faster than a turn of the event loop makes the database
+        // the bottleneck: the write goes out at once. A slower one gets the
+        // next request first, and the write a turn later, so that our
+        // database work never delays that request.
         const slow = performance.now() - asked > SLOW_VENDOR_MS;
-        next = async () => {
-          if (slow) await delay(0);
-          return store(o.db, o.plan, target, out, o.control.hard.signal);
-        };
+        const write = () =>
+          store(o.db, o.plan, target, out, o.control.hard.signal);
+        next = slow ? () => delay(0).then(write) : write;
+        if (!slow) startWrite();
       }
       stop = decide(f);
       if (stop) break outer;

@@ -2898,7 +2898,10 @@ Deno.test({
         headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
       };
     };
-    await withFixture({ name: "pause", count: 2, script }, async (f) => {
+    // Slower than a turn of the event loop: the write waits for the next
+    // request, or for the wait before it.
+    const setup = { name: "pause", count: 2, script, latencyMs: 50 };
+    await withFixture(setup, async (f) => {
       stored = await slowWrites(f);
       assertSucceeded(await f.run());
       const [first] = f.vendor.calls;
