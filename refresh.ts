@@ -2505,44 +2505,43 @@ interface WritePlan {
  * Records one target in ONE statement, hence one transaction: its row (for
  * `ok`: the answer as sent, the mapped columns extracted in SQL from that
  * same text, and the refreshed-at column) and its `refresh_state` row, both
- * only while this run still holds the lease.
+ * only while this run still holds the lease. The text is the same for every
+ * target (only the parameters change): built as a string, it costs postgres.js
+ * no fragments to compose, and the server one prepared statement.
  */
 function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
   const ok = o.status === "ok";
+  const params: unknown[] = [p.runId, p.canonical, id, o.status, o.attempts];
+  params.push(o.httpStatus, o.error);
+  if (ok) params.push(o.text, id, ...p.map.map((m) => m.path));
   // The lease as a scalar subquery: evaluated once, no CTE to materialize.
-  const held = sql`(select status from ${
-    sql(p.state.runs)
-  } where id = ${p.runId}) = 'running'`;
+  const held = `(select status from ${quoted(p.state.runs)} where id = $1)
+    = 'running'`;
   // With a map, the answer is parsed once and read by every mapped column.
   const answer = p.map.length > 0
-    ? sql`(select t, t::jsonb as j from (select ${o.text!}::text as t) x) a`
-    : sql`(select ${o.text!}::text as t) a`;
+    ? "(select t, t::jsonb as j from (select $8::text as t) x) a"
+    : "(select $8::text as t) a";
   const sets = [
-    ...p.dataColumn
-      ? [sql`${sql(p.dataColumn)} = a.t::${sql.unsafe(p.dataType!)}`]
-      : [],
-    ...p.map.map((m) =>
-      sql`${sql(m.column)} = (a.j ${
-        sql.unsafe(m.json ? "#>" : "#>>")
-      } ${m.path}::text[])::${sql.unsafe(baseType(m.type))}`
+    ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
+    ...p.map.map((m, i) =>
+      `${quoted(m.column)} = (a.j ${m.json ? "#>" : "#>>"} $${
+        10 + i
+      }::text[])::${baseType(m.type)}`
     ),
-    sql`${sql(p.atColumn)} = now()`,
-  ].flatMap((set, i) => i ? [sql`, `, set] : [set]);
+    `${quoted(p.atColumn)} = now()`,
+  ];
   const target = ok
-    ? sql`target as (
-        update ${sql(p.table)} r set ${sets} from ${answer}
-        where r.${sql(p.idColumn)} = ${id} and ${held}
-        returning 1
-      )`
-    : sql`target as (select 1 where false)`;
-  return sql<{ held: boolean; updated: number }[]>`
-    with ${target},
+    ? `update ${quoted(p.table)} r set ${sets.join(", ")} from ${answer}
+        where r.${quoted(p.idColumn)} = $9 and ${held}
+        returning 1`
+    : "select 1 where false";
+  return sql.unsafe<{ held: boolean; updated: number }[]>(
+    `with target as (${target}),
     state as (
-      insert into ${sql(p.state.state)} as s
+      insert into ${quoted(p.state.state)} as s
         (target_table, target_id, status, attempts, http_status, error,
          last_attempt_at, last_success_at, run_id)
-      select ${p.canonical}, ${id}, ${o.status}, ${o.attempts}, ${o.httpStatus},
-        ${o.error}, now(), case when ${ok} then now() end, ${p.runId}
+      select $2, $3, $4, $5, $6, $7, now(), ${ok ? "now()" : "null"}, $1
       where ${held}
       on conflict (target_table, target_id) do update set
         status = excluded.status,
@@ -2553,7 +2552,10 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
         last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
         run_id = excluded.run_id
     )
-    select ${held} as held, (select count(*) from target)::int as updated`;
+    select ${held} as held, (select count(*) from target)::int as updated`,
+    params as postgres.ParameterOrJSON<never>[],
+    { prepare: true },
+  );
 }
 
 /** A type without its modifiers (`character varying(20)` → `character varying`). */

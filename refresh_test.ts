@@ -1474,8 +1474,8 @@ Deno.test(
 Deno.test(
   "records outcomes: not_found and invalid are skipped next time, failed is retried",
   async () => {
-    const script: Script = (id) => {
-      if (id === "2") return { status: 404 };
+    const script: Script = (id, attempt) => {
+      if (id === "2" || (id === "1" && attempt > 1)) return { status: 404 };
       if (id === "3") return { body: "[1,2,3]" };
       if (id === "4") return { body: "not json" };
       if (id === "5") {
@@ -1520,6 +1520,24 @@ Deno.test(
       const before = f.vendor.calls.length;
       assertSucceeded(await f.run());
       assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
+      // The last success is kept through a later miss; a miss has none.
+      const successes = () =>
+        f.sql<{ id: string; at: Date | null }[]>`
+          select target_id as id, last_success_at as at
+          from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
+      const first = await successes();
+      assertEquals(first.map((r) => r.at !== null), [
+        true,
+        false,
+        false,
+        false,
+        false,
+        false,
+        true,
+      ]);
+      assertSucceeded(await f.run(["--ids", "1"]));
+      const [one] = await successes();
+      assertEquals(one, first[0]);
     });
   },
 );
