@@ -7,6 +7,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { readmeLines } from "./bench.ts";
 import { childEnv } from "./test_db.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -53,4 +54,10 @@ Deno.test("deno task bench --quick produces the four figures, sane", async () =>
   } finally {
     await Deno.remove(out, { recursive: true });
   }
+});
+
+Deno.test("README's Performance lines are those of the committed bench results", async () => {
+  const results = await Deno.readTextFile(`${ROOT}dev/bench_results.json`);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  assertStringIncludes(readme, readmeLines(JSON.parse(results)));
 });
