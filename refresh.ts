@@ -2511,6 +2511,7 @@ interface WritePlan {
  */
 function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
   const ok = o.status === "ok";
+  // $1 to $7 for the state row; for ok, $8 the text, $9 the id, $10… paths.
   const params: unknown[] = [p.runId, p.canonical, id, o.status, o.attempts];
   params.push(o.httpStatus, o.error);
   if (ok) params.push(o.text, id, ...p.map.map((m) => m.path));
