@@ -68,8 +68,14 @@ const VENDOR: Vendor = {
     headers: { accept: "application/json", ...keyHeader(s) },
   }),
   schema: AnswerSchema,
-  /** Every answer that passed the schema is a success. */
-  verdict: () => "ok",
+  /**
+   * The verdict on every answer, whatever its status: `generic` is what the
+   * settings make of it (2xx that passed the schema: ok; 404: not_found;
+   * 401/403: key_refused; --credits-exhausted-statuses; 408/429/5xx: retry,
+   * waiting as the rate-limit headers and Retry-After say; else failed),
+   * with what it cost (--credits-spent-header, else --billable-statuses).
+   */
+  verdict: (_answer, generic) => generic,
   /** The JSON text stored in the data column and read by REFRESH_MAP. */
   row: (text) => text,
 };
@@ -130,7 +136,7 @@ export const SETTINGS = {
     arg: "URL",
     required: true,
     help:
-      "Vendor URL template: {id} is the id column, {column} any column of the table (e.g. ?email={email}), each URL-encoded.",
+      "Vendor URL template: {id} is the id column, {column} any column of the table (e.g. ?email={email}), each URL-encoded; {column?} in the query is left out, with its name=, when the column is null or empty.",
     parse: reads(
       "an http(s) URL template like https://api.example/people/{id}",
       parseApiUrl,
@@ -195,7 +201,7 @@ export const SETTINGS = {
     env: "REFRESH_MAP",
     arg: "COL=PATH,...",
     help:
-      "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null).",
+      "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null); col?=path keeps the column's value when the answer has none.",
     parse: reads("column=path pairs like title=data.job_title", parseMap),
   }),
   where: setting({
@@ -254,6 +260,13 @@ export const SETTINGS = {
     help: "Least time between the starts of two vendor requests.",
     parse: duration({ timer: true }),
   }),
+  rate: setting({
+    env: "REFRESH_RATE",
+    arg: "N/UNIT",
+    help:
+      "The vendor's published rate limit, e.g. 100/min, 5/s, 10000/day or 4/2s: requests are spaced evenly within it.",
+    parse: reads("a rate like 100/min, 5/s, 10000/day or 4/2s", parseRate),
+  }),
   requestTimeout: setting({
     env: "REFRESH_REQUEST_TIMEOUT",
     arg: "DURATION",
@@ -265,7 +278,8 @@ export const SETTINGS = {
     env: "REFRESH_MAX_ATTEMPTS",
     arg: "N",
     default: "5",
-    help: "Requests per target at most, the first one included.",
+    help:
+      "Requests per target at most, the first one included; answers that say when to come back (Retry-After, a rate-limit reset) do not count.",
     parse: reads("a positive whole number", positiveInt),
   }),
   backoff: setting({
@@ -305,22 +319,33 @@ export const SETTINGS = {
     env: "REFRESH_BILLABLE_STATUSES",
     arg: "LIST",
     default: "200",
-    help: "HTTP statuses the vendor charges for, e.g. 200,404.",
+    help:
+      "HTTP statuses the vendor charges for, e.g. 200,404 (when no --credits-spent-header says what a call cost).",
     parse: reads(
       "a comma-separated list of HTTP statuses like 200,404",
-      (raw) => {
-        const list = raw.split(",").map((s) => s.trim());
-        return list.every((s) => /^[1-5]\d\d$/.test(s))
-          ? [...new Set(list.map(Number))]
-          : undefined;
-      },
+      statuses,
     ),
+  }),
+  creditsExhaustedStatuses: setting({
+    env: "REFRESH_CREDITS_EXHAUSTED_STATUSES",
+    arg: "LIST",
+    default: "402",
+    help:
+      "HTTP statuses meaning the credits are used up: the run stops as credits_exhausted.",
+    parse: reads("a comma-separated list of HTTP statuses like 402", statuses),
   }),
   creditsHeader: setting({
     env: "REFRESH_CREDITS_HEADER",
     arg: "NAME",
     help:
       "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
+    parse: reads("an HTTP header name", headerName),
+  }),
+  creditsSpentHeader: setting({
+    env: "REFRESH_CREDITS_SPENT_HEADER",
+    arg: "NAME",
+    help:
+      "Response header stating what each call cost, e.g. x-call-credits-spent: counted exactly for --budget and the summary.",
     parse: reads("an HTTP header name", headerName),
   }),
   reserve: setting({
@@ -684,6 +709,40 @@ function positiveInt(raw: string): number | undefined {
     : undefined;
 }
 
+function statuses(raw: string): number[] | undefined {
+  const list = raw.split(",").map((s) => s.trim());
+  return list.every((s) => /^[1-5]\d\d$/.test(s))
+    ? [...new Set(list.map(Number))]
+    : undefined;
+}
+
+/** A window's length by its name, as rates and rate-limit headers spell it. */
+const WINDOWS: Record<string, number> = {
+  s: 1_000,
+  sec: 1_000,
+  second: 1_000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  h: 3_600_000,
+  hour: 3_600_000,
+  hourly: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000,
+  daily: 86_400_000,
+  "24-hour": 86_400_000,
+};
+
+/** `100/min` (or `4/2s`) into a count per window. */
+function parseRate(
+  raw: string,
+): { count: number; windowMs: number } | undefined {
+  const [n, per = ""] = raw.toLowerCase().split("/").map((s) => s.trim());
+  const count = positiveInt(n ?? "");
+  const windowMs = WINDOWS[per] ?? parseDuration(per);
+  return count && windowMs ? { count, windowMs } : undefined;
+}
+
 function headerName(raw: string): string | undefined {
   return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined;
 }
@@ -723,11 +782,20 @@ function parseInstant(raw: string): Date | undefined {
     : undefined;
 }
 
-/** `column=path,...` into a map from column to path segments. */
-function parseMap(raw: string): Map<string, string[]> | { error: string } {
-  const map = new Map<string, string[]>();
+/** One column of `--map`: where in the answer, and whether a missing value keeps it. */
+interface Mapped {
+  path: string[];
+  /** `col?=path`: the column keeps its value when the answer has none. */
+  keep: boolean;
+}
+
+/** `column=path,...` (or `column?=path`) into a map from column to path. */
+function parseMap(raw: string): Map<string, Mapped> | { error: string } {
+  const map = new Map<string, Mapped>();
   for (const pair of raw.split(",")) {
-    const [column, path, ...rest] = pair.split("=").map((s) => s.trim());
+    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
+    const keep = left?.endsWith("?") ?? false;
+    const column = keep ? left!.slice(0, -1).trim() : left;
     const segments = path?.split(".") ?? [""];
     if (
       !column || !IDENTIFIER.test(column) || rest.length > 0 ||
@@ -740,7 +808,7 @@ function parseMap(raw: string): Map<string, string[]> | { error: string } {
       };
     }
     if (map.has(column)) return { error: `column ${column} is mapped twice` };
-    map.set(column, segments);
+    map.set(column, { path: segments, keep });
   }
   return map;
 }
@@ -1058,65 +1126,198 @@ export function monthEndWindow(
 // ---------------------------------------------------------------------------
 
 /**
- * Reads the remaining credits from a response header.
+ * The values of a header that may come duplicated (`a, b`): split at the
+ * commas only where every piece can be read (HTTP dates and JSON have
+ * commas of their own), else read whole.
  *
- * @param headers The response headers.
- * @param name The header's name.
- * @returns A whole number, or `undefined` when absent or malformed.
+ * @returns The values read, or `undefined` when the header cannot be read.
  */
-export function parseCreditsRemaining(
-  headers: Headers,
-  name: string,
-): number | undefined {
-  const value = headers.get(name)?.trim();
-  if (value === undefined || !/^\d+$/.test(value)) return undefined;
-  const credits = Number(value);
-  return Number.isSafeInteger(credits) ? credits : undefined;
+function pieces<T>(
+  value: string,
+  read: (text: string) => T | undefined,
+): T[] | undefined {
+  const parts = value.split(/,(?![^{]*\})(?!\s*\d{2}[ -][A-Za-z]{3}[ -])/);
+  const each = parts.map((part) => read(part.trim()));
+  if (each.every((x) => x !== undefined)) return each as T[];
+  const whole = read(value.trim());
+  return whole === undefined ? undefined : [whole];
 }
 
-function resetToMs(value: string, now: Date): number | undefined {
-  if (!/^\d+(\.\d+)?$/.test(value.trim())) return undefined;
-  const n = Number(value);
-  // Large values are a Unix time in seconds; small ones, seconds to wait.
-  return n > 1_000_000_000 ? Math.max(0, n * 1000 - now.getTime()) : n * 1000;
+/** A whole number of at least 0. */
+function count(text: string): number | undefined {
+  return /^\d+$/.test(text) && Number.isSafeInteger(Number(text))
+    ? Number(text)
+    : undefined;
 }
 
 /**
- * When a response says the rate-limit window is used up, how long to wait
- * for it to reset: `X-RateLimit-Remaining: 0` (or `RateLimit-Remaining`)
- * with `X-RateLimit-Reset` (seconds, or a Unix time), or the IETF draft's
- * `RateLimit: r=0;t=N`. Unknown or malformed headers are ignored.
+ * Reads a header holding a whole number (credits remaining, credits
+ * spent); a duplicated header gives its smallest value.
  *
  * @param headers The response headers.
- * @param now The current time, for Unix-time resets.
- * @returns The wait in milliseconds, or `undefined` when there is none.
+ * @param name The header's name.
+ * @returns The number, `undefined` when absent, or `"unreadable"`.
  */
-export function parseRateLimitWait(
+export function readCount(
   headers: Headers,
-  now: Date = new Date(),
-): number | undefined {
-  let wait: number | undefined;
-  const remaining = headers.get("x-ratelimit-remaining") ??
-    headers.get("ratelimit-remaining");
-  const reset = headers.get("x-ratelimit-reset") ??
-    headers.get("ratelimit-reset");
-  if (remaining?.trim() === "0" && reset !== null) {
-    wait = resetToMs(reset, now);
+  name: string,
+): number | undefined | "unreadable" {
+  const value = headers.get(name);
+  if (value === null) return undefined;
+  const values = pieces(value, count);
+  return values ? Math.min(...values) : "unreadable";
+}
+
+const ISO_8601 =
+  /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i;
+
+/**
+ * Reads a rate-limit reset: delta seconds, a Unix time in seconds or in
+ * milliseconds (told apart by their magnitude against `now`), an HTTP date
+ * or an ISO 8601 time.
+ *
+ * @param text The value.
+ * @param now The current time in milliseconds since the epoch.
+ * @returns The wait in milliseconds (0 for a time past), or `undefined`.
+ */
+export function parseReset(text: string, now: number): number | undefined {
+  if (/^\d+(\.\d+)?$/.test(text)) {
+    const n = Number(text);
+    const near = (ms: number) => Math.abs(ms - now) < now / 2;
+    const ms = near(n) ? n - now : near(n * 1000) ? n * 1000 - now : n * 1000;
+    return Number.isFinite(ms) ? Math.max(0, ms) : undefined;
   }
-  const draft = headers.get("ratelimit");
-  if (draft !== null) {
-    for (const item of draft.split(",")) {
-      const params = new Map(
-        item.split(";").map((p) => p.trim().split("=") as [string, string]),
-      );
-      const r = params.get("r")?.trim();
-      const t = params.get("t")?.trim();
-      if (r === "0" && t !== undefined && /^\d+$/.test(t)) {
-        wait = Math.max(wait ?? 0, Number(t) * 1000);
+  const at = HTTP_DATE.test(text)
+    ? Date.parse(text.endsWith("GMT") ? text : `${text} GMT`)
+    : ISO_8601.test(text)
+    ? Date.parse(text.replace(" ", "T"))
+    : NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** Requests left per window (`""` when unnamed): `0` or `{"minute": 0}`. */
+function remainingOf(text: string): Map<string, number> | undefined {
+  const n = /^-?\d+$/.test(text) ? Number(text) : undefined;
+  if (n !== undefined) return new Map([["", n]]);
+  try {
+    // PDL's documentation shows it as a Python dict: {'minute': 0}.
+    const json = JSON.parse(
+      text.replaceAll("'", '"').replace(/\bNone\b/g, "null"),
+    );
+    const entries = Object.entries(json ?? []).filter(([, v]) => v !== null);
+    return typeof json === "object" && !Array.isArray(json) &&
+        entries.length > 0 && entries.every(([, v]) => Number.isInteger(v))
+      ? new Map(entries as [string, number][])
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The parameters of a structured-field item (`"default";r=0;t=30`). */
+function itemOf(text: string): Map<string, string> | undefined {
+  const [name, ...params] = text.split(";").map((p) => p.trim());
+  if (name === undefined || !/^("[^"]*"|[\w.*-]+(=\w+)?)$/.test(name)) {
+    return undefined;
+  }
+  const map = new Map([["", name.replace(/^"|"$/g, "")]]);
+  for (const param of name.includes("=") ? [name, ...params] : params) {
+    const [key, value] = param.split("=");
+    if (!key || value === undefined) return undefined;
+    map.set(key.trim().toLowerCase(), value.trim());
+  }
+  return map;
+}
+
+/** Milliseconds from `now` to the start of the next `window` (UTC). */
+function untilNextWindow(window: string, now: number): number | undefined {
+  const length = WINDOWS[window.toLowerCase()];
+  return length === undefined ? undefined : length - (now % length);
+}
+
+/** What the rate-limit headers of one answer say. */
+export interface RateLimit {
+  /** A window is spent: the wait until it resets, in milliseconds. */
+  spentMs?: number;
+  /** The latest reset stated, spent or not, in milliseconds. */
+  resetMs?: number;
+  /** Recognised headers that could not be read. */
+  unreadable: string[];
+}
+
+/**
+ * Reads the rate-limit headers of an answer, in every common dialect:
+ * `X-RateLimit-Remaining` / `RateLimit-Remaining` (a number, or JSON per
+ * window like `{"minute": 0}`) with `X-RateLimit-Reset` / `RateLimit-Reset`
+ * (see {@linkcode parseReset}); `x-minute-requests-left` (also `hourly`,
+ * `daily`…) without a reset; the IETF draft's `RateLimit: "default";r=0;t=30`
+ * with `RateLimit-Policy: "default";q=100;w=60` (and its older
+ * `RateLimit: limit=100, remaining=0, reset=30`). A spent window waits for
+ * the reset stated, else for the next window of its name. Duplicated
+ * headers give the most restrictive value. `X-RateLimit-Limit` alone says
+ * nothing about when to call.
+ *
+ * @param headers The response headers.
+ * @param now The current time in milliseconds since the epoch.
+ * @returns The waits found, and the headers that could not be read.
+ */
+export function readRateLimit(headers: Headers, now: number): RateLimit {
+  const unreadable: string[] = [];
+  const read = <T>(name: string, parse: (text: string) => T | undefined) => {
+    const value = headers.get(name);
+    const values = value === null ? [] : pieces(value, parse);
+    if (!values) unreadable.push(name);
+    return values ?? [];
+  };
+  const spent: (number | undefined)[] = [];
+  const resets: number[] = [];
+  for (const prefix of ["x-ratelimit", "ratelimit"]) {
+    const reset = read(`${prefix}-reset`, (t) => parseReset(t, now));
+    resets.push(...reset);
+    const at = reset.length > 0 ? Math.max(...reset) : undefined;
+    for (const windows of read(`${prefix}-remaining`, remainingOf)) {
+      for (const [window, left] of windows) {
+        if (left <= 0) spent.push(at ?? untilNextWindow(window, now));
       }
     }
   }
-  return wait;
+  for (const [name] of headers) {
+    const window = /^x-(.+)-requests-left$/.exec(name)?.[1];
+    if (window === undefined) continue;
+    const left = read(name, (t) => /^-?\d+$/.test(t) ? Number(t) : undefined);
+    if (left.length > 0 && Math.min(...left) <= 0) {
+      const wait = untilNextWindow(window, now);
+      if (wait === undefined) unreadable.push(name);
+      spent.push(wait);
+    }
+  }
+  const windows = new Map<string, number>();
+  for (const p of read("ratelimit-policy", itemOf)) {
+    const w = Number(p.get("w"));
+    if (w > 0) windows.set(p.get("")!, w * 1000);
+  }
+  const items = read("ratelimit", itemOf);
+  // The older dictionary form: limit=100, remaining=0, reset=30.
+  const dictionary = new Map(items.flatMap((i) => [...i].slice(1)));
+  for (const item of dictionary.has("remaining") ? [dictionary] : items) {
+    const r = item.get("r") ?? item.get("remaining");
+    const t = item.get("t") ?? item.get("reset");
+    const reset = t !== undefined && /^\d+$/.test(t)
+      ? Number(t) * 1000
+      : undefined;
+    if (reset !== undefined) resets.push(reset);
+    if (r !== undefined && Number(r) <= 0) {
+      const window = windows.get(item.get("")!) ??
+        (windows.size > 0 ? Math.max(...windows.values()) : undefined);
+      spent.push(reset ?? window);
+    }
+  }
+  const known = spent.filter((ms): ms is number => ms !== undefined);
+  return {
+    spentMs: known.length > 0 ? Math.max(...known) : undefined,
+    resetMs: resets.length > 0 ? Math.max(...resets) : undefined,
+    unreadable,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -1254,18 +1455,15 @@ export interface PacerOptions {
 
 /** Smallest gap after the vendor pushed back, in milliseconds. */
 const PUSHBACK_MIN_GAP_MS = 100;
-/** How much each success narrows the gap, in milliseconds. */
-const RELAX_STEP_MS = 20;
 
 /**
  * Decides when the next vendor request may start: not before the current
  * gap after the previous start, and not before any time the vendor asked
  * for (`Retry-After`, rate-limit resets).
  *
- * The gap adapts: each push-back from the vendor doubles it (multiplicative
- * increase) and each success narrows it by a small fixed step (additive
- * decrease), never below `minIntervalMs`, so a vendor that pushes back gets
- * a steadier, slower client instead of a burst after every wait.
+ * The gap adapts: each push-back from the vendor doubles it, and each
+ * success halves what it has above `minIntervalMs`, so a burst of 429s
+ * slows the next few requests, not the rest of the run.
  */
 export class Pacer {
   #minIntervalMs: number;
@@ -1322,9 +1520,10 @@ export class Pacer {
     );
   }
 
-  /** A request succeeded: narrow the gap a little. */
+  /** A request succeeded: halve the gap's excess over the minimum. */
   relax(): void {
-    this.#gapMs = Math.max(this.#minIntervalMs, this.#gapMs - RELAX_STEP_MS);
+    const excess = (this.#gapMs - this.#minIntervalMs) / 2;
+    this.#gapMs = this.#minIntervalMs + (excess < 1 ? 0 : excess);
   }
 
   /**
@@ -1501,11 +1700,30 @@ export function parseDatabaseUrl(
   };
 }
 
-const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})\}/g;
+const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})(\?)?\}/g;
 
-/** The column names a URL template asks for, in order, each once. */
+/**
+ * The lookups a URL template asks for, in order, each once: column names,
+ * with a trailing `?` for an optional one (`{email?}`).
+ */
 function placeholders(template: string): string[] {
-  return [...new Set([...template.matchAll(PLACEHOLDER)].map((m) => m[1]!))];
+  return [
+    ...new Set(
+      [...template.matchAll(PLACEHOLDER)].map((m) => m[1]! + (m[2] ?? "")),
+    ),
+  ];
+}
+
+/** The column of a lookup (`email?` → `email`). */
+function lookupColumn(lookup: string): string {
+  return lookup.replace(/\?$/, "");
+}
+
+/** Where the query of a URL template starts (its `?`, outside any `{…}`). */
+function queryStart(template: string): number {
+  const at = template.replace(PLACEHOLDER, (m) => "x".repeat(m.length))
+    .indexOf("?");
+  return at < 0 ? template.length : at;
 }
 
 function parseApiUrl(text: string): string | { error: string } {
@@ -1525,6 +1743,21 @@ function parseApiUrl(text: string): string | { error: string } {
       error: "expected placeholders in the path or query, not in the host",
     };
   }
+  const query = queryStart(text);
+  const misplaced = [...text.matchAll(PLACEHOLDER)].find((m) =>
+    m[2] && (m.index! < query ||
+      !/^[^&=#]+=$/.test(text.slice(0, m.index).split(/[?&]/).at(-1)!) ||
+      !/^(&|#|$)/.test(text.slice(m.index! + m[0].length)))
+  );
+  if (misplaced) {
+    return {
+      error: `${
+        misplaced[0]
+      }: an optional placeholder must be a whole value of the query, like ?email=${
+        misplaced[0]
+      }`,
+    };
+  }
   return text;
 }
 
@@ -1540,12 +1773,21 @@ function parseApiUrl(text: string): string | { error: string } {
  */
 export function fillUrl(
   template: string,
-  values: Record<string, string>,
+  values: Record<string, string | null>,
 ): string | { invalid: string } {
   let invalid: string | undefined;
+  // An optional placeholder without a value takes its name= along.
+  const query = queryStart(template);
+  if (query < template.length) {
+    const kept = template.slice(query + 1).split("&").filter((pair) =>
+      [...pair.matchAll(PLACEHOLDER)].every((m) => !m[2] || values[m[1]!])
+    );
+    template = template.slice(0, query) +
+      (kept.length > 0 ? `?${kept.join("&")}` : "");
+  }
   const url = template.replace(
     PLACEHOLDER,
-    (_, name: string, offset: number) => {
+    (_, name: string, _optional, offset: number) => {
       const value = values[name] ?? "";
       const where = template.slice(0, offset).match(/[?#]/)
         ? "URL"
@@ -2109,7 +2351,7 @@ interface TargetInfo {
   /** json or jsonb, or null for `--data-column none`. */
   dataType: string | null;
   /** Each mapped column's type and whether it is json/jsonb. */
-  map: { column: string; path: string[]; type: string; json: boolean }[];
+  map: (Mapped & { column: string; type: string; json: boolean })[];
 }
 
 /**
@@ -2212,9 +2454,9 @@ async function inspectTarget(
     canonical: rel.canonical!,
     idType: col.get(c.idColumn)!.base,
     dataType: c.dataColumn ? col.get(c.dataColumn)!.typname : null,
-    map: [...c.map ?? []].map(([column, path]) => ({
+    map: [...c.map ?? []].map(([column, mapped]) => ({
       column,
-      path,
+      ...mapped,
       type: col.get(column)!.type,
       json: isJson(col.get(column)!),
     })),
@@ -2225,8 +2467,34 @@ async function inspectTarget(
 interface Target {
   /** The id column's value, as text. */
   id: string;
-  /** Each lookup column's value as text (`id` is the id column). */
-  values: Record<string, string>;
+  /** Each lookup column's value as text, or null (`id` is the id column). */
+  values: Record<string, string | null>;
+}
+
+/** A condition a row must meet to be asked for, and the name it is reported by. */
+interface Need {
+  name: string;
+  sql: string;
+}
+
+/**
+ * What a row needs to be asked for: a value for every required lookup, and
+ * optional ones only when every lookup is optional; then one of them.
+ */
+function lookupNeeds(lookups: string[]): Need[] {
+  const has = (l: string) => {
+    const column = `t.${quoted(lookupColumn(l))}`;
+    return `(${column} is not null and ${column}::text <> '')`;
+  };
+  const others = lookups.filter((l) => lookupColumn(l) !== "id");
+  if (lookups.some((l) => !l.endsWith("?"))) {
+    return others.filter((l) => !l.endsWith("?"))
+      .map((l) => ({ name: l, sql: has(l) }));
+  }
+  return others.length === 0 ? [] : [{
+    name: others.map(lookupColumn).join(" or "),
+    sql: `(${others.map(has).join(" or ")})`,
+  }];
 }
 
 /** How targets are picked. */
@@ -2236,8 +2504,10 @@ interface Selection {
   idColumn: string;
   atColumn: string;
   idType: string;
-  /** Lookup columns besides the id: rows where one is null or empty are left out. */
+  /** Lookups besides the id, as the URL spells them (`email?` optional). */
   lookups: string[];
+  /** What a row needs to be asked for; rows without are left out. */
+  needs: Need[];
   where: string | undefined;
   state: StateNames;
   /** `refresh_state` exists (a dry run never creates it). */
@@ -2260,22 +2530,18 @@ function columnsOf(sql: Sql, s: Selection) {
   return sql.unsafe(
     [
       `t.${quoted(s.idColumn)}::text as id`,
-      ...s.lookups.map((l, i) => `t.${quoted(l)}::text as l${i}`),
+      ...s.lookups.map((l, i) => `t.${quoted(lookupColumn(l))}::text as l${i}`),
     ].join(", "),
   );
 }
 
-function lookupsPresent(sql: Sql, s: Selection) {
-  return sql.unsafe(
-    s.lookups.map((l) =>
-      `t.${quoted(l)} is not null and t.${quoted(l)}::text <> ''`
-    ).join(" and ") || "true",
-  );
+function lookupsPresent(sql: Sql, s: Pick<Selection, "needs">) {
+  return sql.unsafe(s.needs.map((n) => n.sql).join(" and ") || "true");
 }
 
 function toTarget(s: Selection, row: Record<string, string>): Target {
-  const values: Record<string, string> = { id: row.id! };
-  s.lookups.forEach((l, i) => values[l] = row[`l${i}`]!);
+  const values: Target["values"] = { id: row.id! };
+  s.lookups.forEach((l, i) => values[lookupColumn(l)] = row[`l${i}`] ?? null);
   return { id: row.id!, values };
 }
 
@@ -2310,11 +2576,10 @@ async function countStale(
       select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
         ${
       sql.unsafe(
-        s.lookups.map((l, i) =>
-          `, count(*) filter (where t.${quoted(l)} is null or t.${
-            quoted(l)
-          }::text = '')::text as w${i}`
-        ).join(""),
+        s.needs.map((n, i) =>
+          `, count(*) filter (where not ${n.sql})::text as w${i}`
+        )
+          .join(""),
       )
     }
       from ${source(sql, s)}
@@ -2322,7 +2587,7 @@ async function countStale(
   return {
     total: Number(row!.n),
     without: Object.fromEntries(
-      s.lookups.map((l, i) => [l, Number(row![`w${i}`])]),
+      s.needs.map((n, i) => [n.name, Number(row![`w${i}`])]),
     ),
   };
 }
@@ -2399,7 +2664,7 @@ async function resolveIds(
   const type = (sql: Sql) => sql.unsafe(s.idType);
   const bad: string[] = [];
   const found = new Map<string, boolean>();
-  const without: Without = Object.fromEntries(s.lookups.map((l) => [l, 0]));
+  const without: Without = Object.fromEntries(s.needs.map((n) => [n.name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
     try {
@@ -2423,11 +2688,7 @@ async function resolveIds(
         sql<Record<string, unknown>[]>`
         select t.${sql(s.idColumn)}::text as id ${
           sql.unsafe(
-            s.lookups.map((l, i) =>
-              `, (t.${quoted(l)} is not null and t.${
-                quoted(l)
-              }::text <> '') as ok${i}`
-            ).join(""),
+            s.needs.map((n, i) => `, ${n.sql} as ok${i}`).join(""),
           )
         }
         from ${source(sql, s)}
@@ -2435,8 +2696,8 @@ async function resolveIds(
       abort,
     );
     for (const row of rows) {
-      const lacking = s.lookups.filter((_, i) => !row[`ok${i}`]);
-      for (const l of lacking) without[l]!++;
+      const lacking = s.needs.filter((_, i) => !row[`ok${i}`]);
+      for (const n of lacking) without[n.name]!++;
       found.set(String(row.id), lacking.length === 0);
     }
   }
@@ -2524,11 +2785,19 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
     : "(select $8::text as t) a";
   const sets = [
     ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
-    ...p.map.map((m, i) =>
-      `${quoted(m.column)} = (a.j ${m.json ? "#>" : "#>>"} $${
-        10 + i
-      }::text[])::${baseType(m.type)}`
-    ),
+    ...p.map.map((m, i) => {
+      // A JSON null read as json is 'null', not SQL null: nullif for keep.
+      const read = m.json
+        ? `(a.j #> $${10 + i}::text[])`
+        : `(a.j #>> $${10 + i}::text[])`;
+      const value = `${
+        m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read
+      }::${baseType(m.type)}`;
+      const column = quoted(m.column);
+      return `${column} = ${
+        m.keep ? `coalesce(${value}, r.${column})` : value
+      }`;
+    }),
     `${quoted(p.atColumn)} = now()`,
   ];
   const target = ok
@@ -2862,16 +3131,48 @@ interface VendorRequest {
   body?: string;
 }
 
+/** One answer, as the vendor section's verdict sees it. */
+interface Answer {
+  status: number;
+  headers: Headers;
+  /** The body as text (of a 2xx at most --max-body, of others 64 KiB). */
+  text: string;
+  /** The body parsed as JSON, when it is JSON. */
+  json?: unknown;
+}
+
+/** What an answer comes to. */
+interface Verdict {
+  /**
+   * `ok` stores it; `not_found`, `invalid` and `failed` are recorded;
+   * `retry` asks again; `credits_exhausted` and `key_refused` stop the run.
+   */
+  verdict:
+    | "ok"
+    | "not_found"
+    | "invalid"
+    | "failed"
+    | "retry"
+    | "credits_exhausted"
+    | "key_refused";
+  /** Why, for all but `ok`: what is recorded, or the stop's reason. */
+  reason?: string;
+  /** For `retry`: how long the vendor asked to wait, in milliseconds. */
+  waitMs?: number;
+  /** What the call cost; 0 for a free miss. */
+  credits?: number;
+}
+
 /** The vendor's own part (see the VENDOR SECTION at the top). */
 interface Vendor {
-  /** Columns of the target table the request needs (besides the id). */
+  /** Lookups the request needs: column names, `email?` for an optional one. */
   lookups(s: VendorSettings): string[];
   /** The request for one target. */
   request(target: Target, s: VendorSettings): VendorRequest;
   /** What an accepted answer looks like. */
   schema: v.GenericSchema;
-  /** The verdict on an answer that passed the schema. */
-  verdict(answer: unknown): "ok" | "not_found" | { invalid: string };
+  /** The verdict on every answer; `generic` is the core's, from the settings. */
+  verdict(answer: Answer, generic: Verdict): Verdict;
   /** The JSON text to store for an ok answer, from the text received. */
   row(text: string, answer: unknown): string;
 }
@@ -2881,8 +3182,16 @@ interface Policy {
   requestTimeout: number;
   maxBody: number;
   billableStatuses: number[];
+  creditsExhaustedStatuses: number[];
   creditsHeader: string | undefined;
+  creditsSpentHeader: string | undefined;
   maxRetryWait: number;
+  /** Time left in the credit period: a longer wait is ignored. */
+  periodLeftMs: () => number;
+  /** Warns about `key` once per run. */
+  warnOnce: (key: string, message: string) => void;
+  /** Whether a 2xx answer had a configured header (warned if none has). */
+  sawHeader: (name: string, present: boolean) => void;
   /** Removes secrets from a text (before any excerpt is cut). */
   scrub: (text: string) => string;
 }
@@ -2891,11 +3200,12 @@ interface Policy {
 interface Reply {
   /** The target's outcome, when this answer decides it. */
   outcome?: Outcome;
-  /** Worth another attempt, and why. */
-  retry?: { error: string; httpStatus: number | null };
+  /** Worth another attempt, and why; `stated` when the vendor said when. */
+  retry?: { error: string; httpStatus: number | null; stated: boolean };
   /** The run must stop (after recording `outcome`, if there is one). */
   stop?: Stop;
-  billable?: boolean;
+  /** What the call cost; unknown for a call cut short. */
+  credits?: number;
   creditsRemaining?: number;
   /** The vendor asked not to be called for this long. */
   waitMs?: number;
@@ -2905,7 +3215,11 @@ interface Reply {
 
 const TRANSIENT_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 const EXCERPT = 200;
+/** How much of an answer that is not a 2xx is read, for the verdict. */
+const ERROR_BODY = 64 * 1024;
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
+/** Answers lacking a configured header before it is warned about. */
+const HEADER_SEEN_WITHIN = 3;
 
 function outcome(
   status: TargetStatus,
@@ -2945,6 +3259,7 @@ async function ask(
   }, p.requestTimeout);
   const onHard = () => request.abort(hard.reason);
   hard.addEventListener("abort", onHard, { once: true });
+  // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
     if (timedOut) {
@@ -2952,19 +3267,28 @@ async function ask(
         retry: {
           error: `${what} within ${formatDuration(p.requestTimeout)}`,
           httpStatus: null,
+          stated: false,
         },
       };
     }
     const message = p.scrub(String((error as Error)?.message ?? error));
     return /redirect/i.test(message)
       ? {
+        credits: 0,
         outcome: outcome(
           "failed",
           null,
           `the vendor redirected; redirects are not followed (${message})`,
         ),
       }
-      : { retry: { error: `network error: ${message}`, httpStatus: null } };
+      : {
+        credits: 0,
+        retry: {
+          error: `network error: ${message}`,
+          httpStatus: null,
+          stated: false,
+        },
+      };
   };
   try {
     let response: Response;
@@ -2979,153 +3303,260 @@ async function ask(
     } catch (error) {
       return failed(error, "no answer");
     }
-    const status = response.status;
-    const reply: Reply = { billable: p.billableStatuses.includes(status) };
-    if (p.creditsHeader) {
-      reply.creditsRemaining = parseCreditsRemaining(
-        response.headers,
-        p.creditsHeader,
-      );
-    }
-    const reset = parseRateLimitWait(response.headers);
-    if (reset !== undefined) {
-      reply.waitMs = reset;
-      if (reset > p.maxRetryWait) {
-        reply.stop = tooLong("rate-limit reset", reset, p.maxRetryWait);
+    const { status, headers } = response;
+    const ok = status >= 200 && status < 300;
+    const credits = answerCredits(headers, status, ok, p);
+    let bytes: Uint8Array;
+    let unusable: string | undefined;
+    try {
+      bytes = await readBody(response, ok ? p.maxBody : ERROR_BODY);
+    } catch (error) {
+      if (!(error instanceof BodyTooLargeError)) {
+        return { ...failed(error, "body not received"), credits };
       }
+      bytes = new Uint8Array();
+      unusable = error.message;
     }
-    if (status === 401 || status === 403) {
-      await response.body?.cancel();
-      return {
-        ...reply,
-        stop: {
-          status: "aborted",
-          reason:
-            `the vendor refused the API key (HTTP ${status}); every call would fail`,
-        },
-      };
+    let text = "";
+    try {
+      text = UTF8.decode(bytes);
+    } catch {
+      text = new TextDecoder().decode(bytes);
+      unusable ??= "body is not valid UTF-8";
     }
-    if (status === 402) {
-      await response.body?.cancel();
-      return {
-        ...reply,
-        stop: {
-          status: "credits_exhausted",
-          reason: "the vendor answered 402 Payment Required: no credits left",
-        },
-      };
-    }
-    if (status >= 200 && status < 300) {
-      let bytes: Uint8Array;
-      try {
-        // An uncompressed body of a declared length within the cap is all
-        // fetch will deliver: one read. Anything else is counted as it comes.
-        const declared = Number(response.headers.get("content-length") ?? NaN);
-        bytes =
-          declared <= p.maxBody && !response.headers.has("content-encoding")
-            ? new Uint8Array(await response.arrayBuffer())
-            : await readCappedBody(response.body, p.maxBody);
-      } catch (error) {
-        if (!(error instanceof BodyTooLargeError)) {
-          return failed(error, "body not received");
-        }
-        return { ...reply, outcome: outcome("invalid", status, error.message) };
-      }
-      return { ...reply, outcome: judge(bytes, status) };
-    }
-    if (status === 404) {
-      await response.body?.cancel();
-      return {
-        ...reply,
-        outcome: outcome(
-          "not_found",
-          404,
-          "HTTP 404: the vendor does not know this target",
-        ),
-      };
-    }
-    if (TRANSIENT_STATUSES.has(status)) {
-      await response.body?.cancel();
-      const wait = status === 429 || status === 503
-        ? parseRetryAfter(response.headers.get("retry-after"))
-        : undefined;
-      if (wait !== undefined) {
-        reply.waitMs = Math.max(wait, reply.waitMs ?? 0);
-        if (wait > p.maxRetryWait) {
-          return {
-            ...reply,
-            stop: tooLong(`HTTP ${status} Retry-After`, wait, p.maxRetryWait),
-          };
-        }
-      }
-      return {
-        ...reply,
-        pushBack: status === 429 || wait !== undefined,
-        retry: {
-          error: `HTTP ${status}${
-            wait !== undefined ? ` (Retry-After ${formatDuration(wait)})` : ""
-          }`,
-          httpStatus: status,
-        },
-      };
-    }
-    // Scrub first, then cut: a cut must never leave part of a secret.
-    const body = await readCappedBody(response.body, 64 * 1024).catch(() =>
-      new Uint8Array()
-    );
-    const text = p.scrub(
-      new TextDecoder().decode(body).replace(/\s+/g, " ").trim(),
-    );
-    const excerpt = text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text;
-    return {
-      ...reply,
-      outcome: outcome(
-        "failed",
-        status,
-        `HTTP ${status}${excerpt ? `: ${excerpt}` : ""}`,
-      ),
-    };
+    const answer: Answer = { status, headers, text };
+    try {
+      if (text.trim() !== "") answer.json = JSON.parse(text);
+    } catch { /* not JSON: the verdict sees answer.json undefined */ }
+    const limits = readRateLimit(headers, Date.now());
+    for (const name of limits.unreadable) unreadable(name, headers, p);
+    const generic = genericVerdict(answer, unusable, limits, credits, p);
+    return replyOf(VENDOR.verdict(answer, generic), answer, limits, generic, p);
   } finally {
     clearTimeout(timer);
     hard.removeEventListener("abort", onHard);
   }
 }
 
-/** The verdict on a successful answer's body: UTF-8, JSON, the schema, the vendor's verdict. */
-function judge(bytes: Uint8Array, status: number): Outcome {
-  let text: string;
-  let json: unknown;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    return outcome("invalid", status, "body is not valid UTF-8");
+/** The warnings of a run, each given once. */
+function notices(log: Logger): Pick<Policy, "warnOnce" | "sawHeader"> {
+  const warned = new Set<string>();
+  const lacking = new Map<string, number>();
+  const warnOnce = (key: string, message: string) => {
+    if (!warned.has(key)) log.warn(message);
+    warned.add(key);
+  };
+  const sawHeader = (name: string, present: boolean) => {
+    const n = present ? -Infinity : (lacking.get(name) ?? 0) + 1;
+    lacking.set(name, n);
+    if (n >= HEADER_SEEN_WITHIN) {
+      warnOnce(
+        `lacking ${name}`,
+        `none of the first ${n} answers had the ${name} header: is the header's name right?`,
+      );
+    }
+  };
+  return { warnOnce, sawHeader };
+}
+
+function unreadable(name: string, headers: Headers, p: Policy): void {
+  const value = headers.get(name)?.slice(0, 100);
+  p.warnOnce(
+    name,
+    `the vendor's ${name} header cannot be read (${
+      JSON.stringify(value)
+    }); it is ignored`,
+  );
+}
+
+/**
+ * What an answer cost: `--credits-spent-header` when the answer has it,
+ * else 1 for a billable status.
+ */
+function answerCredits(
+  headers: Headers,
+  status: number,
+  ok: boolean,
+  p: Policy,
+): number {
+  const billable = p.billableStatuses.includes(status) ? 1 : 0;
+  for (const name of [p.creditsHeader, p.creditsSpentHeader]) {
+    if (name && ok) p.sawHeader(name, headers.has(name));
   }
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return outcome("invalid", status, "body is not JSON");
+  if (!p.creditsSpentHeader) return billable;
+  const spent = readCount(headers, p.creditsSpentHeader);
+  if (spent === "unreadable") unreadable(p.creditsSpentHeader, headers, p);
+  return typeof spent === "number" ? spent : billable;
+}
+
+/** An answer's body, at most `maxBytes`. */
+async function readBody(response: Response, maxBytes: number) {
+  // An uncompressed body of a declared length within the cap is all fetch
+  // will deliver: one read. Anything else is counted as it comes.
+  const declared = Number(response.headers.get("content-length") ?? NaN);
+  return declared <= maxBytes && !response.headers.has("content-encoding")
+    ? new Uint8Array(await response.arrayBuffer())
+    : await readCappedBody(response.body, maxBytes);
+}
+
+/** What the core makes of an answer from the settings alone. */
+function genericVerdict(
+  a: Answer,
+  unusable: string | undefined,
+  limits: RateLimit,
+  credits: number,
+  p: Policy,
+): Verdict {
+  const s = a.status;
+  // Scrub first, then cut: a cut must never leave part of a secret.
+  const text = p.scrub(a.text.replace(/\s+/g, " ").trim());
+  const excerpt = text &&
+    `: ${text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text}`;
+  const says = (verdict: Verdict["verdict"], reason?: string): Verdict => ({
+    verdict,
+    reason,
+    credits,
+  });
+  if (s === 401 || s === 403) {
+    return says(
+      "key_refused",
+      `the vendor refused the API key (HTTP ${s}); every call would fail`,
+    );
   }
-  const checked = v.safeParse(VENDOR.schema, json);
-  if (!checked.success) {
+  if (p.creditsExhaustedStatuses.includes(s)) {
+    return says(
+      "credits_exhausted",
+      `the vendor answered HTTP ${s}${excerpt}: no credits left`,
+    );
+  }
+  if (s >= 200 && s < 300) {
+    if (unusable) return says("invalid", unusable);
+    if (a.json === undefined) return says("invalid", "body is not JSON");
+    const checked = v.safeParse(VENDOR.schema, a.json);
+    if (checked.success) return says("ok");
     const issue = checked.issues[0];
-    return outcome(
+    return says(
       "invalid",
-      status,
       `unexpected shape at ${
         v.getDotPath(issue) ?? "(root)"
       }: ${issue.message}`,
     );
   }
-  const verdict = VENDOR.verdict(checked.output);
-  if (verdict === "not_found") {
-    return outcome(
-      "not_found",
-      status,
-      `HTTP ${status}: the vendor says it does not know this target`,
-    );
+  if (s === 404) {
+    return says("not_found", "HTTP 404: the vendor does not know this target");
   }
-  if (verdict !== "ok") return outcome("invalid", status, verdict.invalid);
-  return outcome("ok", status, null, VENDOR.row(text, checked.output));
+  if (TRANSIENT_STATUSES.has(s)) {
+    const after = s === 429 || s === 503
+      ? parseRetryAfter(a.headers.get("retry-after"))
+      : undefined;
+    const waits = [after, ...s === 429 ? [limits.resetMs, limits.spentMs] : []]
+      .filter((ms) => ms !== undefined);
+    return {
+      ...says(
+        "retry",
+        `HTTP ${s}${
+          after !== undefined ? ` (Retry-After ${formatDuration(after)})` : ""
+        }`,
+      ),
+      waitMs: waits.length > 0 ? Math.max(...waits) : undefined,
+    };
+  }
+  return says("failed", `HTTP ${s}${excerpt}`);
+}
+
+/** The reply a verdict makes, with the waits and costs of its answer. */
+function replyOf(
+  verdict: Verdict,
+  a: Answer,
+  limits: RateLimit,
+  generic: Verdict,
+  p: Policy,
+): Reply {
+  const remaining = p.creditsHeader
+    ? readCount(a.headers, p.creditsHeader)
+    : undefined;
+  if (remaining === "unreadable") unreadable(p.creditsHeader!, a.headers, p);
+  const reply: Reply = {
+    credits: verdict.credits ?? generic.credits,
+    creditsRemaining: typeof remaining === "number" ? remaining : undefined,
+  };
+  const retrying = verdict.verdict === "retry";
+  let wait = retrying ? verdict.waitMs : limits.spentMs;
+  if (wait !== undefined && wait > p.periodLeftMs()) {
+    p.warnOnce(
+      "past period end",
+      `the vendor asked to wait ${
+        formatDuration(wait)
+      }, past the end of the credit period; that wait is ignored`,
+    );
+    wait = undefined;
+  }
+  if (wait !== undefined) {
+    reply.waitMs = wait;
+    if (wait > p.maxRetryWait) {
+      reply.stop = tooLong(
+        retrying ? `HTTP ${a.status}` : "rate-limit reset",
+        wait,
+        p.maxRetryWait,
+      );
+    }
+  }
+  const reason = verdict.reason;
+  switch (verdict.verdict) {
+    case "key_refused":
+      return {
+        ...reply,
+        stop: {
+          status: "aborted",
+          reason: reason ?? `the vendor refused the API key (HTTP ${a.status})`,
+        },
+      };
+    case "credits_exhausted":
+      return {
+        ...reply,
+        stop: {
+          status: "credits_exhausted",
+          reason: reason ??
+            `the vendor says no credits are left (HTTP ${a.status})`,
+        },
+      };
+    case "retry":
+      return reply.stop ? reply : {
+        ...reply,
+        pushBack: a.status === 429 || wait !== undefined,
+        retry: {
+          error: reason ?? `HTTP ${a.status}`,
+          httpStatus: a.status,
+          stated: wait !== undefined,
+        },
+      };
+    case "ok":
+      return {
+        ...reply,
+        outcome: a.json === undefined
+          ? outcome("invalid", a.status, "body is not JSON")
+          : outcome("ok", a.status, null, VENDOR.row(a.text, a.json)),
+      };
+    case "not_found":
+      return {
+        ...reply,
+        outcome: outcome(
+          "not_found",
+          a.status,
+          reason ??
+            `HTTP ${a.status}: the vendor says it does not know this target`,
+        ),
+      };
+    default:
+      return {
+        ...reply,
+        outcome: outcome(
+          verdict.verdict,
+          a.status,
+          reason ?? `the vendor section judged the answer ${verdict.verdict}`,
+        ),
+      };
+  }
 }
 
 /** Thrown inside `retry()` for an answer worth another attempt. */
@@ -3145,6 +3576,8 @@ interface Fetched {
   attempts: number;
   credits: number;
   creditsRemaining?: number;
+  /** The most one call has cost this run (at least 1). */
+  maxCost: number;
 }
 
 /** What {@linkcode fetchTarget} needs. */
@@ -3155,6 +3588,8 @@ interface FetchOptions {
   stats: LatencyStats;
   /** Credits the run may still spend (`--budget`), if capped. */
   budgetLeft: number | undefined;
+  /** The most one call has cost this run so far (at least 1). */
+  maxCost: number;
   /** No new request, every wait cut short. */
   stop: AbortSignal;
   /** The request in flight aborted. */
@@ -3167,7 +3602,8 @@ interface FetchOptions {
 /**
  * Asks the vendor about one target, retrying with exponential backoff and
  * full jitter: strictly sequential, every start through the pacer, never a
- * request that could spend credit N+1 of the budget.
+ * request that could spend credit N+1 of the budget. An answer that says
+ * when to come back is waited for and not counted against --max-attempts.
  */
 async function fetchTarget(
   target: Target,
@@ -3176,45 +3612,56 @@ async function fetchTarget(
 ): Promise<Fetched> {
   const s = o.settings;
   const url = req.url;
-  if (typeof url !== "string") {
-    return {
-      outcome: outcome("invalid", null, url.invalid),
-      attempts: 0,
-      credits: 0,
-    };
-  }
   let attempts = 0;
   let credits = 0;
+  let maxCost = o.maxCost;
   let creditsRemaining: number | undefined;
-  const spent = (): Fetched => ({ attempts, credits, creditsRemaining });
+  const spent = (): Fetched => ({
+    attempts,
+    credits,
+    creditsRemaining,
+    maxCost,
+  });
+  if (typeof url !== "string") {
+    return { ...spent(), outcome: outcome("invalid", null, url.invalid) };
+  }
   try {
     const reply = await retry(async () => {
-      if (o.budgetLeft !== undefined && credits >= o.budgetLeft) {
-        return { stop: budgetStop(s.budget!) } as Reply;
-      }
-      if (o.pacer.pendingWait() > 0) o.onWay();
-      await o.pacer.wait(o.stop);
-      attempts++;
-      const started = performance.now();
-      const asking = ask({ ...req, url }, o.policy, o.hard);
-      o.onWay();
-      const r = await asking;
-      o.stats.add(performance.now() - started);
-      if (r.billable) credits++;
-      creditsRemaining = r.creditsRemaining ?? creditsRemaining;
-      if (r.pushBack) o.pacer.pushBack();
-      if (r.waitMs !== undefined && !r.stop) {
-        o.pacer.deferFor(r.waitMs);
-        if (r.retry && r.waitMs >= 1000) {
-          o.log.info(
-            `target ${target.id}: ${r.retry.error}; waiting ${
-              formatDuration(r.waitMs)
-            } as the vendor asked`,
-          );
+      while (true) {
+        if (o.budgetLeft !== undefined && credits + maxCost > o.budgetLeft) {
+          return { stop: budgetStop(s.budget!) } as Reply;
         }
+        if (o.pacer.pendingWait() > 0) o.onWay();
+        await o.pacer.wait(o.stop);
+        attempts++;
+        const started = performance.now();
+        const asking = ask({ ...req, url }, o.policy, o.hard);
+        o.onWay();
+        const r = await asking;
+        o.stats.add(performance.now() - started);
+        // A call cut short may still be billed: its worst case is counted.
+        const cost = r.credits ?? maxCost;
+        credits += cost;
+        maxCost = Math.max(maxCost, cost);
+        creditsRemaining = r.creditsRemaining ?? creditsRemaining;
+        if (r.pushBack) o.pacer.pushBack();
+        if (r.waitMs !== undefined && !r.stop) {
+          o.pacer.deferFor(r.waitMs);
+          if (r.retry && r.waitMs >= 1000) {
+            o.log.info(
+              `target ${target.id}: ${r.retry.error}; waiting ${
+                formatDuration(r.waitMs)
+              } as the vendor asked`,
+            );
+          }
+        }
+        if (!r.retry) return r;
+        if (r.retry.stated) continue;
+        if (r.retry.httpStatus === 429 && s.rate) {
+          o.pacer.deferFor(s.rate.windowMs);
+        }
+        throw new Retryable(r.retry.httpStatus, r.retry.error);
       }
-      if (r.retry) throw new Retryable(r.retry.httpStatus, r.retry.error);
-      return r;
     }, {
       maxAttempts: s.maxAttempts,
       minTimeout: s.backoff,
@@ -3232,6 +3679,17 @@ async function fetchTarget(
   } catch (error) {
     if (error instanceof RetryError) {
       const cause = error.cause as Retryable;
+      // Turned away without a word on when: not the target's fault.
+      if (cause.httpStatus === 429) {
+        return {
+          ...spent(),
+          stop: {
+            status: "rate_limited",
+            reason:
+              `the vendor answered ${cause.message} to ${attempts} attempts for target ${target.id} without saying when to come back; progress is saved, run again later`,
+          },
+        };
+      }
       return {
         ...spent(),
         outcome: {
@@ -3398,6 +3856,8 @@ async function refreshAll(
     // Awaited by settle(); until then, a failure must not go unhandled.
     pending.catch(() => {});
   };
+  /** The most one call has cost: no call may dip into the budget or reserve. */
+  let maxCost = 1;
   let failedRow = 0;
   let invalidRow = 0;
   let refusedRow = 0;
@@ -3465,11 +3925,14 @@ async function refreshAll(
         reason: "the vendor reports 0 credits remaining",
       };
     }
-    if (left !== undefined && c.reserve !== undefined && left <= c.reserve) {
+    if (
+      left !== undefined && c.reserve !== undefined &&
+      left < c.reserve + maxCost
+    ) {
       return {
         status: "budget_exhausted",
         reason:
-          `the vendor reports ${left} credit(s) remaining, at or below the reserve of ${c.reserve}`,
+          `the vendor reports ${left} credit(s) remaining; a call costing up to ${maxCost} would dip into the reserve of ${c.reserve}`,
       };
     }
     return undefined;
@@ -3485,7 +3948,7 @@ async function refreshAll(
       }
       stop = o.control.stop.signal.aborted
         ? o.control.stop.signal.reason as Stop
-        : c.budget !== undefined && n.credits >= c.budget
+        : c.budget !== undefined && n.credits + maxCost > c.budget
         ? budgetStop(c.budget)
         : await o.fence(startWrite);
       if (stop) break outer;
@@ -3496,6 +3959,7 @@ async function refreshAll(
         pacer: o.pacer,
         stats: o.stats,
         budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
+        maxCost,
         stop: o.control.stop.signal,
         hard: o.control.hard.signal,
         log,
@@ -3504,6 +3968,7 @@ async function refreshAll(
       n.requests += f.attempts;
       n.retries += Math.max(0, f.attempts - 1);
       n.credits += f.credits;
+      maxCost = f.maxCost;
       n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
       // Target k-1's write: if the database or the lease is gone, the
       // answer in hand is lost (one of the documented cases).
@@ -4011,7 +4476,10 @@ async function realRun(job: Job): Promise<number> {
   };
   const stats = new LatencyStats();
   const pacer = new Pacer({
-    minIntervalMs: c.minInterval,
+    minIntervalMs: Math.max(
+      c.minInterval,
+      c.rate ? c.rate.windowMs / c.rate.count : 0,
+    ),
     maxGapMs: c.maxRetryWait,
   });
   let leftOut = "";
@@ -4105,8 +4573,12 @@ async function realRun(job: Job): Promise<number> {
           requestTimeout: c.requestTimeout,
           maxBody: c.maxBody,
           billableStatuses: c.billableStatuses,
+          creditsExhaustedStatuses: c.creditsExhaustedStatuses,
           creditsHeader: c.creditsHeader,
+          creditsSpentHeader: c.creditsSpentHeader,
           maxRetryWait: c.maxRetryWait,
+          periodLeftMs: () => end.getTime() - job.clock().getTime(),
+          ...notices(log),
           scrub: job.strict,
         },
         log,
@@ -4404,8 +4876,9 @@ export async function main(options: MainOptions = {}): Promise<number> {
       (sql) => sql<[{ version: string }]>`select version()`,
       abort,
     );
-    const lookups = VENDOR.lookups(c).filter((l) => l !== "id");
-    const info = await inspectTarget(long, c, lookups, abort);
+    const all = VENDOR.lookups(c);
+    const lookups = all.filter((l) => lookupColumn(l) !== "id");
+    const info = await inspectTarget(long, c, lookups.map(lookupColumn), abort);
     if (Array.isArray(info)) {
       log.error("invalid target:");
       for (const problem of info) log.error(`  ${problem}`);
@@ -4419,6 +4892,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
       atColumn: c.atColumn,
       idType: info.idType,
       lookups,
+      needs: lookupNeeds(all),
       where: c.where,
       state: names,
       retryMisses: c.retryMisses,
