@@ -3408,10 +3408,12 @@ function genericVerdict(
   p: Policy,
 ): Verdict {
   const s = a.status;
-  // Scrub first, then cut: a cut must never leave part of a secret.
-  const text = p.scrub(a.text.replace(/\s+/g, " ").trim());
-  const excerpt = text &&
-    `: ${text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text}`;
+  const excerpt = () => {
+    // Scrub first, then cut: a cut must never leave part of a secret.
+    const text = p.scrub(a.text.replace(/\s+/g, " ").trim());
+    return text &&
+      `: ${text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text}`;
+  };
   const says = (verdict: Verdict["verdict"], reason?: string): Verdict => ({
     verdict,
     reason,
@@ -3426,7 +3428,7 @@ function genericVerdict(
   if (p.creditsExhaustedStatuses.includes(s)) {
     return says(
       "credits_exhausted",
-      `the vendor answered HTTP ${s}${excerpt}: no credits left`,
+      `the vendor answered HTTP ${s}${excerpt()}: no credits left`,
     );
   }
   if (s >= 200 && s < 300) {
@@ -3461,7 +3463,7 @@ function genericVerdict(
       waitMs: waits.length > 0 ? Math.max(...waits) : undefined,
     };
   }
-  return says("failed", `HTTP ${s}${excerpt}`);
+  return says("failed", `HTTP ${s}${excerpt()}`);
 }
 
 /** The reply a verdict makes, with the waits and costs of its answer. */

@@ -4237,3 +4237,24 @@ Deno.test("an unreadable rate-limit header, and a configured header never sent, 
     }
   });
 });
+
+Deno.test("no retry is made that could cross --budget at the largest cost seen", async () => {
+  const script: Script = (_, attempt) =>
+    attempt === 1
+      ? { status: 503, headers: { "x-call-credits-spent": "3" } }
+      : { headers: { "x-call-credits-spent": "3" } };
+  await withFixture({ name: "retry_budget", count: 2, script }, async (f) => {
+    assertSucceeded(
+      await f.run([
+        "--credits-spent-header",
+        "x-call-credits-spent",
+        "--budget",
+        "5",
+      ]),
+    );
+    const [run] = await f.runs();
+    assertEquals(run!.status, "budget_exhausted");
+    assertEquals(Number(run!.credits_spent), 3);
+    assertEquals(f.vendor.calls.length, 1);
+  });
+});
