@@ -1029,17 +1029,23 @@ interface ZonedParts {
   second: number;
 }
 
+const ZONED = new Map<string, Intl.DateTimeFormat>();
+
 function zonedParts(at: Date, timeZone: string): ZonedParts {
-  const format = new Intl.DateTimeFormat("en-US", {
-    timeZone,
-    hourCycle: "h23",
-    year: "numeric",
-    month: "numeric",
-    day: "numeric",
-    hour: "numeric",
-    minute: "numeric",
-    second: "numeric",
-  });
+  let format = ZONED.get(timeZone);
+  if (!format) {
+    format = new Intl.DateTimeFormat("en-US", {
+      timeZone,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "numeric",
+      day: "numeric",
+      hour: "numeric",
+      minute: "numeric",
+      second: "numeric",
+    });
+    ZONED.set(timeZone, format);
+  }
   const parts: Record<string, number> = {};
   for (const part of format.formatToParts(at)) {
     if (part.type !== "literal") parts[part.type] = Number(part.value);
@@ -1066,6 +1072,8 @@ function daysInMonth(year: number, month: number): number {
   return new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
+const DAY_MS = 86_400_000;
+
 /**
  * The end of the calendar month containing `now` in `timeZone`: the
  * instant the next month starts there. Credits reset then.
@@ -1078,10 +1086,28 @@ export function periodEnd(now: Date, timeZone: string): Date {
   const p = zonedParts(now, timeZone);
   // Midnight starting the next month, as if local time were UTC...
   const local = Date.UTC(p.year, p.month, 1);
-  // ...shifted by the zone's offset at (about) that instant.
-  let instant = local - zoneOffsetMs(local, timeZone);
-  instant = local - zoneOffsetMs(instant, timeZone);
-  return new Date(instant);
+  const starts = (t: number) => {
+    const q = zonedParts(new Date(t), timeZone);
+    return Date.UTC(q.year, q.month - 1, q.day, q.hour, q.minute, q.second) >=
+      local;
+  };
+  // ...shifted by the zone's offset the day before or the day after: the
+  // earlier one that is that midnight there.
+  const [a, b] = [
+    local - zoneOffsetMs(local - DAY_MS, timeZone),
+    local - zoneOffsetMs(local + DAY_MS, timeZone),
+  ].sort((x, y) => x - y) as [number, number];
+  if (starts(a) && !starts(a - 1000)) return new Date(a);
+  if (starts(b) && !starts(b - 1000)) return new Date(b);
+  // Midnight does not exist there (clocks skip it): the month starts at the
+  // first instant after the jump, between the two.
+  let [lo, hi] = [a - DAY_MS, b + DAY_MS];
+  while (hi - lo > 1000) {
+    const mid = Math.floor((lo + hi) / 2000) * 1000;
+    if (starts(mid)) hi = mid;
+    else lo = mid;
+  }
+  return new Date(hi);
 }
 
 /** Where `now` falls relative to the month-end window. */

@@ -744,6 +744,49 @@ Deno.test("periodEnd() is the start of the next month in the time zone", () => {
   );
 });
 
+Deno.test("periodEnd() is Temporal's start of next month in every IANA zone, 2000-2040", () => {
+  const wrong: string[] = [];
+  for (const zone of Intl.supportedValuesOf("timeZone")) {
+    for (let year = 2000; year <= 2040; year++) {
+      for (let month = 0; month < 12; month++) {
+        const now = Date.UTC(year, month, 15, 12);
+        const expected = Temporal.Instant.fromEpochMilliseconds(now)
+          .toZonedDateTimeISO(zone).with({ day: 1 }).add({ months: 1 })
+          .startOfDay().epochMilliseconds;
+        const got = periodEnd(new Date(now), zone).getTime();
+        if (got !== expected) {
+          wrong.push(
+            `${zone} ${year}-${month + 1}: ${new Date(got).toISOString()} != ${
+              new Date(expected).toISOString()
+            }`,
+          );
+        }
+      }
+    }
+  }
+  assertEquals(wrong.slice(0, 10), [], `${wrong.length} wrong`);
+});
+
+Deno.test("periodEnd() where midnight is skipped, and where the offset changes the day after", () => {
+  const end = (iso: string, zone: string) =>
+    periodEnd(new Date(iso), zone).toISOString();
+  // Asunción: clocks went from 00:00 to 01:00 on 2023-10-01.
+  assertEquals(
+    end("2023-09-15T12:00:00Z", "America/Asuncion"),
+    "2023-10-01T04:00:00.000Z",
+  );
+  // Havana: from 00:00 to 01:00 on 2012-04-01.
+  assertEquals(
+    end("2012-03-15T12:00:00Z", "America/Havana"),
+    "2012-04-01T05:00:00.000Z",
+  );
+  // Adelaide: midnight exists (+9:30); DST starts at 02:00 that day.
+  assertEquals(
+    end("2023-09-15T12:00:00Z", "Australia/Adelaide"),
+    "2023-09-30T14:30:00.000Z",
+  );
+});
+
 Deno.test("monthEndWindow() opens on the last N days of 28-, 29-, 30- and 31-day months", () => {
   const day = (iso: string, tz = "UTC", n = 3) =>
     monthEndWindow(new Date(iso), tz, n);
