@@ -298,6 +298,14 @@ export const SETTINGS = {
       "Cap on any single wait; a longer Retry-After or rate-limit reset stops the run as rate_limited.",
     parse: duration({ min: 1, timer: true }),
   }),
+  ignoreNotBefore: setting({
+    env: "REFRESH_IGNORE_NOT_BEFORE",
+    arg: "",
+    default: "false",
+    help:
+      "Forget the time an earlier run was told not to call before (refresh_runs.not_before) and call now.",
+    parse: reads("true or false", parseBoolean),
+  }),
   maxBody: setting({
     env: "REFRESH_MAX_BODY",
     arg: "BYTES",
@@ -2988,8 +2996,10 @@ async function acquireLease(
   n: StateNames,
   leaseMs: number,
   params: Record<string, unknown>,
+  ignoreNotBefore: boolean,
 ): Promise<
-  { runId: number; crashed: string[]; notBeforeMs: number } | { live: LiveRun }
+  | { runId: number; crashed: string[]; notBeforeMs: number; cleared: number }
+  | { live: LiveRun }
 > {
   return await db.run((sql) =>
     sql.begin(async (tx) => {
@@ -3016,6 +3026,10 @@ async function acquireLease(
           },
         };
       }
+      const cleared = ignoreNotBefore
+        ? (await tx`update ${sql(n.runs)} set not_before = null
+            where not_before > now()`).count
+        : 0;
       const [run] = await tx<{ id: string; wait: number | null }[]>`
         insert into ${sql(n.runs)} (status, params, lease_ms)
         values ('running', ${
@@ -3029,6 +3043,7 @@ async function acquireLease(
         runId: Number(run!.id),
         crashed: crashed.map((r) => r.id),
         notBeforeMs: Math.max(0, run!.wait ?? 0),
+        cleared,
       };
     })
   );
@@ -4471,7 +4486,13 @@ async function realRun(job: Job): Promise<number> {
     return workers.exit;
   }
   const [write, beat] = workers;
-  const lease = await acquireLease(write, names, c.lease, job.params);
+  const lease = await acquireLease(
+    write,
+    names,
+    c.lease,
+    job.params,
+    c.ignoreNotBefore,
+  );
   if ("live" in lease) {
     log.error(
       `another run is live: run ${lease.live.id}, started ${lease.live.startedAt}, last heartbeat ${lease.live.heartbeatAt}; it is taken over as crashed once its heartbeat is older than its lease (--lease ${
@@ -4485,6 +4506,11 @@ async function realRun(job: Job): Promise<number> {
   // up to --db-retry.
   for (const db of new Set([long, write, beat])) {
     db.retry = { ms: c.dbRetry, log };
+  }
+  if (lease.cleared > 0) {
+    log.warn(
+      `--ignore-not-before: cleared the time an earlier run was told not to call before; calling now`,
+    );
   }
   if (lease.crashed.length > 0) {
     log.warn(

@@ -4301,3 +4301,27 @@ Deno.test("no retry is made that could cross --budget at the largest cost seen",
     assertEquals(f.vendor.calls.length, 1);
   });
 });
+
+Deno.test("--ignore-not-before clears a remembered not_before and calls at once", async () => {
+  const script: Script = (id, attempt) =>
+    id === "1" && attempt === 1
+      ? { status: 429, headers: { "retry-after": "600" } }
+      : {};
+  await withFixture({ name: "ignore_nb", count: 2, script }, async (f) => {
+    assertSucceeded(
+      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
+    );
+    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    const result = await f.run(["--ignore-not-before"]);
+    assertSucceeded(result);
+    assertStringIncludes(result.stderr, "--ignore-not-before: cleared");
+    assertEquals((await f.runs()).map((r) => [r.status, r.not_before]), [
+      ["rate_limited", null],
+      ["completed", null],
+    ]);
+    assertEquals(f.vendor.calls.length, 3);
+    // And the next run is not held back either.
+    assertSucceeded(await f.run(["--ids", "1"]));
+    assertEquals(f.vendor.calls.length, 4);
+  });
+});
