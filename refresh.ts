@@ -3424,10 +3424,27 @@ function answerCredits(
   for (const name of [p.creditsHeader, p.creditsSpentHeader]) {
     if (name && ok) p.sawHeader(name, headers.has(name));
   }
-  if (!p.creditsSpentHeader) return billable;
-  const spent = readCount(headers, p.creditsSpentHeader);
-  if (spent === "unreadable") unreadable(p.creditsSpentHeader, headers, p);
-  return typeof spent === "number" ? spent : billable;
+  return readCredits(headers, p.creditsSpentHeader, p) ?? billable;
+}
+
+/** A credits header's value; warned about once when unreadable or duplicated. */
+function readCredits(
+  headers: Headers,
+  name: string | undefined,
+  p: Policy,
+): number | undefined {
+  if (!name) return undefined;
+  const n = readCount(headers, name);
+  if (n === "unreadable") unreadable(name, headers, p);
+  else if (n !== undefined && headers.get(name)!.includes(",")) {
+    p.warnOnce(
+      `duplicated ${name}`,
+      `the vendor sent the ${name} header more than once (${
+        JSON.stringify(headers.get(name)!.slice(0, 100))
+      }); its smallest value counts`,
+    );
+  }
+  return typeof n === "number" ? n : undefined;
 }
 
 /** An answer's body, at most `maxBytes`. */
@@ -3515,13 +3532,9 @@ function replyOf(
   generic: Verdict,
   p: Policy,
 ): Reply {
-  const remaining = p.creditsHeader
-    ? readCount(a.headers, p.creditsHeader)
-    : undefined;
-  if (remaining === "unreadable") unreadable(p.creditsHeader!, a.headers, p);
   const reply: Reply = {
     credits: verdict.credits ?? generic.credits,
-    creditsRemaining: typeof remaining === "number" ? remaining : undefined,
+    creditsRemaining: readCredits(a.headers, p.creditsHeader, p),
   };
   const retrying = verdict.verdict === "retry";
   let wait = retrying ? verdict.waitMs : limits.spentMs;
@@ -3962,6 +3975,16 @@ async function refreshAll(
     }
     if (f.stop) return f.stop;
     const left = n.creditsRemaining;
+    if (
+      c.reserve !== undefined && left === undefined &&
+      n.requests >= HEADER_SEEN_WITHIN
+    ) {
+      return {
+        status: "aborted",
+        reason:
+          `--reserve ${c.reserve} is set, but none of the first ${n.requests} answers had a readable ${c.creditsHeader} header: stopped rather than spend blind`,
+      };
+    }
     if (left === 0) {
       return {
         status: "credits_exhausted",

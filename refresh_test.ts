@@ -4325,3 +4325,48 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
     assertEquals(f.vendor.calls.length, 4);
   });
 });
+
+Deno.test("a duplicated credits header counts its smallest value, warned about once", async () => {
+  let left = 12;
+  const script: Script = () => {
+    left--;
+    return { headers: { "x-credits-remaining": `${left + 5}, ${left}` } };
+  };
+  await withFixture({ name: "dup_credits", count: 6, script }, async (f) => {
+    const result = await f.run([
+      "--credits-header",
+      "x-credits-remaining",
+      "--reserve",
+      "8",
+    ]);
+    assertSucceeded(result);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "budget_exhausted");
+    assertEquals(Number(run!.credits_remaining), 8);
+    assertEquals(
+      result.stderr.split("\n").filter((l) =>
+        l.includes("x-credits-remaining header more than once")
+      ).length,
+      1,
+    );
+  });
+});
+
+Deno.test("--reserve with no credits value in the first answers stops aborted, not blind", async () => {
+  await withFixture({ name: "reserve_blind", count: 6 }, async (f) => {
+    const result = await f.run([
+      "--credits-header",
+      "x-credits-left",
+      "--reserve",
+      "100",
+    ]);
+    assertSucceeded(result, 1);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "aborted");
+    assertStringIncludes(
+      String(run!.reason),
+      "stopped rather than spend blind",
+    );
+    assertEquals(f.vendor.calls.length, 3);
+  });
+});
