@@ -1886,8 +1886,19 @@ export function redactUrl(url: string): string {
 /** Secrets shorter than this are not searched for (they'd mangle text). */
 const MIN_SCRUBBED_LENGTH = 4;
 
-/** The forms a secret may take in text: raw, percent-encoded, base64. */
+/**
+ * The forms a secret may take in text: raw, percent-encoded (as
+ * `encodeURIComponent` and as a URL parser does it, in a path or a query),
+ * form-encoded, JSON-escaped and base64.
+ */
 function secretForms(secret: string): string[] {
+  const url = (prefix: string, part: "pathname" | "search") => {
+    try {
+      return new URL(prefix + secret)[part].slice(1);
+    } catch {
+      return secret;
+    }
+  };
   const bytes = new TextEncoder().encode(secret);
   const base64 = [0, 1, 2].map((pad) => {
     const padded = new Uint8Array(pad + bytes.length);
@@ -1896,7 +1907,17 @@ function secretForms(secret: string): string[] {
     return btoa(String.fromCharCode(...padded)).replace(/=+$/, "")
       .slice([0, 2, 3][pad], -2);
   });
-  return [secret, encodeURIComponent(secret), ...base64];
+  return [
+    ...new Set([
+      secret,
+      encodeURIComponent(secret),
+      url("http://x/", "pathname"),
+      url("http://x/?", "search"),
+      new URLSearchParams({ k: secret }).toString().slice(2),
+      JSON.stringify(secret).slice(1, -1),
+    ]),
+    ...base64,
+  ];
 }
 
 /**

@@ -172,6 +172,22 @@ Deno.test("scrubSecrets() finds a secret percent-encoded and in base64", () => {
   }
 });
 
+Deno.test("scrubSecrets() finds a secret in every encoded form", () => {
+  const secret = `sk_li"ve it's/ké_y`;
+  const forms = [
+    encodeURIComponent(secret),
+    new URL(`http://x/?${secret}`).search.slice(1),
+    new URL(`http://x/${secret}`).pathname.slice(1),
+    new URLSearchParams({ k: secret }).toString().slice(2),
+    JSON.stringify(secret).slice(1, -1),
+  ];
+  for (const form of forms) {
+    const out = scrubSecrets(`before ${form} after`, [secret]);
+    assertEquals(out.startsWith("before "), true, form);
+    assertEquals(out, "before *** after", form);
+  }
+});
+
 Deno.test("scrubSecrets() leaves ordinary words alone, but searches outside text down to half a secret", () => {
   assertEquals(
     scrubSecrets("user postgres in PostgreSQL progress", ["postgres"]),
@@ -3385,6 +3401,26 @@ Deno.test("the stored run parameters hold no secret, wherever the URLs put it", 
     assertStringIncludes(params, "password=***");
     assert(!params.includes(`password=${password}`), params);
     assertNoFragment(result.stderr, API_KEY, "stderr");
+  });
+});
+
+Deno.test("a key a URL parser percent-encodes (an apostrophe) is neither printed nor stored", async () => {
+  const key = "sk_it's_a_TESTKEY_9f8e7d6c";
+  await withFixture({ name: "params_quote", count: 1 }, async (f) => {
+    const vendor = new URL(f.vendor.urlTemplate);
+    const apiUrl = `${vendor.origin}/people/{id}?k=${key}&v=1`;
+    const result = await f.run([], {
+      env: { REFRESH_API_URL: apiUrl, REFRESH_API_KEY: key },
+    });
+    assertSucceeded(result);
+    const [run] = await f.runs();
+    const params = JSON.stringify(run!.params);
+    for (const form of [key, new URL(apiUrl).search]) {
+      assertNoFragment(params, form, "refresh_runs.params");
+      assertNoFragment(result.stderr + result.stdout, form, "output");
+    }
+    assert(!params.includes("it%27s_a"), params);
+    assert(!result.stderr.includes("it%27s_a"), result.stderr);
   });
 });
 
