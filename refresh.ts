@@ -149,8 +149,9 @@ export const SETTINGS = {
     required: true,
     help: "Vendor API key, sent in a header only. Secret.",
     parse: reads(
-      "a non-empty key on one line",
-      (raw) => raw.trim() !== "" && !/[\r\n\0]/.test(raw) ? raw : undefined,
+      "a key of printable ASCII characters, as a header can carry it",
+      (raw) =>
+        /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(raw) ? raw : undefined,
       true,
     ),
   }),
@@ -590,6 +591,9 @@ export function parseConfig(
     : { ok: true, config: config as Config, help: false, given, raw };
 }
 
+/** The earliest time PostgreSQL can hold: 4713-11-24 BC. */
+const PG_EARLIEST_MS = Date.UTC(-4712, 10, 25);
+
 /** Rules between settings, each naming the setting to change. */
 function crossCheck(
   c: Partial<Config>,
@@ -599,7 +603,14 @@ function crossCheck(
   const d = formatDuration;
   const { requestTimeout = 0, grace = 0, lease = Infinity, dbRetry = 0 } = c;
   const least = requestTimeout + grace + HEARTBEAT_MS;
+  const oldest = Date.now() - PG_EARLIEST_MS;
   return [
+    c.staleAfter! > oldest &&
+    `${at("staleAfter")}: expected at most ${
+      d(oldest)
+    } (PostgreSQL holds no earlier time than 4713 BC), found ${
+      d(c.staleAfter!)
+    }`,
     given.ids && given.idsFile &&
     `${at("ids")} and ${at("idsFile")}: give the ids one way, not both`,
     given.reserve && !given.creditsHeader &&
@@ -2049,6 +2060,8 @@ class DbLost extends Error {
 class Db {
   sql: Sql;
   retry: { ms: number; log: Logger } | undefined;
+  /** Every statement in a read-only transaction (a dry run). */
+  readOnly = false;
   #open: () => Sql;
   #guardMs: number;
 
@@ -2093,7 +2106,12 @@ class Db {
     abort?: AbortSignal,
   ): Promise<T> {
     abort?.throwIfAborted();
-    const query = statement(this.sql);
+    const query = this.readOnly
+      ? this.sql.begin(
+        "read only",
+        (tx) => statement(tx as unknown as Sql),
+      ) as unknown as Statement<T>
+      : statement(this.sql);
     const stopped = Promise.withResolvers<never>();
     const onAbort = () => {
       query.cancel?.();
@@ -2181,18 +2199,36 @@ async function connect(
   );
   const where = `${target.host}:${target.port}`;
   const timedOut = Promise.withResolvers<never>();
+  timedOut.promise.catch(() => {});
   const late = new Error("no answer in time");
-  const timer = setTimeout(() => timedOut.reject(late), connectTimeoutMs);
+  const expired = new AbortController();
+  const timer = setTimeout(() => {
+    expired.abort(late);
+    timedOut.reject(late);
+  }, connectTimeoutMs);
+  const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
   try {
-    await db.run(
-      (sql) => Promise.race([sql`select 1`, timedOut.promise]),
-      stop,
+    // A server not up yet (refused, reset) is tried again until the timeout.
+    await retry(
+      () =>
+        db.run(
+          (sql) => Promise.race([sql`select 1`, timedOut.promise]),
+          stop,
+        ),
+      {
+        maxAttempts: Number.MAX_SAFE_INTEGER,
+        minTimeout: 100,
+        maxTimeout: 2000,
+        isRetriable: (e) =>
+          e !== late && !stop.aborted && !/^(28|3D|42|22023)/.test(codeOf(e)),
+        signal: AbortSignal.any([stop, expired.signal]),
+      },
     );
     return db;
   } catch (error) {
     db.sql.end({ timeout: 0 }).catch(() => {});
     if (stop.aborted) throw stop.reason;
-    const code = String((error as { code?: unknown })?.code ?? "");
+    const code = codeOf(error instanceof RetryError ? error.cause : error);
     if (/^28/.test(code) && target.password === "") {
       return {
         exit: 2,
@@ -2496,7 +2532,7 @@ async function inspectTarget(
       await db.run(
         (sql) =>
           sql`explain select 1 from ${sql(c.table)} where ${
-            sql.unsafe(c.where!)
+            whereOf(sql, c.where!)
           }`,
         abort,
       );
@@ -2577,8 +2613,13 @@ interface Selection {
 /** The target table, narrowed by `--where` where only its columns are in scope. */
 function source(sql: Sql, s: Pick<Selection, "table" | "where">) {
   return s.where
-    ? sql`(select * from ${sql(s.table)} where ${sql.unsafe(s.where)}) t`
+    ? sql`(select * from ${sql(s.table)} where ${whereOf(sql, s.where)}) t`
     : sql`${sql(s.table)} t`;
+}
+
+/** `--where` as one expression: a trailing comment ends at the newline. */
+function whereOf(sql: Sql, where: string) {
+  return sql.unsafe(`(\n${where}\n)`);
 }
 
 function columnsOf(sql: Sql, s: Selection) {
@@ -4969,6 +5010,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
       return long.exit;
     }
     open.push(long);
+    long.readOnly = c.dryRun;
     const abort = control.stop.signal;
     const [{ version }] = await long.run(
       (sql) => sql<[{ version: string }]>`select version()`,

@@ -393,9 +393,45 @@ Deno.test("parseConfig() never echoes a malformed secret", () => {
   );
   assertStringIncludes(
     text,
-    "REFRESH_API_KEY: expected a non-empty key on one line",
+    "REFRESH_API_KEY: expected a key of printable ASCII characters",
   );
   assert(!text.includes("hunter2") && !text.includes("SECRET"), text);
+});
+
+Deno.test("parseConfig() refuses a key a header cannot carry, not quoting it", () => {
+  for (
+    const key of ["sk_live_…", "sk live\t", " sk_live", "sk\u0000x", "ключ"]
+  ) {
+    const result = parseConfig(
+      [],
+      lookup({ ...BASE_ENV, REFRESH_API_KEY: key }),
+    );
+    assert(!result.ok, key);
+    assertStringIncludes(
+      result.errors.join("\n"),
+      "REFRESH_API_KEY: expected a key of printable ASCII characters, as a header can carry it, found something else (value not shown)",
+    );
+  }
+  assert(
+    parseConfig(
+      [],
+      lookup({ ...BASE_ENV, REFRESH_API_KEY: "Key With Spaces!" }),
+    )
+      .ok,
+  );
+});
+
+Deno.test("parseConfig() refuses a --stale-after PostgreSQL cannot take from now", () => {
+  const result = parseConfig(
+    ["--stale-after", "10000000d"],
+    lookup(BASE_ENV),
+  );
+  assert(!result.ok);
+  assertStringIncludes(
+    result.errors.join("\n"),
+    "--stale-after: expected at most",
+  );
+  assert(parseConfig(["--stale-after", "3650d"], lookup(BASE_ENV)).ok);
 });
 
 Deno.test("parseConfig() refuses a password with unescaped special characters", () => {
@@ -4404,5 +4440,42 @@ Deno.test("--reserve with no credits value in the first answers stops aborted, n
       "stopped rather than spend blind",
     );
     assertEquals(f.vendor.calls.length, 3);
+  });
+});
+
+Deno.test("a --where ending in a comment is one expression, as checked", async () => {
+  await withFixture({ name: "where_comment", count: 4 }, async (f) => {
+    assertSucceeded(await f.run(["--where", "id > 2 -- only the newer ones"]));
+    assertEquals((await f.state()).map((s) => s.target_id), ["3", "4"]);
+  });
+});
+
+Deno.test("--dry-run runs its statements read-only: a volatile --where changes nothing", async () => {
+  await withFixture({ name: "dry_ro", count: 3 }, async (f) => {
+    const log = `${f.schema}.touched`;
+    const fn = `${f.schema}.touch`;
+    await f.sql`create table ${f.sql(log)} (at timestamptz)`;
+    await f.sql.unsafe(`create function ${fn}() returns boolean language sql
+      volatile as 'insert into ${log} values (now()); select true'`);
+    const result = await f.run(["--dry-run", "--where", `${fn}()`]);
+    assert(result.code !== 0, result.stdout);
+    assertStringIncludes(result.stderr, "read-only transaction");
+    const [row] = await f.sql`select count(*)::int as n from ${f.sql(log)}`;
+    assertEquals(row!.n, 0);
+    assertEquals(f.vendor.calls.length, 0);
+  });
+});
+
+Deno.test("a database not up yet at start is tried again within --connect-timeout", async () => {
+  await withFixture({ name: "db_late", count: 2 }, async (f) => {
+    await viaProxy(f, async (proxy, env) => {
+      proxy.cut();
+      const child = await f.spawn(["--connect-timeout", "20s"], { env });
+      await delay(2500);
+      proxy.restore();
+      const result = await outputOf(child);
+      assertSucceeded(result);
+      assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
+    });
   });
 });
