@@ -4794,7 +4794,11 @@ async function realRun(job: Job): Promise<number> {
       ),
     ]);
   }
-  return unrecorded ? 1 : exitCodeFor(status, control.signal?.number);
+  // A signal during the final write is not what the row says: the row wins.
+  return unrecorded ? 1 : exitCodeFor(
+    status,
+    status === "interrupted" ? control.signal?.number : undefined,
+  );
 }
 
 const MAX_ANNOTATIONS = 10;

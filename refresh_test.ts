@@ -4479,3 +4479,39 @@ Deno.test("a database not up yet at start is tried again within --connect-timeou
     });
   });
 });
+
+Deno.test({
+  name: "SIGTERM during the final write: the exit code is what the row says",
+  // A row lock held by a second session: PGlite has one.
+  ...POSTGRES_ONLY,
+}, async () => {
+  const script: Script = () => ({ delayMs: 800 });
+  await withFixture({ name: "final_sigterm", count: 1, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the call", () => f.vendor.calls.length >= 1);
+    const runs = f.sql(`${f.schema}.refresh_runs`);
+    const other = f.db.client();
+    const tx = await other.reserve();
+    try {
+      await tx`begin`;
+      await tx`select 1 from ${runs} where status = 'running' for update`;
+      for (let i = 0; i < 100 && (await f.state()).length < 1; i++) {
+        await delay(50);
+      }
+      await delay(300);
+      child.kill("SIGTERM");
+      await delay(300);
+      await tx`commit`;
+    } finally {
+      tx.release();
+      await other.end();
+    }
+    const result = await outputOf(child);
+    const [run] = await f.runs();
+    assertEquals(
+      [run!.status, result.code],
+      run!.status === "interrupted" ? ["interrupted", 143] : ["completed", 0],
+      result.stderr,
+    );
+  });
+});
