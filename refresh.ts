@@ -427,7 +427,7 @@ export const SETTINGS = {
     arg: "DURATION",
     default: "5s",
     help:
-      "On SIGINT/SIGTERM or the deadline, how long the request in flight and the write in hand may still take.",
+      "On SIGINT/SIGTERM/SIGHUP or the deadline, how long the request in flight and the write in hand may still take.",
     parse: duration({ timer: true }),
   }),
   dbRetry: setting({
@@ -862,7 +862,7 @@ export function usage(): string {
     "         --db-retry, or an unexpected error",
     "  2      configuration or input error; nothing was touched",
     "  3      another run is live (its id, start and heartbeat are printed)",
-    "  128+n  stopped by signal n (130 SIGINT, 143 SIGTERM): interrupted",
+    "  128+n  stopped by signal n (129 SIGHUP, 130 SIGINT, 143 SIGTERM)",
   );
   return lines.join("\n");
 }
@@ -3838,6 +3838,12 @@ function budgetStop(budget: number): Stop {
 // THE RUN: one loop owns the counters and the stop decisions.
 // ============================================================================
 
+const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGTERM: 15,
+};
+
 /** A repeat of the first signal within this many milliseconds is the same one. */
 const SIGNAL_REPEAT_MS = 500;
 /** How often the heartbeat and the counters are written. */
@@ -3868,9 +3874,9 @@ class Control {
     });
   }
 
-  /** Handles SIGINT and SIGTERM from now on. */
+  /** Handles SIGINT, SIGTERM and SIGHUP (a closed terminal) from now on. */
   listen(): void {
-    for (const name of ["SIGINT", "SIGTERM"] as const) {
+    for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const listener = () => this.onSignal(name);
       Deno.addSignalListener(name, listener);
       this.#listeners.push([name, listener]);
@@ -3891,7 +3897,7 @@ class Control {
       });
       return;
     }
-    this.signal = { name, number: name === "SIGINT" ? 2 : 15 };
+    this.signal = { name, number: SIGNAL_NUMBERS[name] ?? 15 };
     this.#firstSignalAt = performance.now();
     this.halt({ status: "interrupted", reason: `received ${name}` });
   }

@@ -2131,6 +2131,12 @@ Deno.test(
   },
 );
 
+Deno.test("--help is the golden text in dev/help.txt", async () => {
+  // A default or help line changed in SETTINGS and the README together
+  // still changes this file: say so in the commit.
+  assertEquals(usage() + "\n", await Deno.readTextFile(`${ROOT}dev/help.txt`));
+});
+
 Deno.test("--help prints every setting and exits 0", async () => {
   const result = await runRefresh(["--help"]);
   assertEquals(result.code, 0);
@@ -3481,12 +3487,20 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
 Deno.test("the requests of a target cut short by a stop are counted", async () => {
   const script: Script = (id) => (id === "2" ? { status: 503 } : {});
   await withFixture({ name: "counted", count: 5, script }, async (f) => {
-    const child = await f.spawn(["--backoff", "3s", "--max-retry-wait", "3s"]);
+    const child = await f.spawn([
+      "--backoff",
+      "3s",
+      "--max-retry-wait",
+      "3s",
+      "--billable-statuses",
+      "200,503",
+    ]);
     await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
     child.kill("SIGTERM");
     assertSucceeded(await outputOf(child), 143);
     const [run] = await f.runs();
     assertEquals(Number(run!.requests), f.vendor.calls.length);
+    assertEquals(Number(run!.credits_spent), f.vendor.calls.length);
     assertEquals(Number(run!.retries), f.vendor.calls.length - 2);
     assertEquals(Number(run!.processed), 1);
   });
@@ -4513,5 +4527,110 @@ Deno.test({
       run!.status === "interrupted" ? ["interrupted", 143] : ["completed", 0],
       result.stderr,
     );
+  });
+});
+
+Deno.test({
+  name:
+    "SIGHUP is answered like SIGTERM: the answer committed, interrupted, exit 129",
+}, async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 800 } : {});
+  await withFixture({ name: "sighup", count: 4, script }, async (f) => {
+    const child = await f.spawn([], { direct: true });
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    child.kill("SIGHUP");
+    const result = await outputOf(child);
+    assertEquals(result.code, 129, result.stderr);
+    assertEquals((await f.runs())[0]!.status, "interrupted");
+    assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
+  });
+});
+
+Deno.test("the same signal twice within moments is one: the answer in flight is kept", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 1000 } : {});
+  await withFixture({ name: "same_signal", count: 4, script }, async (f) => {
+    const child = await f.spawn([], { direct: true });
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    child.kill("SIGTERM");
+    await delay(50);
+    child.kill("SIGTERM");
+    const result = await outputOf(child);
+    assertEquals(result.code, 143, result.stderr);
+    assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
+  });
+});
+
+Deno.test("a secret a database error quotes outside any write is not printed", async () => {
+  await withFixture({ name: "where_secret", count: 2 }, async (f) => {
+    const result = await f.run(["--where", `id = '${API_KEY}'::int`]);
+    assertEquals(result.code, 2, result.stderr);
+    assertStringIncludes(result.stderr, "REFRESH_WHERE: invalid input syntax");
+    assertNoFragment(result.stderr + result.stdout, API_KEY, "output");
+  });
+});
+
+Deno.test("a lost lease aborts a long request at once", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+  await withFixture({ name: "lease_long", count: 3, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the long request", () => f.vendor.callsFor("2") === 1);
+    await f.sql`update ${
+      f.sql(`${f.schema}.refresh_runs`)
+    } set status = 'crashed'`;
+    const taken = Date.now();
+    const result = await outputOf(child);
+    assertEquals(result.code, 1, result.stderr);
+    assertStringIncludes(result.stderr, "lost the lease");
+    assertLess(Date.now() - taken, 5_000);
+  });
+});
+
+Deno.test("a row deleted while its request is in flight is reported, not recreated", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 500 } : {});
+  await withFixture({ name: "deleted", count: 3, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    await f.sql`delete from ${f.sql(f.table)} where id = 2`;
+    const result = await outputOf(child);
+    assertSucceeded(result);
+    assertStringIncludes(
+      result.stderr,
+      "target 2: row vanished before its refresh was written",
+    );
+    const rows = await f.sql`select id::int from ${f.sql(f.table)} order by id`;
+    assertEquals(rows.map((r) => r.id), [1, 3]);
+  });
+});
+
+Deno.test("403 aborts at once, like 401", async () => {
+  const script: Script = () => ({ status: 403 });
+  await withFixture({ name: "403", count: 3, script }, async (f) => {
+    const result = await f.run();
+    assertEquals(result.code, 1);
+    assertEquals(f.vendor.calls.length, 1);
+    assertEquals((await f.runs())[0]!.status, "aborted");
+    assertStringIncludes(result.stderr, "refused the API key (HTTP 403)");
+  });
+});
+
+Deno.test("408 is retried", async () => {
+  const script: Script = (id, attempt) =>
+    id === "1" && attempt === 1 ? { status: 408 } : {};
+  await withFixture({ name: "408", count: 2, script }, async (f) => {
+    assertSucceeded(await f.run());
+    assertEquals(
+      (await f.state()).map((s) => [s.status, s.attempts]),
+      [["ok", 2], ["ok", 1]],
+    );
+  });
+});
+
+Deno.test("--min-interval spaces request starts", async () => {
+  await withFixture({ name: "min_interval", count: 4 }, async (f) => {
+    assertSucceeded(await f.run(["--min-interval", "250ms"]));
+    const starts = f.vendor.calls.map((c) => c.startedAt);
+    for (let i = 1; i < starts.length; i++) {
+      assertGreaterOrEqual(starts[i]! - starts[i - 1]!, 240);
+    }
   });
 });
