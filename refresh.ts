@@ -2029,12 +2029,27 @@ interface Timeouts {
   statement: string;
   /** The client gives up on a statement after this (a silent network). */
   guardMs: number;
+  /** Also never later than the end of the `--db-retry` window. */
+  bounded: boolean;
 }
 
 /** Target writes, the lease and the heartbeat. */
-const SHORT: Timeouts = { lock: "5s", statement: "30s", guardMs: 35_000 };
+const SHORT: Timeouts = {
+  lock: "5s",
+  statement: "30s",
+  guardMs: 35_000,
+  bounded: true,
+};
 /** Inspection, selection and migrations. */
-const LONG: Timeouts = { lock: "1min", statement: "10min", guardMs: 605_000 };
+const LONG: Timeouts = {
+  lock: "1min",
+  statement: "10min",
+  guardMs: 605_000,
+  bounded: false,
+};
+
+/** The least a bounded statement is given, even at the end of the window. */
+const GUARD_FLOOR_MS = 1000;
 
 /** A statement, as postgres.js returns it (cancellable when it is a query). */
 type Statement<T> = Promise<T> & { cancel?: () => unknown };
@@ -2063,11 +2078,11 @@ class Db {
   /** Every statement in a read-only transaction (a dry run). */
   readOnly = false;
   #open: () => Sql;
-  #guardMs: number;
+  #guard: Pick<Timeouts, "guardMs" | "bounded">;
 
-  constructor(open: () => Sql, guardMs: number) {
+  constructor(open: () => Sql, guard: Pick<Timeouts, "guardMs" | "bounded">) {
     this.#open = open;
-    this.#guardMs = guardMs;
+    this.#guard = guard;
     this.sql = open();
   }
 
@@ -2078,7 +2093,12 @@ class Db {
     const until = performance.now() + (this.retry?.ms ?? 0);
     for (let attempt = 0;; attempt++) {
       try {
-        const result = await this.#once(statement, abort);
+        // A silent connection is given up on by the end of the window.
+        const left = until - performance.now();
+        const guardMs = this.retry && this.#guard.bounded
+          ? Math.min(this.#guard.guardMs, Math.max(left, GUARD_FLOOR_MS))
+          : this.#guard.guardMs;
+        const result = await this.#once(statement, guardMs, abort);
         if (attempt > 0) this.retry?.log.info("database: back");
         return result;
       } catch (error) {
@@ -2103,6 +2123,7 @@ class Db {
 
   async #once<T>(
     statement: (sql: Sql) => Statement<T>,
+    guardMs: number,
     abort?: AbortSignal,
   ): Promise<T> {
     abort?.throwIfAborted();
@@ -2121,11 +2142,11 @@ class Db {
       this.reset();
       stopped.reject(Object.assign(
         new Error(
-          `no answer from the database within ${formatDuration(this.#guardMs)}`,
+          `no answer from the database within ${formatDuration(guardMs)}`,
         ),
         { code: "CLIENT_TIMEOUT" },
       ));
-    }, this.#guardMs);
+    }, guardMs);
     abort?.addEventListener("abort", onAbort, { once: true });
     try {
       return await Promise.race([query, stopped.promise]);
@@ -2195,7 +2216,7 @@ async function connect(
   const db = new Db(
     () =>
       postgres(options as unknown as postgres.Options<Record<string, never>>),
-    timeouts.guardMs,
+    timeouts,
   );
   const where = `${target.host}:${target.port}`;
   const timedOut = Promise.withResolvers<never>();
@@ -2207,6 +2228,7 @@ async function connect(
     timedOut.reject(late);
   }, connectTimeoutMs);
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
+  let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
     await retry(
@@ -2220,7 +2242,8 @@ async function connect(
         minTimeout: 100,
         maxTimeout: 2000,
         isRetriable: (e) =>
-          e !== late && !stop.aborted && !/^(28|3D|42|22023)/.test(codeOf(e)),
+          e !== late && !stop.aborted &&
+          !/^(28|3D|42|22023)/.test(codeOf(last = e)),
         signal: AbortSignal.any([stop, expired.signal]),
       },
     );
@@ -2245,13 +2268,18 @@ async function connect(
           }`,
       };
     }
+    const within = `within ${
+      formatDuration(connectTimeoutMs)
+    } (--connect-timeout)`;
     return {
       exit: 1,
-      message: error === late
-        ? `no answer from PostgreSQL at ${where} within ${
-          formatDuration(connectTimeoutMs)
-        } (--connect-timeout): is it a PostgreSQL server, and reachable?`
-        : `cannot connect to the database at ${where}: ${describeError(error)}`,
+      message: error !== late
+        ? `cannot connect to the database at ${where}: ${describeError(error)}`
+        : last === undefined || last === late
+        ? `no answer from PostgreSQL at ${where} ${within}: is it a PostgreSQL server, and reachable?`
+        : `cannot connect to the database at ${where} ${within}: ${
+          describeError(last)
+        }`,
     };
   } finally {
     clearTimeout(timer);
@@ -2561,6 +2589,9 @@ interface Target {
   /** Each lookup column's value as text, or null (`id` is the id column). */
   values: Record<string, string | null>;
 }
+
+/** The longest id recorded; a btree entry holds at most ~2,700 bytes. */
+const MAX_ID_BYTES = 2000;
 
 /** A condition a row must meet to be asked for, and the name it is reported by. */
 interface Need {
@@ -3025,7 +3056,23 @@ async function store(
       if (error instanceof DbLost) {
         return { stop: { status: "aborted", reason: error.message } };
       }
-      if (blame(error) !== "target" || current.status !== "ok") throw error;
+      if (blame(error) !== "target") throw error;
+      if (current.status !== "ok") {
+        // Even the state row was refused: the target's outcome, unrecorded.
+        return {
+          id: target.id,
+          stored: {
+            ...current,
+            error: p.scrub(
+              `${current.error}; its state row was refused too: ${
+                describeError(error)
+              }`,
+            ),
+          },
+          refused: true,
+          updated: false,
+        };
+      }
       refused = true;
       const why = await refusal(db, p, current.text!, error, hard);
       current = {
@@ -3163,7 +3210,12 @@ async function heartbeat(
 }
 
 /** Records a run's end: status, counters, cause, and the vendor's "not before". */
-async function finishRun(db: Db, n: StateNames, r: RunReport): Promise<void> {
+async function finishRun(
+  db: Db,
+  n: StateNames,
+  r: RunReport,
+  abort: AbortSignal,
+): Promise<void> {
   await db.run((sql) =>
     sql`
       update ${sql(n.runs)} set
@@ -3179,8 +3231,7 @@ async function finishRun(db: Db, n: StateNames, r: RunReport): Promise<void> {
           then now() + ${
       Math.round(r.notBeforeMs)
     }::bigint * interval '1 millisecond' end
-      where id = ${r.runId} and status = 'running'`
-  );
+      where id = ${r.runId} and status = 'running'`, abort);
 }
 
 /** Inserts a run that is over before it began (outside the window). */
@@ -4072,62 +4123,71 @@ async function refreshAll(
     return undefined;
   };
   let stop: Stop | undefined;
-  outer: for await (const batch of targets) {
-    // Built ahead: between an answer and the next request, only the checks
-    // of the answer.
-    const requests = batch.map((target) => VENDOR.request(target, c));
-    for (const [i, target] of batch.entries()) {
-      if (n.processed + (next || pending ? 1 : 0) >= (c.limit ?? Infinity)) {
-        break outer;
+  // A selection cut short by a stop still lets the write in hand finish.
+  let failure: unknown;
+  try {
+    outer: for await (const batch of targets) {
+      // Built ahead: between an answer and the next request, only the checks
+      // of the answer.
+      const requests = batch.map((target) => VENDOR.request(target, c));
+      for (const [i, target] of batch.entries()) {
+        if (n.processed + (next || pending ? 1 : 0) >= (c.limit ?? Infinity)) {
+          break outer;
+        }
+        stop = o.control.stop.signal.aborted
+          ? o.control.stop.signal.reason as Stop
+          : c.budget !== undefined && n.credits + maxCost > c.budget
+          ? budgetStop(c.budget)
+          : await o.fence(startWrite);
+        if (stop) break outer;
+        const asked = performance.now();
+        const f = await fetchTarget(target, requests[i]!, {
+          settings: c,
+          policy: o.policy,
+          pacer: o.pacer,
+          stats: o.stats,
+          budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
+          maxCost,
+          stop: o.control.stop.signal,
+          hard: o.control.hard.signal,
+          log,
+          onWay: startWrite,
+        });
+        n.requests += f.attempts;
+        n.retries += Math.max(0, f.attempts - 1);
+        n.credits += f.credits;
+        maxCost = f.maxCost;
+        n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
+        // Target k-1's write: if the database or the lease is gone, the
+        // answer in hand is lost (one of the documented cases).
+        stop = await settle();
+        if (stop) break outer;
+        if (f.outcome) {
+          const out = {
+            ...f.outcome,
+            error: f.outcome.error && o.policy.scrub(f.outcome.error),
+          };
+          // A vendor faster than a turn of the event loop makes the database
+          // the bottleneck: the write goes out at once. A slower one gets the
+          // next request first, and the write a turn later, so that our
+          // database work never delays that request.
+          const slow = performance.now() - asked > SLOW_VENDOR_MS;
+          const write = () =>
+            store(o.db, o.plan, target, out, o.control.hard.signal);
+          next = slow ? () => delay(0).then(write) : write;
+          if (!slow) startWrite();
+        }
+        stop = decide(f);
+        if (stop) break outer;
       }
-      stop = o.control.stop.signal.aborted
-        ? o.control.stop.signal.reason as Stop
-        : c.budget !== undefined && n.credits + maxCost > c.budget
-        ? budgetStop(c.budget)
-        : await o.fence(startWrite);
-      if (stop) break outer;
-      const asked = performance.now();
-      const f = await fetchTarget(target, requests[i]!, {
-        settings: c,
-        policy: o.policy,
-        pacer: o.pacer,
-        stats: o.stats,
-        budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
-        maxCost,
-        stop: o.control.stop.signal,
-        hard: o.control.hard.signal,
-        log,
-        onWay: startWrite,
-      });
-      n.requests += f.attempts;
-      n.retries += Math.max(0, f.attempts - 1);
-      n.credits += f.credits;
-      maxCost = f.maxCost;
-      n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
-      // Target k-1's write: if the database or the lease is gone, the
-      // answer in hand is lost (one of the documented cases).
-      stop = await settle();
-      if (stop) break outer;
-      if (f.outcome) {
-        const out = {
-          ...f.outcome,
-          error: f.outcome.error && o.policy.scrub(f.outcome.error),
-        };
-        // A vendor faster than a turn of the event loop makes the database
-        // the bottleneck: the write goes out at once. A slower one gets the
-        // next request first, and the write a turn later, so that our
-        // database work never delays that request.
-        const slow = performance.now() - asked > SLOW_VENDOR_MS;
-        const write = () =>
-          store(o.db, o.plan, target, out, o.control.hard.signal);
-        next = slow ? () => delay(0).then(write) : write;
-        if (!slow) startWrite();
-      }
-      stop = decide(f);
-      if (stop) break outer;
     }
+  } catch (error) {
+    if (isStop(error)) stop = error;
+    else failure = error;
   }
-  return await settle() ?? stop;
+  const last = await settle();
+  if (failure !== undefined) throw failure;
+  return last ?? stop;
 }
 
 // ============================================================================
@@ -4670,8 +4730,9 @@ async function realRun(job: Job): Promise<number> {
           }: waiting ${formatDuration(lease.notBeforeMs)}`,
         );
       }
-      const s = await selectionOf(job, true, control.hard.signal);
-      const targets = await targetsOf(job, s, control.hard.signal);
+      // The selection's long timeout; a signal or the deadline ends it.
+      const s = await selectionOf(job, true, control.stop.signal);
+      const targets = await targetsOf(job, s, control.stop.signal);
       counters.total = targets.total;
       leftOut = targets.leftOut;
       log.info(
@@ -4801,13 +4862,15 @@ async function realRun(job: Job): Promise<number> {
     ]);
   }
   // A signal during the final write is not what the row says: the row wins.
-  return unrecorded ? 1 : exitCodeFor(
+  return unrecorded && status !== "interrupted" ? 1 : exitCodeFor(
     status,
     status === "interrupted" ? control.signal?.number : undefined,
   );
 }
 
 const MAX_ANNOTATIONS = 10;
+/** The one short try at recording a run's end after its grace. */
+const LAST_TRY_MS = 1000;
 
 /**
  * Records the end of the run; if the database is gone, tries once more on a
@@ -4820,21 +4883,25 @@ async function finishOnce(
   job: Job,
   report: RunReport,
 ): Promise<string | undefined> {
+  // Bounded by --db-retry; once a signal came, by the rest of its grace;
+  // after the grace or a second signal, by one short try.
+  const hard = job.control.hard.signal;
+  const abort = hard.aborted ? AbortSignal.timeout(LAST_TRY_MS) : hard;
   try {
-    await finishRun(db, job.names, report);
+    await finishRun(db, job.names, report, abort);
     return undefined;
   } catch (error) {
     const fresh = await connect(
       job.config.databaseUrl,
       SHORT,
-      Math.min(job.config.connectTimeout, 10_000),
-      new AbortController().signal,
-    );
+      Math.min(job.config.connectTimeout, job.config.dbRetry, 10_000),
+      abort,
+    ).catch((e) => ({ message: describeError(e) }));
     if (!(fresh instanceof Db)) {
       return `${describeError(error)}; then ${fresh.message}`;
     }
     try {
-      await finishRun(fresh, job.names, report);
+      await finishRun(fresh, job.names, report, abort);
       return undefined;
     } catch (again) {
       return describeError(again);
@@ -5042,7 +5109,14 @@ export async function main(options: MainOptions = {}): Promise<number> {
       atColumn: c.atColumn,
       idType: info.idType,
       lookups,
-      needs: lookupNeeds(all),
+      needs: [
+        ...lookupNeeds(all),
+        // Longer ids cannot be a key of refresh_state's index.
+        {
+          name: `an id of at most ${MAX_ID_BYTES} bytes`,
+          sql: `octet_length(t.${quoted(c.idColumn)}::text) <= ${MAX_ID_BYTES}`,
+        },
+      ],
       where: c.where,
       state: names,
       retryMisses: c.retryMisses,

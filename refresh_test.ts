@@ -2118,7 +2118,7 @@ Deno.test(
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (listener.addr as Deno.NetAddr).port;
     listener.close();
-    const result = await runRefresh([], {
+    const result = await runRefresh(["--connect-timeout", "2s"], {
       env: {
         DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
         REFRESH_API_URL: "http://127.0.0.1:9/{id}",
@@ -2126,6 +2126,7 @@ Deno.test(
       },
     });
     assertEquals(result.code, 1, result.stderr);
+    assertStringIncludes(result.stderr, "within 2s (--connect-timeout)");
     assertStringIncludes(result.stderr, "ECONNREFUSED");
     assert(!result.stderr.includes("unreachable-PW-123"));
   },
@@ -4632,5 +4633,138 @@ Deno.test("--min-interval spaces request starts", async () => {
     for (let i = 1; i < starts.length; i++) {
       assertGreaterOrEqual(starts[i]! - starts[i - 1]!, 240);
     }
+  });
+});
+
+Deno.test("a silent database (open, answering nothing) ends the run within --db-retry", async () => {
+  await withFixture(
+    { name: "db_silent", count: 30, latencyMs: 30 },
+    async (f) => {
+      await viaProxy(f, async (proxy, env) => {
+        const child = await f.spawn(["--db-retry", "3s"], { env });
+        await waitFor("five calls", () => f.vendor.calls.length >= 5);
+        proxy.hold();
+        const held = Date.now();
+        const result = await outputOf(child);
+        assertEquals(result.code, 1, result.stderr);
+        assertLess(Date.now() - held, 15_000);
+        proxy.restore();
+      });
+    },
+  );
+});
+
+for (const twice of [false, true]) {
+  Deno.test(`the database cut, then ${twice ? "two signals" : "SIGTERM"}: the run ends ${twice ? "at once" : "within the grace"}, exit 143`, async () => {
+    await withFixture({
+      name: twice ? "cut_twice" : "cut_sigterm",
+      count: 30,
+      latencyMs: 30,
+    }, async (f) => {
+      await viaProxy(f, async (proxy, env) => {
+        const grace = twice ? "20s" : "1s";
+        const child = await f.spawn(["--db-retry", "50s", "--grace", grace], {
+          env,
+          direct: true,
+        });
+        await waitFor("five calls", () => f.vendor.calls.length >= 5);
+        proxy.cut();
+        await delay(500);
+        const sent = Date.now();
+        child.kill("SIGTERM");
+        if (twice) {
+          await delay(700);
+          child.kill("SIGTERM");
+        }
+        const result = await outputOf(child);
+        assertEquals(result.code, 143, result.stderr);
+        assertLess(Date.now() - sent, twice ? 4_000 : 6_000);
+        proxy.restore();
+      });
+    });
+  });
+}
+
+Deno.test("an id too long to be a state key is left out before any request, and reported", async () => {
+  await withFixture(
+    { name: "long_id", count: 2, idType: "text" },
+    async (f) => {
+      const long = Array.from(
+        { length: 2500 },
+        (_, i) => "abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + i * i) % 36],
+      ).join("");
+      await f.sql`insert into ${
+        f.sql(f.table)
+      } (id, name) values (${long}, 'x')`;
+      const result = await f.run();
+      assertSucceeded(result);
+      assertStringIncludes(
+        result.stdout,
+        "left out: 1 without an id of at most 2000 bytes",
+      );
+      assertEquals(f.vendor.calls.length, 2);
+      assertEquals((await f.runs())[0]!.status, "completed");
+    },
+  );
+});
+
+Deno.test({
+  name:
+    "a state row the database refuses (class 54) is that target's outcome; the run goes on",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "state_refused", count: 3 }, async (f) => {
+    // The first run creates the state tables; the trigger then refuses id 2.
+    assertSucceeded(await f.run(["--ids", "1"]));
+    const state = `${f.schema}.refresh_state`;
+    await f.sql.unsafe(`
+      create function ${f.schema}.refuse() returns trigger language plpgsql as $$
+      begin
+        if new.target_id = '2' then
+          raise exception 'index row requires 10272 bytes' using errcode = '54000';
+        end if;
+        return new;
+      end $$;
+      create trigger refuse before insert or update on ${state}
+        for each row execute function ${f.schema}.refuse();`);
+    const result = await f.run(["--stale-after", "0"]);
+    assertSucceeded(result);
+    assertStringIncludes(result.stderr, "its state row was refused too");
+    const [, run] = await f.runs();
+    assertEquals(run!.status, "completed");
+    assertEquals(Number(run!.invalid), 1);
+    assertEquals(f.vendor.calls.length, 4);
+  });
+});
+
+Deno.test("a column renamed mid-run stops it aborted, at most two answers unstored", async () => {
+  const script: Script = (id) => (id === "5" ? { delayMs: 400 } : {});
+  await withFixture({ name: "renamed", count: 20, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the slow request", () => f.vendor.callsFor("5") === 1);
+    await f.sql`alter table ${f.sql(f.table)}
+      rename column vendor_data to vendor_data_old`;
+    const result = await outputOf(child);
+    assertEquals(result.code, 1, result.stderr);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "aborted");
+    assertStringIncludes(String(run!.error), "vendor_data");
+    const stored = (await f.state()).length;
+    assertLessOrEqual(f.vendor.calls.length - stored, 2);
+  });
+});
+
+Deno.test("a signal ends a long selection at once", async () => {
+  await withFixture({ name: "slow_select", count: 1 }, async (f) => {
+    const child = await f.spawn(["--where", "pg_sleep(30) is not null"], {
+      direct: true,
+    });
+    await delay(1500);
+    const sent = Date.now();
+    child.kill("SIGTERM");
+    const result = await outputOf(child);
+    assertEquals(result.code, 143, result.stderr);
+    assertLess(Date.now() - sent, 3_000);
+    assertEquals((await f.runs())[0]!.status, "interrupted");
   });
 });
