@@ -2029,8 +2029,6 @@ interface Timeouts {
   statement: string;
   /** The client gives up on a statement after this (a silent network). */
   guardMs: number;
-  /** Also never later than the end of the `--db-retry` window. */
-  bounded: boolean;
 }
 
 /** Target writes, the lease and the heartbeat. */
@@ -2038,14 +2036,12 @@ const SHORT: Timeouts = {
   lock: "5s",
   statement: "30s",
   guardMs: 35_000,
-  bounded: true,
 };
 /** Inspection, selection and migrations. */
 const LONG: Timeouts = {
   lock: "1min",
   statement: "10min",
   guardMs: 605_000,
-  bounded: false,
 };
 
 /** The least a bounded statement is given, even at the end of the window. */
@@ -2078,26 +2074,33 @@ class Db {
   /** Every statement in a read-only transaction (a dry run). */
   readOnly = false;
   #open: () => Sql;
-  #guard: Pick<Timeouts, "guardMs" | "bounded">;
+  #guardMs: number;
 
-  constructor(open: () => Sql, guard: Pick<Timeouts, "guardMs" | "bounded">) {
+  constructor(open: () => Sql, guardMs: number) {
     this.#open = open;
-    this.#guard = guard;
+    this.#guardMs = guardMs;
     this.sql = open();
   }
 
+  /**
+   * Runs a statement, retrying a lost connection for `--db-retry` once
+   * `retry` is set. `bounded` (writes, the heartbeat, the run's end): a
+   * silent connection is given up on by the end of that window, not after
+   * the connection's guard.
+   */
   async run<T>(
     statement: (sql: Sql) => Statement<T>,
     abort?: AbortSignal,
+    bounded = false,
   ): Promise<T> {
     const until = performance.now() + (this.retry?.ms ?? 0);
     for (let attempt = 0;; attempt++) {
       try {
         // A silent connection is given up on by the end of the window.
         const left = until - performance.now();
-        const guardMs = this.retry && this.#guard.bounded
-          ? Math.min(this.#guard.guardMs, Math.max(left, GUARD_FLOOR_MS))
-          : this.#guard.guardMs;
+        const guardMs = this.retry && bounded
+          ? Math.min(this.#guardMs, Math.max(left, GUARD_FLOOR_MS))
+          : this.#guardMs;
         const result = await this.#once(statement, guardMs, abort);
         if (attempt > 0) this.retry?.log.info("database: back");
         return result;
@@ -2216,7 +2219,7 @@ async function connect(
   const db = new Db(
     () =>
       postgres(options as unknown as postgres.Options<Record<string, never>>),
-    timeouts,
+    timeouts.guardMs,
   );
   const where = `${target.host}:${target.port}`;
   const timedOut = Promise.withResolvers<never>();
@@ -3040,6 +3043,7 @@ async function store(
       const [row] = await db.run(
         (sql) => storeStatement(sql, p, target.id, current),
         hard,
+        true,
       );
       if (!row) throw new Error("the write returned no row");
       return row.held
@@ -3199,12 +3203,15 @@ async function heartbeat(
   c: Counters,
   credits: number | undefined,
 ): Promise<boolean> {
-  const rows = await db.run((sql) =>
-    sql`
+  const rows = await db.run(
+    (sql) =>
+      sql`
       update ${sql(n.runs)} set heartbeat_at = now(), ${
-      sql(counterColumns(c, credits))
-    }
-      where id = ${runId} and status = 'running' returning 1`
+        sql(counterColumns(c, credits))
+      }
+      where id = ${runId} and status = 'running' returning 1`,
+    undefined,
+    true,
   );
   return rows.length > 0;
 }
@@ -3216,8 +3223,9 @@ async function finishRun(
   r: RunReport,
   abort: AbortSignal,
 ): Promise<void> {
-  await db.run((sql) =>
-    sql`
+  await db.run(
+    (sql) =>
+      sql`
       update ${sql(n.runs)} set
         status = ${r.status},
         finished_at = now(),
@@ -3229,9 +3237,12 @@ async function finishRun(
         error = ${r.status === "aborted" ? r.reason : null},
         not_before = case when ${Math.round(r.notBeforeMs)}::bigint > 0
           then now() + ${
-      Math.round(r.notBeforeMs)
-    }::bigint * interval '1 millisecond' end
-      where id = ${r.runId} and status = 'running'`, abort);
+        Math.round(r.notBeforeMs)
+      }::bigint * interval '1 millisecond' end
+      where id = ${r.runId} and status = 'running'`,
+    abort,
+    true,
+  );
 }
 
 /** Inserts a run that is over before it began (outside the window). */

@@ -4754,7 +4754,11 @@ Deno.test("a column renamed mid-run stops it aborted, at most two answers unstor
   });
 });
 
-Deno.test("a signal ends a long selection at once", async () => {
+Deno.test({
+  name: "a signal ends a long selection at once",
+  // PGlite cannot cancel a running statement, and has one session.
+  ...POSTGRES_ONLY,
+}, async () => {
   await withFixture({ name: "slow_select", count: 1 }, async (f) => {
     const child = await f.spawn(["--where", "pg_sleep(30) is not null"], {
       direct: true,
