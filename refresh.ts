@@ -981,11 +981,16 @@ export function parseRetryAfter(
     const ms = Number(text) * 1000;
     return Number.isSafeInteger(ms) ? ms : Infinity;
   }
+  const at = httpDate(text);
+  return at === undefined ? undefined : Math.max(0, at - now.getTime());
+}
+
+/** An HTTP date (RFC 9110) in milliseconds since the epoch. */
+function httpDate(text: string): number | undefined {
   if (!HTTP_DATE.test(text)) return undefined;
   // asctime has no zone; RFC 9110 says it is UTC.
   const at = Date.parse(text.endsWith("GMT") ? text : `${text} GMT`);
-  if (Number.isNaN(at)) return undefined;
-  return Math.max(0, at - now.getTime());
+  return Number.isNaN(at) ? undefined : at;
 }
 
 /** Thrown by {@linkcode readCappedBody} when a body exceeds its cap. */
@@ -1188,6 +1193,11 @@ function pieces<T>(
   return whole === undefined ? undefined : [whole];
 }
 
+/** A whole number, negative too (some vendors overshoot their counts). */
+function integer(text: string): number | undefined {
+  return /^-?\d+$/.test(text) ? Number(text) : undefined;
+}
+
 /** A whole number of at least 0. */
 function count(text: string): number | undefined {
   return /^\d+$/.test(text) && Number.isSafeInteger(Number(text))
@@ -1232,17 +1242,14 @@ export function parseReset(text: string, now: number): number | undefined {
     const ms = near(n) ? n - now : near(n * 1000) ? n * 1000 - now : n * 1000;
     return Number.isFinite(ms) ? Math.max(0, ms) : undefined;
   }
-  const at = HTTP_DATE.test(text)
-    ? Date.parse(text.endsWith("GMT") ? text : `${text} GMT`)
-    : ISO_8601.test(text)
-    ? Date.parse(text.replace(" ", "T"))
-    : NaN;
+  const at = httpDate(text) ??
+    (ISO_8601.test(text) ? Date.parse(text.replace(" ", "T")) : NaN);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Requests left per window (`""` when unnamed): `0` or `{"minute": 0}`. */
 function remainingOf(text: string): Map<string, number> | undefined {
-  const n = /^-?\d+$/.test(text) ? Number(text) : undefined;
+  const n = integer(text);
   if (n !== undefined) return new Map([["", n]]);
   try {
     // PDL's documentation shows it as a Python dict: {'minute': 0}.
@@ -1329,7 +1336,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const [name] of headers) {
     const window = /^x-(.+)-requests-left$/.exec(name)?.[1];
     if (window === undefined) continue;
-    const left = read(name, (t) => /^-?\d+$/.test(t) ? Number(t) : undefined);
+    const left = read(name, integer);
     if (left.length > 0 && Math.min(...left) <= 0) {
       const wait = untilNextWindow(window, now);
       if (wait === undefined) unreadable.push(name);
