@@ -2028,9 +2028,14 @@ export function escapeControls(line: string): string {
 // DATABASE: connections, state tables, the target, selection, the one write.
 // ============================================================================
 
-type Sql = postgres.Sql;
+/** What a statement is built with: every statement runs in a transaction. */
+type Sql = postgres.TransactionSql;
 
-/** Lock and statement timeouts of a connection, sent as start-up parameters. */
+/**
+ * Lock and statement timeouts, set in each statement's own transaction
+ * (`set_config(…, true)`): a pooler in transaction mode (PgBouncer) refuses
+ * them as start-up parameters and may hand each transaction another session.
+ */
 interface Timeouts {
   lock: string;
   statement: string;
@@ -2044,7 +2049,7 @@ const SHORT: Timeouts = {
   statement: "30s",
   guardMs: 35_000,
 };
-/** Inspection, selection and migrations. */
+/** Inspection and selection. */
 const LONG: Timeouts = {
   lock: "1min",
   statement: "10min",
@@ -2076,16 +2081,16 @@ class DbLost extends Error {
  * a lock or statement timeout, is tried again with backoff for that long.
  */
 class Db {
-  sql: Sql;
+  sql: postgres.Sql;
   retry: { ms: number; log: Logger } | undefined;
   /** Every statement in a read-only transaction (a dry run). */
   readOnly = false;
-  #open: () => Sql;
-  #guardMs: number;
+  #open: () => postgres.Sql;
+  #timeouts: Timeouts;
 
-  constructor(open: () => Sql, guardMs: number) {
+  constructor(open: () => postgres.Sql, timeouts: Timeouts) {
     this.#open = open;
-    this.#guardMs = guardMs;
+    this.#timeouts = timeouts;
     this.sql = open();
   }
 
@@ -2106,8 +2111,8 @@ class Db {
         // A silent connection is given up on by the end of the window.
         const left = until - performance.now();
         const guardMs = this.retry && bounded
-          ? Math.min(this.#guardMs, Math.max(left, GUARD_FLOOR_MS))
-          : this.#guardMs;
+          ? Math.min(this.#timeouts.guardMs, Math.max(left, GUARD_FLOOR_MS))
+          : this.#timeouts.guardMs;
         const result = await this.#once(statement, guardMs, abort);
         if (attempt > 0) this.retry?.log.info("database: back");
         return result;
@@ -2137,15 +2142,18 @@ class Db {
     abort?: AbortSignal,
   ): Promise<T> {
     abort?.throwIfAborted();
-    const query = this.readOnly
-      ? this.sql.begin(
-        "read only",
-        (tx) => statement(tx as unknown as Sql),
-      ) as unknown as Statement<T>
-      : statement(this.sql);
+    const { lock, statement: limit } = this.#timeouts;
+    let inner: Statement<T> | undefined;
+    // The timeouts and the statement go in one round trip: sent first
+    // (execute), the timeouts' query is ahead of the statement's.
+    const query = this.sql.begin(this.readOnly ? "read only" : "", (tx) => [
+      tx`select set_config('lock_timeout', ${lock}, true),
+        set_config('statement_timeout', ${limit}, true)`.execute(),
+      inner = statement(tx),
+    ]).then((results) => results[1] as T);
     const stopped = Promise.withResolvers<never>();
     const onAbort = () => {
-      query.cancel?.();
+      inner?.cancel?.();
       stopped.reject(abort!.reason);
     };
     const timer = setTimeout(() => {
@@ -2213,40 +2221,30 @@ async function connect(
     publications: "alltables",
     backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
     keep_alive: 60,
-    prepare: true,
+    // No named prepared statements: a pooler in transaction mode may run
+    // the next transaction on a session that never saw them.
+    prepare: false,
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-    connection: {
-      ...target.params,
-      lock_timeout: timeouts.lock,
-      statement_timeout: timeouts.statement,
-    },
+    connection: target.params,
   };
   const db = new Db(
     () =>
       postgres(options as unknown as postgres.Options<Record<string, never>>),
-    timeouts.guardMs,
+    timeouts,
   );
   const where = `${target.host}:${target.port}`;
-  const timedOut = Promise.withResolvers<never>();
-  timedOut.promise.catch(() => {});
   const late = new Error("no answer in time");
   const expired = new AbortController();
-  const timer = setTimeout(() => {
-    expired.abort(late);
-    timedOut.reject(late);
-  }, connectTimeoutMs);
+  const timer = setTimeout(() => expired.abort(late), connectTimeoutMs);
+  const signal = AbortSignal.any([stop, expired.signal]);
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
   let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
     await retry(
-      () =>
-        db.run(
-          (sql) => Promise.race([sql`select 1`, timedOut.promise]),
-          stop,
-        ),
+      () => db.run((sql) => sql`select 1`, signal),
       {
         maxAttempts: Number.MAX_SAFE_INTEGER,
         minTimeout: 100,
@@ -2254,7 +2252,7 @@ async function connect(
         isRetriable: (e) =>
           e !== late && !stop.aborted &&
           !/^(28|3D|42|22023)/.test(codeOf(last = e)),
-        signal: AbortSignal.any([stop, expired.signal]),
+        signal,
       },
     );
     return db;
@@ -2369,106 +2367,160 @@ const RUN_COLUMNS = [
   "not_before timestamptz",
 ];
 
-/** Creates `refresh_runs` when missing and adds the columns a newer version needs. */
-async function ensureRunsTable(
+/** The state tables' version, kept as the comment on `refresh_runs`. */
+const STATE_VERSION = "refresh state tables v2";
+
+/** What one cheap read of the catalog tells of the state tables. */
+interface StateCatalog {
+  schema: boolean;
+  runs: boolean;
+  state: boolean;
+  /** `refresh_state` has target_table (false before its migration). */
+  keyed: boolean;
+  /** Both exist, at STATE_VERSION: a run needs no DDL. */
+  current: boolean;
+}
+
+async function readCatalog(
   db: Db,
   n: StateNames,
   abort: AbortSignal,
-): Promise<void> {
-  await db.run((sql) =>
-    sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
-      // Only when missing: creating one needs a right on the database.
-      const [schema] = await tx`select to_regnamespace(${
-        n.schema ?? "public"
-      }) as oid`;
-      if (n.schema && !schema!.oid) await tx`create schema ${sql(n.schema)}`;
-      await tx`
-        create table if not exists ${sql(n.runs)} (
-          id bigint generated always as identity primary key,
-          status text not null,
-          started_at timestamptz not null default now(),
-          finished_at timestamptz,
-          heartbeat_at timestamptz not null default now(),
-          params jsonb not null default '{}'
-        )`;
-      for (const column of RUN_COLUMNS) {
-        await tx`alter table ${sql(n.runs)} add column if not exists ${
-          tx.unsafe(column)
-        }`;
-      }
-    }), abort);
+): Promise<StateCatalog> {
+  const [row] = await db.run(
+    (sql) =>
+      sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
+select to_regnamespace(${n.schema ?? "public"}) is not null as schema,
+  to_regclass(${quoted(n.runs)}) is not null as runs,
+  to_regclass(${quoted(n.state)}) is not null as state,
+  exists (
+    select 1 from pg_attribute
+    where attrelid = to_regclass(${quoted(n.state)})
+      and attname = 'target_table' and not attisdropped
+  ) as keyed,
+  obj_description(to_regclass(${quoted(n.runs)}), 'pg_class') as version`,
+    abort,
+  );
+  const { version, ...found } = row!;
+  const { runs, state, keyed } = found;
+  return {
+    ...found,
+    current: runs && state && keyed && version === STATE_VERSION,
+  };
 }
 
 /**
- * Creates `refresh_state` keyed by target table and id, or migrates one of
- * an earlier version (keyed by id alone) in place: its rows get `table`.
- * Runs after the lease is taken; there is no way back.
+ * The statements that bring the state tables to STATE_VERSION from what the
+ * catalog shows: created when missing; an earlier `refresh_runs` gets its
+ * new columns, an earlier `refresh_state` (keyed by id alone) gets `table`.
  */
-async function ensureStateTable(
+function migration(
+  n: StateNames,
+  found: StateCatalog,
+  table: string,
+): string[] {
+  const runs = quoted(n.runs);
+  const state = quoted(n.state);
+  const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
+  return [
+    // Only when missing: even "if not exists" needs a right on the database.
+    ...n.schema && !found.schema ? [`create schema ${quoted(n.schema)}`] : [],
+    `create table if not exists ${runs} (
+  id bigint generated always as identity primary key,
+  status text not null,
+  started_at timestamptz not null default now(),
+  finished_at timestamptz,
+  heartbeat_at timestamptz not null default now(),
+  params jsonb not null default '{}',
+  ${RUN_COLUMNS.join(",\n  ")}
+)`,
+    ...found.runs
+      ? RUN_COLUMNS.map((c) =>
+        `alter table ${runs} add column if not exists ${c}`
+      )
+      : [],
+    `create table if not exists ${state} (
+  target_table text not null,
+  target_id text not null,
+  status text not null
+    check (status in ('ok', 'not_found', 'invalid', 'failed')),
+  attempts integer not null,
+  http_status integer,
+  error text,
+  last_attempt_at timestamptz not null,
+  last_success_at timestamptz,
+  run_id bigint,
+  primary key (target_table, target_id)
+)`,
+    ...found.state && !found.keyed
+      ? [
+        `alter table ${state} add column target_table text`,
+        `update ${state} set target_table = ${literal(table)}`,
+        `alter table ${state} alter column target_table set not null`,
+        `alter table ${state} drop constraint if exists refresh_state_pkey`,
+        `alter table ${state} add primary key (target_table, target_id)`,
+      ]
+      : [],
+    `comment on table ${runs} is ${literal(STATE_VERSION)}`,
+  ];
+}
+
+/** How long a migration waits for a lock (a report reading the tables). */
+const MIGRATION_LOCK_TIMEOUT = "5s";
+
+/**
+ * Creates or migrates the state tables when the catalog says they are not
+ * current, in one transaction that waits at most MIGRATION_LOCK_TIMEOUT for
+ * its locks.
+ *
+ * @returns What was done, or why it could not be (an exit code and lines).
+ */
+async function migrate(
   db: Db,
   n: StateNames,
+  found: StateCatalog,
   table: string,
   abort: AbortSignal,
-): Promise<void> {
-  await db.run((sql) =>
-    sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(hashtext('refresh:state-tables'))`;
-      await tx`
-        create table if not exists ${sql(n.state)} (
-          target_table text not null,
-          target_id text not null,
-          status text not null
-            check (status in ('ok', 'not_found', 'invalid', 'failed')),
-          attempts integer not null,
-          http_status integer,
-          error text,
-          last_attempt_at timestamptz not null,
-          last_success_at timestamptz,
-          run_id bigint,
-          primary key (target_table, target_id)
-        )`;
-      if (await stateKeyed(tx, n)) return;
-      const [pk] = await tx<{ name: string }[]>`
-        select conname as name from pg_constraint
-        where conrelid = to_regclass(${quoted(n.state)}) and contype = 'p'`;
-      await tx`alter table ${sql(n.state)} add column target_table text`;
-      await tx`update ${sql(n.state)} set target_table = ${table}`;
-      await tx`alter table ${
-        sql(n.state)
-      } alter column target_table set not null`;
-      if (pk) {
-        await tx`alter table ${sql(n.state)} drop constraint ${sql(pk.name)}`;
-      }
-      await tx`alter table ${
-        sql(n.state)
-      } add primary key (target_table, target_id)`;
-    }), abort);
-}
-
-/** Whether `refresh_state` has the target_table column (false: not migrated yet). */
-async function stateKeyed(
-  sql: Sql | postgres.TransactionSql,
-  n: StateNames,
-): Promise<boolean> {
-  const [row] = await sql<{ yes: boolean }[]>`
-    select exists (
-      select 1 from pg_attribute
-      where attrelid = to_regclass(${
-    quoted(n.state)
-  }) and attname = 'target_table'
-        and not attisdropped
-    ) as yes`;
-  return row!.yes;
-}
-
-async function tableExists(db: Db, name: string): Promise<boolean> {
-  const [row] = await db.run((sql) =>
-    sql<{ oid: number | null }[]>`select to_regclass(${
-      quoted(name)
-    })::oid as oid`
-  );
-  return Boolean(row?.oid);
+): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
+  const statements = migration(n, found, table);
+  try {
+    await db.run(async (tx) => {
+      await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
+        pg_advisory_xact_lock(hashtext(${`refresh:${n.runs}`}))`;
+      for (const statement of statements) await tx.unsafe(statement);
+    }, abort);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const what = `the state tables ${n.runs} and ${n.state} are ${
+      found.runs || found.state ? "of an earlier version" : "missing"
+    }`;
+    if (code === "42501") {
+      return {
+        exit: 2,
+        message: `REFRESH_STATE_SCHEMA: ${what}, and this role may not ${
+          found.runs || found.state ? "migrate" : "create"
+        } them (${
+          describeError(error)
+        }): run refresh once as their owner (or as a role that may create in ${
+          n.schema ?? "public"
+        }), or have the owner run:`,
+        statements,
+      };
+    }
+    if (code === "55P03") {
+      return {
+        exit: 1,
+        message:
+          `${what}, and their migration could not take its locks within ${MIGRATION_LOCK_TIMEOUT} (a session is reading or writing them); nothing was changed, the next run tries again`,
+        statements: [],
+      };
+    }
+    throw error;
+  }
+  return {
+    done: found.runs || found.state
+      ? `migrated the state tables ${n.runs} and ${n.state} to "${STATE_VERSION}"`
+      : `created the state tables ${n.runs} and ${n.state}`,
+  };
 }
 
 /** What the run knows of the target table after checking it. */
@@ -2565,17 +2617,28 @@ async function inspectTarget(
       "a text, numeric, boolean, date/time or json type",
     );
   }
-  if (c.where && problems.length === 0) {
+  // The selection's own shape: a column the role may not read is a
+  // problem now, before the lease, not an abort once the run has begun.
+  const s = { ...c, lookups };
+  for (const where of c.where ? [undefined, c.where] : [undefined]) {
+    if (problems.length > 0) break;
     try {
       await db.run(
         (sql) =>
-          sql`explain select 1 from ${sql(c.table)} where ${
-            whereOf(sql, c.where!)
+          sql`explain select ${sql(columnsRead(s))} from ${
+            source(sql, { ...s, where })
           }`,
         abort,
       );
     } catch (error) {
-      problems.push(`REFRESH_WHERE: ${describeError(error)}`);
+      if (blame(error) === "connection") throw error;
+      problems.push(
+        where
+          ? `REFRESH_WHERE: ${describeError(error)}`
+          : `REFRESH_TABLE: cannot read the columns a run reads (${
+            columnsRead(s).join(", ")
+          }): ${describeError(error)}`,
+      );
     }
   }
   if (problems.length > 0) return problems;
@@ -2651,10 +2714,22 @@ interface Selection {
   retryMisses: boolean;
 }
 
+type Read = Pick<
+  Selection,
+  "table" | "where" | "idColumn" | "atColumn" | "lookups"
+>;
+
+/** The columns a selection reads: all a role needs SELECT on, with `--where`'s. */
+function columnsRead(s: Read): string[] {
+  return [...new Set([s.idColumn, s.atColumn, ...s.lookups.map(lookupColumn)])];
+}
+
 /** The target table, narrowed by `--where` where only its columns are in scope. */
-function source(sql: Sql, s: Pick<Selection, "table" | "where">) {
+function source(sql: Sql, s: Read) {
   return s.where
-    ? sql`(select * from ${sql(s.table)} where ${whereOf(sql, s.where)}) t`
+    ? sql`(select ${sql(columnsRead(s))} from ${sql(s.table)} where ${
+      whereOf(sql, s.where)
+    }) t`
     : sql`${sql(s.table)} t`;
 }
 
@@ -2905,7 +2980,7 @@ interface WritePlan {
  * same text, and the refreshed-at column) and its `refresh_state` row, both
  * only while this run still holds the lease. The text is the same for every
  * target (only the parameters change): built as a string, it costs postgres.js
- * no fragments to compose, and the server one prepared statement.
+ * no fragments to compose.
  */
 function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
   const ok = o.status === "ok";
@@ -2961,7 +3036,6 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
     )
     select ${held} as held, (select count(*) from target)::int as updated`,
     params as postgres.ParameterOrJSON<never>[],
-    { prepare: true },
   );
 }
 
@@ -3121,11 +3195,10 @@ async function acquireLease(
   | { runId: number; crashed: string[]; notBeforeMs: number; cleared: number }
   | { live: LiveRun }
 > {
-  return await db.run((sql) =>
-    sql.begin(async (tx) => {
-      await tx`lock table ${sql(n.runs)} in share row exclusive mode`;
-      const crashed = await tx<{ id: string }[]>`
-        update ${sql(n.runs)} set
+  return await db.run(async (tx) => {
+    await tx`lock table ${tx(n.runs)} in share row exclusive mode`;
+    const crashed = await tx<{ id: string }[]>`
+        update ${tx(n.runs)} set
           status = 'crashed',
           finished_at = now(),
           error = 'no heartbeat since ' || heartbeat_at::text || '; taken over by a later run'
@@ -3134,39 +3207,36 @@ async function acquireLease(
             lease_ms, (params->>'leaseMs')::bigint, ${leaseMs}
           ) * interval '1 millisecond'
         returning id::text`;
-      const [live] = await tx<{ id: string; started: string; beat: string }[]>`
+    const [live] = await tx<{ id: string; started: string; beat: string }[]>`
         select id::text, started_at::text as started, heartbeat_at::text as beat
-        from ${sql(n.runs)} where status = 'running' order by id limit 1`;
-      if (live) {
-        return {
-          live: {
-            id: live.id,
-            startedAt: live.started,
-            heartbeatAt: live.beat,
-          },
-        };
-      }
-      const cleared = ignoreNotBefore
-        ? (await tx`update ${sql(n.runs)} set not_before = null
+        from ${tx(n.runs)} where status = 'running' order by id limit 1`;
+    if (live) {
+      return {
+        live: {
+          id: live.id,
+          startedAt: live.started,
+          heartbeatAt: live.beat,
+        },
+      };
+    }
+    const cleared = ignoreNotBefore
+      ? (await tx`update ${tx(n.runs)} set not_before = null
             where not_before > now()`).count
-        : 0;
-      const [run] = await tx<{ id: string; wait: number | null }[]>`
-        insert into ${sql(n.runs)} (status, params, lease_ms)
-        values ('running', ${
-        sql.json(params as postgres.JSONValue)
-      }, ${leaseMs})
+      : 0;
+    const [run] = await tx<{ id: string; wait: number | null }[]>`
+        insert into ${tx(n.runs)} (status, params, lease_ms)
+        values ('running', ${tx.json(params as postgres.JSONValue)}, ${leaseMs})
         returning id::text, (
           select extract(epoch from max(not_before) - now()) * 1000
-          from ${sql(n.runs)} where not_before > now()
+          from ${tx(n.runs)} where not_before > now()
         )::float8 as wait`;
-      return {
-        runId: Number(run!.id),
-        crashed: crashed.map((r) => r.id),
-        notBeforeMs: Math.max(0, run!.wait ?? 0),
-        cleared,
-      };
-    })
-  );
+    return {
+      runId: Number(run!.id),
+      crashed: crashed.map((r) => r.id),
+      notBeforeMs: Math.max(0, run!.wait ?? 0),
+      cleared,
+    };
+  });
 }
 
 /** Counters of one run, mirrored in its `refresh_runs` row. */
@@ -4442,21 +4512,111 @@ function workflowCommand(
   }::${data(message)}`;
 }
 
-async function writeStepSummary(
-  path: string | undefined,
-  markdown: string,
+/** How main() ends: its exit code, and what a GitHub workflow is told. */
+interface Ending {
+  code: number;
+  /** The run's status, or invalid_configuration, dry_run, busy, aborted. */
+  status: string;
+  /** Markdown for the step summary (and the `summary` output). */
+  summary?: string;
+  annotation?: { level: "error" | "notice"; title: string; message: string };
+  /** The credit period closed with credits left: someone should hear. */
+  creditsLeft?: boolean;
+}
+
+/**
+ * A dry run's ending: its lines, printed (`print`) and in the step summary
+ * with a notice, so that a paused schedule is seen.
+ */
+function dryEnding(lines: string[]): Ending {
+  return {
+    code: 0,
+    status: "dry_run",
+    summary: `### refresh: dry run\n\n\`\`\`\n${lines.join("\n")}\n\`\`\`\n`,
+    annotation: {
+      level: "notice",
+      title: "refresh: dry run",
+      message:
+        "a dry run (REFRESH_DRY_RUN or --dry-run): no vendor call, nothing written",
+    },
+  };
+}
+
+/** The ending of a connection that could not be opened. */
+function failed(f: ConnectFailure, log: Logger): Ending {
+  log.error(f.message);
+  if (f.exit === 2) return invalid([f.message]);
+  return {
+    code: f.exit,
+    status: "aborted",
+    annotation: {
+      level: "error",
+      title: "refresh aborted",
+      message: f.message,
+    },
+  };
+}
+
+/** An exit-2 ending (its problems logged already): annotated and summarized. */
+function invalid(problems: string[]): Ending {
+  return {
+    code: 2,
+    status: "invalid_configuration",
+    summary: `### refresh: invalid configuration\n\n${
+      problems.map((p) => `- ${p.replaceAll("|", "\\|")}`).join("\n")
+    }\n`,
+    annotation: {
+      level: "error",
+      title: "refresh: invalid configuration",
+      message: problems.join("\n"),
+    },
+  };
+}
+
+/**
+ * Tells the workflow how the run ended, when run by one: the annotation;
+ * the step summary; the step outputs `status`, `exit_code`, `credits_left`
+ * and `summary`, for a job that alerts someone.
+ */
+async function tellWorkflow(
+  e: Ending,
+  env: (name: string) => string | undefined,
+  print: (lines: string[]) => void,
   log: Logger,
-): Promise<void> {
-  if (!path) return;
-  try {
-    await Deno.writeTextFile(path, `${markdown}\n`, { append: true });
-  } catch (error) {
-    log.warn(
-      `cannot write the step summary (run through the refresh:ci task, which may write it): ${
-        (error as Error).message
-      }`,
-    );
+  scrub: (text: string) => string = (text) => text,
+): Promise<number> {
+  if (e.annotation && env("GITHUB_ACTIONS") === "true") {
+    const { level, title, message } = e.annotation;
+    print([workflowCommand(level, title, message)]);
   }
+  const end = `refresh_${crypto.randomUUID()}`;
+  const outputs = [
+    `status=${e.status}`,
+    `exit_code=${e.code}`,
+    `credits_left=${e.creditsLeft ?? false}`,
+    `summary<<${end}`,
+    e.summary ?? "",
+    end,
+  ].join("\n");
+  for (
+    const [name, text] of [
+      ["GITHUB_STEP_SUMMARY", e.summary],
+      ["GITHUB_OUTPUT", outputs],
+    ] as const
+  ) {
+    const path = env(name);
+    if (!path || text === undefined) continue;
+    try {
+      await Deno.writeTextFile(path, `${scrub(text)}\n`, { append: true });
+    } catch (error) {
+      log.warn(
+        `cannot write ${name} (run through the refresh:ci task, which may write it): ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
+  return e.code;
 }
 
 // ============================================================================
@@ -4518,7 +4678,7 @@ function outsideWindow(c: Config, now: Date): string | undefined {
 /** The selection at this moment: the stale cutoff and the state table's shape. */
 async function selectionOf(
   job: Job,
-  hasState: boolean,
+  found: Pick<StateCatalog, "state" | "keyed">,
   abort: AbortSignal,
 ): Promise<Selection> {
   const [row] = await job.long.run(
@@ -4528,9 +4688,12 @@ async function selectionOf(
       >`select (now() - ${job.config.staleAfter} * interval '1 millisecond')::text as cutoff`,
     abort,
   );
-  const keyed = hasState &&
-    await job.long.run((sql) => stateKeyed(sql, job.names), abort);
-  return { ...job.base, cutoff: row!.cutoff, hasState, keyed };
+  return {
+    ...job.base,
+    cutoff: row!.cutoff,
+    hasState: found.state,
+    keyed: found.keyed,
+  };
 }
 
 /** The targets: the given ids, or the stale ones; how many, and who is left out. */
@@ -4551,28 +4714,33 @@ async function targetsOf(job: Job, s: Selection, abort: AbortSignal) {
   };
 }
 
-async function dryRun(job: Job): Promise<number> {
+async function dryRun(job: Job): Promise<Ending> {
   const { config: c, log, long, names } = job;
+  const paused = (lines: string[], print = false) => {
+    if (print) job.print(lines);
+    return dryEnding(lines);
+  };
   const skip = outsideWindow(c, job.clock());
   if (skip) {
     log.info(`dry run: ${skip}; a real run would exit 0 at once`);
-    return 0;
+    return paused([
+      `refresh: dry run: ${skip}; a real run would exit 0 at once`,
+    ]);
   }
   const abort = job.control.stop.signal;
-  const s = await selectionOf(job, await tableExists(long, names.state), abort);
+  const found = await readCatalog(long, names, abort);
+  const s = await selectionOf(job, found, abort);
   const { batches, total, leftOut } = await targetsOf(job, s, abort);
   const first: string[] = [];
   for await (const batch of batches) {
     first.push(...batch.slice(0, 10 - first.length).map((t) => t.id));
     if (first.length >= 10) break;
   }
-  const pace = await tableExists(long, names.runs)
-    ? await lastPace(long, names)
-    : undefined;
+  const pace = found.runs ? await lastPace(long, names) : undefined;
   const affordable = Math.min(total, c.budget ?? Infinity);
   const estimateMs = pace ? affordable * pace.msPerTarget : undefined;
   if (c.logFormat === "json") {
-    job.print([JSON.stringify({
+    return paused([JSON.stringify({
       time: new Date().toISOString(),
       level: "info",
       event: "dry_run",
@@ -4582,8 +4750,7 @@ async function dryRun(job: Job): Promise<number> {
       reserve: c.reserve ?? null,
       estimatedMs: estimateMs === undefined ? null : Math.round(estimateMs),
       firstIds: first,
-    })]);
-    return 0;
+    })], true);
   }
   const budget = c.budget === undefined
     ? "no --budget"
@@ -4592,7 +4759,7 @@ async function dryRun(job: Job): Promise<number> {
         ? `: the run would stop after ~${c.budget} targets`
         : ": enough"
     }`;
-  job.print([
+  return paused([
     "refresh: dry run: no vendor call, nothing written",
     `  targets: ${total} would be refreshed in ${c.table}${
       c.limit !== undefined ? ` (--limit ${c.limit})` : ""
@@ -4614,8 +4781,7 @@ async function dryRun(job: Job): Promise<number> {
         : "unknown (no earlier run to learn the pace from)"
     }`,
     `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
-  ]);
-  return 0;
+  ], true);
 }
 
 /** Opens the write and heartbeat connections (PGlite has one session: shares one). */
@@ -4636,24 +4802,43 @@ async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
   return opened as [Db, Db];
 }
 
-async function realRun(job: Job): Promise<number> {
+async function realRun(job: Job): Promise<Ending> {
   const { config: c, long, names, log, control } = job;
-  await ensureRunsTable(long, names, control.stop.signal);
+  const found = await readCatalog(long, names, control.stop.signal);
+  if (!found.current) {
+    const migrated = await migrate(
+      long,
+      names,
+      found,
+      job.info.canonical,
+      control.stop.signal,
+    );
+    if ("exit" in migrated) {
+      const sql = migrated.statements.map((st) => `${st};`).join("\n");
+      const lines = [migrated.message, ...sql.split("\n").map((l) => `  ${l}`)];
+      for (const line of lines) log.error(line);
+      return migrated.exit === 2
+        ? invalid(lines)
+        : { code: migrated.exit, status: "aborted" };
+    }
+    log.info(migrated.done);
+  }
   const startedAt = job.clock();
   const started = performance.now();
   const skip = outsideWindow(c, startedAt);
   if (skip) {
     const runId = await recordSkippedRun(long, names, job.params, skip);
     log.info(`run ${runId} outside_window: ${skip}; nothing to do today`);
-    return 0;
+    return {
+      code: 0,
+      status: "outside_window",
+      summary: `### refresh run ${runId}: outside_window\n\n${skip}\n`,
+    };
   }
   // Writes and the heartbeat have connections of their own: a write blocked
   // by a lock never holds up the heartbeat, so a live run never looks dead.
   const workers = await openWorkers(job);
-  if (!Array.isArray(workers)) {
-    log.error(workers.message);
-    return workers.exit;
-  }
+  if (!Array.isArray(workers)) return failed(workers, log);
   const [write, beat] = workers;
   const lease = await acquireLease(
     write,
@@ -4668,7 +4853,7 @@ async function realRun(job: Job): Promise<number> {
         formatDuration(c.lease)
       })`,
     );
-    return 3;
+    return { code: 3, status: "busy" };
   }
   const runId = lease.runId;
   // From now on, every statement survives a lost or blocked database for
@@ -4727,12 +4912,6 @@ async function realRun(job: Job): Promise<number> {
               `the credit period ended at ${end.toISOString()} (end of the month in ${c.timezone})`,
           },
       ));
-    await ensureStateTable(
-      long,
-      names,
-      job.info.canonical,
-      control.hard.signal,
-    );
     if (lease.notBeforeMs > c.maxRetryWait) {
       stop = tooLong(
         "an earlier run was told",
@@ -4749,7 +4928,11 @@ async function realRun(job: Job): Promise<number> {
         );
       }
       // The selection's long timeout; a signal or the deadline ends it.
-      const s = await selectionOf(job, true, control.stop.signal);
+      const s = await selectionOf(
+        job,
+        { state: true, keyed: true },
+        control.stop.signal,
+      );
       const targets = await targetsOf(job, s, control.stop.signal);
       counters.total = targets.total;
       leftOut = targets.leftOut;
@@ -4864,26 +5047,22 @@ async function realRun(job: Job): Promise<number> {
     ? reason ?? ""
     : undefined;
   if (unrecorded) log.error(problem!);
-  await writeStepSummary(
-    job.env("GITHUB_STEP_SUMMARY"),
-    summaryMarkdown(report) +
-      (unrecorded ? `\n**${problem!.replaceAll("|", "\\|")}**\n` : ""),
-    log,
-  );
-  if (problem !== undefined && job.env("GITHUB_ACTIONS") === "true") {
-    job.print([
-      workflowCommand(
-        "error",
-        `refresh run ${runId} ${unrecorded ? "unrecorded" : "aborted"}`,
-        problem,
-      ),
-    ]);
-  }
-  // A signal during the final write is not what the row says: the row wins.
-  return unrecorded && status !== "interrupted" ? 1 : exitCodeFor(
+  return {
+    // A signal during the final write is not what the row says: the row wins.
+    code: unrecorded && status !== "interrupted" ? 1 : exitCodeFor(
+      status,
+      status === "interrupted" ? control.signal?.number : undefined,
+    ),
     status,
-    status === "interrupted" ? control.signal?.number : undefined,
-  );
+    summary: summaryMarkdown(report) +
+      (unrecorded ? `\n**${problem!.replaceAll("|", "\\|")}**\n` : ""),
+    annotation: problem === undefined ? undefined : {
+      level: "error",
+      title: `refresh run ${runId} ${unrecorded ? "unrecorded" : "aborted"}`,
+      message: problem,
+    },
+    creditsLeft: status === "period_end" && report.creditsRemaining !== 0,
+  };
 }
 
 const MAX_ANNOTATIONS = 10;
@@ -5040,7 +5219,12 @@ export async function main(options: MainOptions = {}): Promise<number> {
     stderr("refresh: invalid configuration:");
     for (const error of parsed.errors) stderr(`  ${escapeControls(error)}`);
     stderr("Run with --help for every setting.");
-    return 2;
+    return await tellWorkflow(
+      invalid(parsed.errors),
+      env,
+      (lines) => lines.forEach(stdout),
+      createLogger("text", stderr, escapeControls),
+    );
   }
   if (parsed.help) {
     stdout(usage());
@@ -5058,6 +5242,8 @@ export async function main(options: MainOptions = {}): Promise<number> {
   const log = createLogger(c.logFormat, stderr, clean);
   const print = (lines: string[]) =>
     lines.forEach((line) => stdout(clean(line)));
+  const end = (e: Ending) =>
+    tellWorkflow(e, env, print, log, (t) => scrubSecrets(t, secrets, keep));
   const idsSource = sourceOf(c.idsFile ? "idsFile" : "ids", parsed.given);
   let ids = c.ids;
   if (c.idsFile) {
@@ -5068,26 +5254,29 @@ export async function main(options: MainOptions = {}): Promise<number> {
       ids = idList(text, /\r?\n/);
       if (!ids) throw new Error("no ids in it");
     } catch (error) {
-      log.error(
-        `${idsSource}: cannot read ${JSON.stringify(c.idsFile)}: ${
-          (error as Error).message
-        }`,
-      );
-      return 2;
+      const problem = `${idsSource}: cannot read ${
+        JSON.stringify(c.idsFile)
+      }: ${(error as Error).message}${
+        error instanceof Deno.errors.NotCapable
+          ? " (deno task refresh:ids may read it)"
+          : ""
+      }`;
+      log.error(problem);
+      return await end(invalid([problem]));
     }
   }
   const nul = ids?.find((id) => id.includes("\0"));
   if (nul !== undefined) {
-    log.error(
-      `${idsSource}: the id ${
-        JSON.stringify(nul)
-      } contains a NUL byte, which PostgreSQL cannot take`,
-    );
-    return 2;
+    const problem = `${idsSource}: the id ${
+      JSON.stringify(nul)
+    } contains a NUL byte, which PostgreSQL cannot take`;
+    log.error(problem);
+    return await end(invalid([problem]));
   }
   const control = new Control(c.grace, options.signal);
   if (!options.signal) control.listen();
   const open: Db[] = [];
+  globalThis.addEventListener("error", closedSocketWrite);
   try {
     log.info(
       `${
@@ -5100,10 +5289,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
       c.connectTimeout,
       control.stop.signal,
     );
-    if (!(long instanceof Db)) {
-      log.error(long.message);
-      return long.exit;
-    }
+    if (!(long instanceof Db)) return await end(failed(long, log));
     open.push(long);
     long.readOnly = c.dryRun;
     const abort = control.stop.signal;
@@ -5117,7 +5303,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
     if (Array.isArray(info)) {
       log.error("invalid target:");
       for (const problem of info) log.error(`  ${problem}`);
-      return 2;
+      return await end(invalid(info));
     }
     const names = stateNames(c.stateSchema);
     const base = {
@@ -5143,12 +5329,12 @@ export async function main(options: MainOptions = {}): Promise<number> {
     if (ids) {
       const resolved = await resolveIds(long, base, ids, abort);
       if ("bad" in resolved) {
-        log.error(
+        const problem =
           `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
             resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
-          }${resolved.bad.length > 5 ? ", …" : ""}`,
-        );
-        return 2;
+          }${resolved.bad.length > 5 ? ", …" : ""}`;
+        log.error(problem);
+        return await end(invalid([problem]));
       }
       given = resolved;
       const unknown = resolved.unknown;
@@ -5184,22 +5370,40 @@ export async function main(options: MainOptions = {}): Promise<number> {
       strict,
       open,
     };
-    return c.dryRun ? await dryRun(job) : await realRun(job);
+    return await end(c.dryRun ? await dryRun(job) : await realRun(job));
   } catch (error) {
     if (isStop(error)) {
       log.warn(`stopped before the run began: ${error.reason}`);
-      return exitCodeFor("interrupted", control.signal?.number);
+      return await end({
+        code: exitCodeFor("interrupted", control.signal?.number),
+        status: "interrupted",
+      });
     }
     const message = describeError(error);
     log.error(`aborted: ${message}`);
-    if (env("GITHUB_ACTIONS") === "true") {
-      print([workflowCommand("error", "refresh aborted", message)]);
-    }
-    return 1;
+    return await end({
+      code: 1,
+      status: "aborted",
+      annotation: { level: "error", title: "refresh aborted", message },
+    });
   } finally {
     control.dispose();
     await Promise.all(open.map((db) => db.end()));
+    globalThis.removeEventListener("error", closedSocketWrite);
   }
+}
+
+/**
+ * postgres.js 3.4.9 may write, from a timer, to a socket it has just closed
+ * (porsager/postgres#1208): the TypeError would end the process, although
+ * the connection's statements are rejected already (or end by their guard).
+ */
+function closedSocketWrite(event: ErrorEvent): void {
+  const error = event.error as Error | undefined;
+  if (
+    error instanceof TypeError && /reading 'write'/.test(error.message) &&
+    /nextWrite[\s\S]*postgres|postgres[\s\S]*nextWrite/.test(error.stack ?? "")
+  ) event.preventDefault();
 }
 
 // Exit at once: a connection that never answered may still hold timers.

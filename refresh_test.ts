@@ -57,6 +57,7 @@ import {
   type TestDatabase,
   testDatabaseForModule,
 } from "./dev/test_db.ts";
+import { startPgBouncer } from "./dev/pgbouncer.ts";
 import { startTcpProxy, type TcpProxy } from "./dev/tcp_proxy.ts";
 import { type FakePerson, startApollo, startPdl } from "./dev/vendors.ts";
 import { delay } from "@std/async/delay";
@@ -1785,6 +1786,8 @@ Deno.test(
       assertStringIncludes(result.stdout, "left out: 2 unknown ids");
       // The start line counts only the targets that exist.
       assertStringIncludes(result.stderr, "2 target(s) to refresh");
+      // Reading a file takes the refresh:ids task; standard input does not.
+      const ids = { task: "refresh:ids" };
       const fromStdin = await f.run(["--ids-file", "-"], {
         stdin: "5\n\n1\n",
       });
@@ -1793,7 +1796,10 @@ Deno.test(
       const file = await Deno.makeTempFile();
       try {
         await Deno.writeTextFile(file, "3\r\n");
-        assertSucceeded(await f.run(["--ids-file", file]));
+        const denied = await f.run(["--ids-file", file]);
+        assertEquals(denied.code, 2, denied.stderr);
+        assertStringIncludes(denied.stderr, "deno task refresh:ids");
+        assertSucceeded(await f.run(["--ids-file", file], ids));
         assertEquals(f.vendor.calls.at(-1)?.id, "3");
       } finally {
         await Deno.remove(file);
@@ -1801,7 +1807,7 @@ Deno.test(
       const nul = await Deno.makeTempFile();
       try {
         await Deno.writeTextFile(nul, "1\n2\u0000x\n");
-        const refused = await f.run(["--ids-file", nul]);
+        const refused = await f.run(["--ids-file", nul], ids);
         assertEquals(refused.code, 2, refused.stderr);
         assertStringIncludes(
           refused.stderr,
@@ -1810,7 +1816,10 @@ Deno.test(
       } finally {
         await Deno.remove(nul);
       }
-      const missing = await f.run(["--ids-file", "/nonexistent/ids.txt"]);
+      const missing = await f.run(
+        ["--ids-file", "/nonexistent/ids.txt"],
+        ids,
+      );
       assertEquals(missing.code, 2);
       assertStringIncludes(
         missing.stderr,
@@ -2262,19 +2271,28 @@ Deno.test("--time-budget: no new target starts after it", async () => {
 });
 
 Deno.test(
-  "the run stops at the end of the credit period (injected clock)",
+  "the run stops at the end of the credit period (injected clock), credits left for the workflow to tell",
   async () => {
     await withFixture(
       { name: "period", count: 50, latencyMs: 100 },
       async (f) => {
         // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
-        const result = await f.run([
-          "--now",
-          "2026-12-01T04:59:59Z",
-          "--timezone",
-          "America/New_York",
-        ]);
-        assertSucceeded(result);
+        let outputs = "";
+        await withStepFiles(async (env, read) => {
+          const result = await f.run([
+            "--now",
+            "2026-12-01T04:59:59Z",
+            "--timezone",
+            "America/New_York",
+          ], { task: "refresh:ci", env });
+          assertSucceeded(result);
+          outputs = (await read()).outputs;
+        });
+        // Someone should hear of credits left when the period closed.
+        assertMatch(
+          outputs,
+          /^status=period_end\nexit_code=0\ncredits_left=true\n/,
+        );
         const [run] = await f.runs();
         assertEquals(run!.status, "period_end");
         assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
@@ -2618,27 +2636,90 @@ Deno.test(
   },
 );
 
+/** The files of a GitHub step: its summary and outputs, read after it. */
+async function withStepFiles(
+  body: (
+    env: Record<string, string>,
+    read: () => Promise<{ summary: string; outputs: string }>,
+  ) => Promise<void>,
+): Promise<void> {
+  const summary = await Deno.makeTempFile({ suffix: ".md" });
+  const outputs = await Deno.makeTempFile();
+  try {
+    await body(
+      { GITHUB_STEP_SUMMARY: summary, GITHUB_OUTPUT: outputs },
+      async () => ({
+        summary: await Deno.readTextFile(summary),
+        outputs: await Deno.readTextFile(outputs),
+      }),
+    );
+  } finally {
+    await Deno.remove(summary);
+    await Deno.remove(outputs);
+  }
+}
+
 Deno.test(
-  "GITHUB_STEP_SUMMARY receives a markdown summary (refresh:ci task)",
+  "GITHUB_STEP_SUMMARY receives a markdown summary, GITHUB_OUTPUT the status (refresh:ci task)",
   async () => {
     await withFixture({ name: "summary", count: 3 }, async (f) => {
-      const file = await Deno.makeTempFile({ suffix: ".md" });
-      try {
-        const result = await f.run([], {
-          task: "refresh:ci",
-          env: { GITHUB_STEP_SUMMARY: file },
-        });
+      await withStepFiles(async (env, read) => {
+        const result = await f.run([], { task: "refresh:ci", env });
         assertSucceeded(result);
-        const markdown = await Deno.readTextFile(file);
-        assertMatch(markdown, /^### refresh run \d+: completed$/m);
-        assertStringIncludes(markdown, "| Status | **completed** |");
-        assertStringIncludes(markdown, "| ok | 3 |");
-      } finally {
-        await Deno.remove(file);
-      }
+        const { summary, outputs } = await read();
+        assertMatch(summary, /^### refresh run \d+: completed$/m);
+        assertStringIncludes(summary, "| Status | **completed** |");
+        assertStringIncludes(summary, "| ok | 3 |");
+        assertMatch(
+          outputs,
+          /^status=completed\nexit_code=0\ncredits_left=false\nsummary<<(refresh_[\w-]+)\n### refresh run \d+: completed\n[\s\S]*\n\1\n$/,
+        );
+      });
     });
   },
 );
+
+Deno.test("on GitHub a configuration error is an ::error:: annotation, a step summary and the status", async () => {
+  await withFixture({ name: "gh_invalid", count: 1 }, async (f) => {
+    await withStepFiles(async (files, read) => {
+      const result = await f.run(["--where", "no_such_column = 1"], {
+        task: "refresh:ci",
+        env: { ...files, GITHUB_ACTIONS: "true" },
+      });
+      assertSucceeded(result, 2);
+      assertMatch(
+        result.stdout,
+        /^::error title=refresh%3A invalid configuration::REFRESH_WHERE: column "no_such_column" does not exist/m,
+      );
+      const { summary, outputs } = await read();
+      assertMatch(
+        summary,
+        /^### refresh: invalid configuration\n\n- REFRESH_WHERE: column/,
+      );
+      assertMatch(outputs, /^status=invalid_configuration\nexit_code=2\n/);
+    });
+  });
+});
+
+Deno.test("on GitHub a dry run (a paused schedule) leaves a notice and a step summary", async () => {
+  await withFixture({ name: "gh_paused", count: 2 }, async (f) => {
+    await withStepFiles(async (files, read) => {
+      const result = await f.run([], {
+        task: "refresh:ci",
+        env: { ...files, GITHUB_ACTIONS: "true", REFRESH_DRY_RUN: "true" },
+      });
+      assertSucceeded(result);
+      assertMatch(
+        result.stdout,
+        /^::notice title=refresh%3A dry run::a dry run/m,
+      );
+      const { summary, outputs } = await read();
+      assertStringIncludes(summary, "### refresh: dry run");
+      assertStringIncludes(summary, "targets: 2 would be refreshed");
+      assertMatch(outputs, /^status=dry_run\nexit_code=0\n/);
+    });
+  });
+});
 
 // ---------------------------------------------------------------------------
 // Unattended means unbreakable: refused answers, lost and blocked databases,
@@ -3002,6 +3083,7 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
                 ...env,
                 GITHUB_ACTIONS: "true",
                 GITHUB_STEP_SUMMARY: summary,
+                GITHUB_OUTPUT: summary,
               },
               task: "refresh:ci",
             },
@@ -4770,5 +4852,246 @@ Deno.test({
     assertEquals(result.code, 143, result.stderr);
     assertLess(Date.now() - sent, 3_000);
     assertEquals((await f.runs())[0]!.status, "interrupted");
+  });
+});
+
+// ---------------------------------------------------------------------------
+// A real company: a least-privileged role, readers of the state tables, a
+// pooler in transaction mode.
+// ---------------------------------------------------------------------------
+
+const ROLE_PASSWORD = "r0le-Pa55word-4e1c";
+
+/** The README's grants, for `f`'s table and schema and `role`. */
+async function readmeGrants(f: Fixture, role: string): Promise<string[]> {
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const block = /<!-- grants: .*? -->\s*```sql\n([\s\S]*?)```/.exec(readme);
+  assert(block, "no grants block in README.md");
+  return block[1]!.replaceAll("crm.people", f.table)
+    .replaceAll("crm, refresh", f.schema)
+    .replaceAll("refresh.", `${f.schema}.`)
+    .replaceAll("refresh_job", role)
+    .replace("'…'", `'${ROLE_PASSWORD}'`)
+    .split(/;\s*\n/).filter((s) => s.trim());
+}
+
+/** The README's example: lookups, --where and --map over granted columns. */
+async function withGrantedPeople(
+  body: (f: Fixture, env: Record<string, string>) => Promise<void>,
+): Promise<void> {
+  await withFixture({ name: "grants", count: 4 }, async (f) => {
+    await f.sql`alter table ${f.sql(f.table)}
+      add column email text, add column country text default 'DE',
+      add column title text default 'old title', add column employer text,
+      add column notes text`;
+    await f.sql`update ${
+      f.sql(f.table)
+    } set email = 'p' || id || '@example.com',
+      country = case when id = 4 then 'FR' else 'DE' end`;
+    await body(f, {
+      REFRESH_API_URL: `${f.vendor.urlTemplate}?email={email}`,
+      REFRESH_WHERE: "country = 'DE'",
+      REFRESH_MAP: "employer=employer,title?=title",
+    });
+  });
+}
+
+/** Runs `body` with the URL of a login role of its own, granted `grants`. */
+async function asRole(
+  f: Fixture,
+  grants: (role: string) => Promise<string[]> | string[],
+  body: (url: string) => Promise<void>,
+): Promise<void> {
+  const role = `r_${f.schema}`;
+  await f.sql.unsafe(`create role ${role} login password '${ROLE_PASSWORD}'`);
+  try {
+    for (const grant of await grants(role)) {
+      if (!/^create role/.test(grant)) await f.sql.unsafe(grant);
+    }
+    const url = new URL(f.db.url);
+    url.username = role;
+    url.password = ROLE_PASSWORD;
+    await body(url.href);
+  } finally {
+    await f.sql.unsafe(`drop owned by ${role}`);
+    await f.sql.unsafe(`drop role ${role}`);
+  }
+}
+
+Deno.test({
+  name:
+    "a role with exactly the README's grants runs the whole job, --where and --map included",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withGrantedPeople(async (f, env) => {
+    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    await asRole(f, (role) => readmeGrants(f, role), async (url) => {
+      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
+      assertSucceeded(result);
+    });
+    assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
+    const rows = await f.sql`select id::int, employer, title
+      from ${f.sql(f.table)} where vendor_data is not null order by id`;
+    assertEquals(rows.map((r) => [r.id, r.employer, r.title]), [
+      [1, "Example Corp", "old title"],
+      [2, "Example Corp", "old title"],
+      [3, "Example Corp", "old title"],
+    ]);
+    assertEquals((await f.runs()).map((r) => r.status), [
+      "completed",
+      "completed",
+    ]);
+  });
+});
+
+Deno.test({
+  name:
+    "REFRESH_WHERE reading a column the role may not read: exit 2 naming it, before the lease",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withGrantedPeople(async (f, env) => {
+    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    await asRole(f, (role) => readmeGrants(f, role), async (url) => {
+      const result = await f.run([], {
+        env: { ...env, DATABASE_URL: url, REFRESH_WHERE: "notes is null" },
+      });
+      assertSucceeded(result, 2);
+      assertStringIncludes(result.stderr, "REFRESH_WHERE: permission denied");
+    });
+    assertEquals((await f.runs()).length, 1);
+  });
+});
+
+Deno.test({
+  name:
+    "a lookup column the role may not read: exit 2 naming REFRESH_TABLE and the columns",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withGrantedPeople(async (f, env) => {
+    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    const without = async (role: string) =>
+      (await readmeGrants(f, role)).map((g) => g.replace("email, ", ""));
+    await asRole(f, without, async (url) => {
+      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
+      assertSucceeded(result, 2);
+      assertStringIncludes(
+        result.stderr,
+        "REFRESH_TABLE: cannot read the columns a run reads (id, vendor_refreshed_at, email)",
+      );
+    });
+    assertEquals((await f.runs()).length, 1);
+  });
+});
+
+Deno.test({
+  name:
+    "state tables missing and a role that may not create them: exit 2 naming REFRESH_STATE_SCHEMA, with the statements",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withGrantedPeople(async (f, env) => {
+    const grants = async (role: string) =>
+      (await readmeGrants(f, role)).filter((g) =>
+        !/refresh_(runs|state)/.test(g)
+      );
+    await asRole(f, grants, async (url) => {
+      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
+      assertSucceeded(result, 2);
+      assertStringIncludes(
+        result.stderr,
+        `REFRESH_STATE_SCHEMA: the state tables ${f.schema}.refresh_runs and ${f.schema}.refresh_state are missing, and this role may not create them`,
+      );
+      assertStringIncludes(
+        result.stderr,
+        `create table if not exists "${f.schema}"."refresh_runs" (`,
+      );
+    });
+    assertEquals(f.vendor.calls.length, 0);
+  });
+});
+
+/** A report's open transaction that has read `refresh_runs`. */
+async function holdRuns(f: Fixture) {
+  const client = f.db.client();
+  const reader = await client.reserve();
+  await reader`begin`;
+  await reader`select count(*) from ${reader(`${f.schema}.refresh_runs`)}`;
+  return async () => {
+    await reader`rollback`;
+    reader.release();
+    await client.end();
+  };
+}
+
+Deno.test({
+  name:
+    "with current state tables a reader holding refresh_runs open does not delay a run: no DDL",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "reader", count: 3 }, async (f) => {
+    const first = await f.run(["--ids", "1"]);
+    assertSucceeded(first);
+    assertStringIncludes(first.stderr, "created the state tables");
+    const release = await holdRuns(f);
+    try {
+      const result = await f.run();
+      assertSucceeded(result);
+      assert(!/created|migrated/.test(result.stderr), result.stderr);
+    } finally {
+      await release();
+    }
+    assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
+  });
+});
+
+Deno.test({
+  name:
+    "state tables of an earlier version: migrated once no reader holds them, with a short lock wait",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "old_tables", count: 2 }, async (f) => {
+    assertSucceeded(await f.run(["--ids", "1"]));
+    const runs = f.sql(`${f.schema}.refresh_runs`);
+    await f.sql`comment on table ${runs} is 'refresh state tables v1'`;
+    const release = await holdRuns(f);
+    let blocked: RunResult;
+    const started = Date.now();
+    try {
+      blocked = await f.run();
+    } finally {
+      await release();
+    }
+    assertSucceeded(blocked, 1);
+    // The migration's own lock wait, not the inspection's minute.
+    assertLess(Date.now() - started, 30_000);
+    assertStringIncludes(
+      blocked.stderr,
+      "could not take its locks within 5s (a session is reading or writing them); nothing was changed",
+    );
+    const result = await f.run();
+    assertSucceeded(result);
+    assertStringIncludes(result.stderr, "migrated the state tables");
+    assertEquals(calledIds(f.vendor), ["1", "2"]);
+  });
+});
+
+Deno.test({
+  name:
+    "the job runs through PgBouncer in transaction mode with the same DATABASE_URL",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "pgbouncer", count: 5 }, async (f) => {
+    const bouncer = await startPgBouncer(f.db.url);
+    try {
+      const env = { DATABASE_URL: bouncer.url };
+      assertSucceeded(await f.run(["--ids", "1,2"], { env }));
+      assertSucceeded(await f.run([], { env }));
+    } finally {
+      await bouncer.close();
+    }
+    assertEquals(calledIds(f.vendor), ["1", "2", "3", "4", "5"]);
+    assertEquals((await f.runs()).map((r) => r.status), [
+      "completed",
+      "completed",
+    ]);
   });
 });
