@@ -30,9 +30,9 @@ const SCHEMA = `bench_${crypto.randomUUID().slice(0, 8)}`;
 const TABLE = `${SCHEMA}.people`;
 /** The `refresh` task's command, run directly: its pid is the one sampled. */
 const ARGS = {
-  refresh: ("run --no-config --allow-net --allow-read --allow-env=" +
+  refresh: ("run --no-config --allow-net --allow-env=" +
     "DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,GITHUB_ACTIONS," +
-    "GITHUB_STEP_SUMMARY refresh.ts").split(" "),
+    "GITHUB_STEP_SUMMARY,GITHUB_OUTPUT,OTEL_DENO refresh.ts").split(" "),
   naive: ["run", "--allow-all", "dev/bench_naive.ts"],
 };
 type Program = keyof typeof ARGS;
