@@ -4219,26 +4219,46 @@ interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+type Level = "info" | "warning" | "error";
+
 function createLogger(
   format: "text" | "json",
-  write: (line: string) => void,
+  write: (line: string, level: Level) => void,
   clean: (text: string) => string,
 ): Logger {
   const line =
-    (level: "info" | "warning" | "error") =>
-    (message: string, fields: Record<string, unknown> = {}) =>
-      write(clean(
-        format === "json"
-          ? JSON.stringify({
-            time: new Date().toISOString(),
-            level,
-            event: "log",
-            message,
-            ...fields,
-          })
-          : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
-      ));
+    (level: Level) => (message: string, fields: Record<string, unknown> = {}) =>
+      write(
+        clean(
+          format === "json"
+            ? JSON.stringify({
+              time: new Date().toISOString(),
+              level,
+              event: "log",
+              message,
+              ...fields,
+            })
+            : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
+        ),
+        level,
+      );
   return { info: line("info"), warn: line("warning"), error: line("error") };
+}
+
+const ENCODER = new TextEncoder();
+
+/**
+ * Writes a line to standard error. With OTEL_DENO=true, Deno exports what
+ * goes through the console as log records, console.error's as ERROR and
+ * console.warn's as WARN; console.info would write to standard output, the
+ * summary's. So warnings and errors go through the console, and info lines
+ * straight to the stream: they are not exported.
+ */
+function toStderr(line: string, level: Level = "error"): void {
+  if (level === "warning") return console.warn(line);
+  if (level === "error") return console.error(line);
+  let bytes = ENCODER.encode(`${line}\n`);
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
 }
 
 /** Final (or current) status of a run in `refresh_runs`. */
@@ -5032,7 +5052,8 @@ function publicParams(
  * @returns The exit code.
  */
 export async function main(options: MainOptions = {}): Promise<number> {
-  const stderr = options.stderr ?? ((line: string) => console.error(line));
+  const stderr: (line: string, level?: Level) => void = options.stderr ??
+    toStderr;
   const stdout = options.stdout ?? ((line: string) => console.log(line));
   const env = options.env ?? ((name: string) => Deno.env.get(name));
   const parsed = parseConfig(options.args ?? Deno.args, env);
