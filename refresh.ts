@@ -4261,6 +4261,39 @@ function toStderr(line: string, level: Level = "error"): void {
   while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
 }
 
+/**
+ * Warns, when OTEL_DENO=true, if the API URL carries lookup values or what
+ * the log shows as `***`: Deno's own fetch spans export every request's
+ * full URL (`url.full`, `url.path`, `url.query`), and nothing turns that off.
+ */
+function warnOfFetchSpans(
+  c: Config,
+  shownApiUrl: string,
+  env: (name: string) => string | undefined,
+  log: Logger,
+): void {
+  let otel: string | undefined;
+  try {
+    otel = env("OTEL_DENO");
+  } catch { /* not in --allow-env: cannot tell, the runtime may export */ }
+  const lookups = placeholders(c.apiUrl).map(lookupColumn).filter((l) =>
+    l !== "id"
+  );
+  const hidden = shownApiUrl.includes("***");
+  if (!/^true$/i.test(otel ?? "") || (lookups.length === 0 && !hidden)) {
+    return;
+  }
+  const carried = [
+    ...lookups.length > 0 ? [`the values of ${lookups.join(", ")}`] : [],
+    ...hidden ? ["the API key (or another secret)"] : [],
+  ];
+  log.warn(
+    `OTEL_DENO=true: Deno's own spans of the vendor requests export each full URL (url.full, url.path, url.query), with no switch to turn that off; this URL carries ${
+      carried.join(" and ")
+    } in clear. Send the key in a header (--api-key-header) and the lookups in a request body, or run without OTEL_DENO.`,
+  );
+}
+
 /** Final (or current) status of a run in `refresh_runs`. */
 export type RunStatus =
   | StopStatus
@@ -5115,6 +5148,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
         c.dryRun ? "dry run: " : ""
       }database ${c.databaseUrl.redacted}; vendor ${shownApiUrl}`,
     );
+    warnOfFetchSpans(c, shownApiUrl, env, log);
     const long = await connect(
       c.databaseUrl,
       LONG,
