@@ -4023,6 +4023,8 @@ interface LoopOptions {
   fence: (waiting: () => void) => Promise<Stop | undefined>;
   /** Reports a target that failed or is invalid (GitHub annotations). */
   annotate: (id: string, o: Outcome) => void;
+  /** The run's span, parent of the targets' spans. */
+  span: Span;
 }
 
 /**
@@ -4159,18 +4161,33 @@ async function refreshAll(
           : await o.fence(startWrite);
         if (stop) break outer;
         const asked = performance.now();
-        const f = await fetchTarget(target, requests[i]!, {
-          settings: c,
-          policy: o.policy,
-          pacer: o.pacer,
-          stats: o.stats,
-          budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
-          maxCost,
-          stop: o.control.stop.signal,
-          hard: o.control.hard.signal,
-          log,
-          onWay: startWrite,
-        });
+        const f = await traced(
+          "refresh.target",
+          { "refresh.target.id": target.id },
+          o.span,
+          () =>
+            fetchTarget(target, requests[i]!, {
+              settings: c,
+              policy: o.policy,
+              pacer: o.pacer,
+              stats: o.stats,
+              budgetLeft: c.budget === undefined
+                ? undefined
+                : c.budget - n.credits,
+              maxCost,
+              stop: o.control.stop.signal,
+              hard: o.control.hard.signal,
+              log,
+              onWay: startWrite,
+            }),
+          (f) =>
+            attributes("refresh.target", {
+              status: f.outcome?.status ?? "stopped",
+              attempts: f.attempts,
+              http_status: f.outcome?.httpStatus,
+              credits: f.credits,
+            }),
+        );
         n.requests += f.attempts;
         n.retries += Math.max(0, f.attempts - 1);
         n.credits += f.credits;
@@ -4291,6 +4308,82 @@ function warnOfFetchSpans(
     `OTEL_DENO=true: Deno's own spans of the vendor requests export each full URL (url.full, url.path, url.query), with no switch to turn that off; this URL carries ${
       carried.join(" and ")
     } in clear. Send the key in a header (--api-key-header) and the lookups in a request body, or run without OTEL_DENO.`,
+  );
+}
+
+type Attributes = Record<string, string | number | boolean>;
+
+/** The span methods used here (`Deno.telemetry` types its tracer `any`). */
+interface Span {
+  setAttributes(attributes: Attributes): void;
+  end(): void;
+}
+
+const NO_SPAN: Span = { setAttributes() {}, end() {} };
+/** The key of the current span in a context, as @opentelemetry/api has it. */
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
+let tracer: {
+  startSpan(name: string, options: object, context?: unknown): Span;
+} | undefined = Deno.telemetry.tracerProvider.getTracer("refresh");
+
+/**
+ * Starts a span, a child of `parent` if given. Without OTEL_DENO, Deno's
+ * tracer throws ("otel not initialized") rather than doing nothing: then
+ * this and every later span is a no-op. Spans never fail a run.
+ * Attributes are ids, counts and statuses: never a lookup value or a secret.
+ */
+function startSpan(
+  name: string,
+  attributes: Attributes,
+  parent?: Span,
+): Span {
+  try {
+    return tracer?.startSpan(name, { attributes }, parent && within(parent)) ??
+      NO_SPAN;
+  } catch {
+    tracer = undefined;
+    return NO_SPAN;
+  }
+}
+
+/** The current context with `span` as its span. */
+function within(span: Span): unknown {
+  return Deno.telemetry.contextManager.active().setValue(SPAN_KEY, span);
+}
+
+/**
+ * Runs `fn` in a span of its own, a child of `parent` (and the parent of
+ * the spans Deno starts meanwhile: the vendor requests'), then ends it with
+ * the attributes of what `fn` came to, if it came to anything.
+ */
+async function traced<T>(
+  name: string,
+  start: Attributes,
+  parent: Span,
+  fn: () => Promise<T>,
+  result: (value: T) => Attributes,
+): Promise<T> {
+  const span = startSpan(name, start, parent);
+  try {
+    const value = await (span === NO_SPAN
+      ? fn()
+      : Deno.telemetry.contextManager.with(within(span), fn));
+    span.setAttributes(result(value));
+    return value;
+  } finally {
+    span.end();
+  }
+}
+
+/** `{ a: 1, b: null }` as `{ "prefix.a": 1 }`: attributes cannot be null. */
+function attributes(
+  prefix: string,
+  values: Record<string, string | number | boolean | null | undefined>,
+): Attributes {
+  return Object.fromEntries(
+    Object.entries(values).flatMap(([k, v]) =>
+      v === null || v === undefined ? [] : [[`${prefix}.${k}`, v]]
+    ),
   );
 }
 
@@ -4724,6 +4817,8 @@ async function realRun(job: Job): Promise<number> {
     return 3;
   }
   const runId = lease.runId;
+  // Ended once the end is recorded (every path below comes to that).
+  const span = startSpan("refresh.run", { "refresh.run.id": runId });
   // From now on, every statement survives a lost or blocked database for
   // up to --db-retry.
   for (const db of new Set([long, write, beat])) {
@@ -4861,6 +4956,7 @@ async function realRun(job: Job): Promise<number> {
         log,
         counters,
         fence: beats.fence,
+        span,
         annotate: (id, o) => {
           if (
             job.env("GITHUB_ACTIONS") !== "true" ||
@@ -4908,6 +5004,12 @@ async function realRun(job: Job): Promise<number> {
     leftOut,
   };
   const unrecorded = await finishOnce(beat, job, report);
+  span.setAttributes(attributes("refresh.run", {
+    status,
+    recorded: !unrecorded,
+    ...counterColumns(counters, counters.creditsRemaining),
+  }));
+  span.end();
   job.print(
     c.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
   );
