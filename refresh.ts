@@ -4193,6 +4193,16 @@ async function refreshAll(
         n.credits += f.credits;
         maxCost = f.maxCost;
         n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
+        // A vendor's message, or a network error's URL, may quote a lookup
+        // value (an e-mail): none is recorded, logged or exported.
+        const hide = (text: string) =>
+          scrubSecrets(
+            text,
+            Object.entries(target.values).flatMap(([k, v]) =>
+              k !== "id" && v ? [v] : []
+            ),
+          );
+        if (f.stop) f.stop = { ...f.stop, reason: hide(f.stop.reason) };
         // Target k-1's write: if the database or the lease is gone, the
         // answer in hand is lost (one of the documented cases).
         stop = await settle();
@@ -4200,7 +4210,7 @@ async function refreshAll(
         if (f.outcome) {
           const out = {
             ...f.outcome,
-            error: f.outcome.error && o.policy.scrub(f.outcome.error),
+            error: f.outcome.error && o.policy.scrub(hide(f.outcome.error)),
           };
           // A vendor faster than a turn of the event loop makes the database
           // the bottleneck: the write goes out at once. A slower one gets the
