@@ -4093,6 +4093,8 @@ interface LoopOptions {
   fence: (waiting: () => void) => Promise<Stop | undefined>;
   /** Reports a target that failed or is invalid (GitHub annotations). */
   annotate: (id: string, o: Outcome) => void;
+  /** The run's span, parent of the targets' spans. */
+  span: Span;
 }
 
 /**
@@ -4229,23 +4231,48 @@ async function refreshAll(
           : await o.fence(startWrite);
         if (stop) break outer;
         const asked = performance.now();
-        const f = await fetchTarget(target, requests[i]!, {
-          settings: c,
-          policy: o.policy,
-          pacer: o.pacer,
-          stats: o.stats,
-          budgetLeft: c.budget === undefined ? undefined : c.budget - n.credits,
-          maxCost,
-          stop: o.control.stop.signal,
-          hard: o.control.hard.signal,
-          log,
-          onWay: startWrite,
-        });
+        const f = await traced(
+          "refresh.target",
+          { "refresh.target.id": target.id },
+          o.span,
+          () =>
+            fetchTarget(target, requests[i]!, {
+              settings: c,
+              policy: o.policy,
+              pacer: o.pacer,
+              stats: o.stats,
+              budgetLeft: c.budget === undefined
+                ? undefined
+                : c.budget - n.credits,
+              maxCost,
+              stop: o.control.stop.signal,
+              hard: o.control.hard.signal,
+              log,
+              onWay: startWrite,
+            }),
+          (f) =>
+            attributes("refresh.target", {
+              status: f.outcome?.status ?? "stopped",
+              attempts: f.attempts,
+              http_status: f.outcome?.httpStatus,
+              credits: f.credits,
+            }),
+        );
         n.requests += f.attempts;
         n.retries += Math.max(0, f.attempts - 1);
         n.credits += f.credits;
         maxCost = f.maxCost;
         n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
+        // A vendor's message, or a network error's URL, may quote a lookup
+        // value (an e-mail): none is recorded, logged or exported.
+        const hide = (text: string) =>
+          scrubSecrets(
+            text,
+            Object.entries(target.values).flatMap(([k, v]) =>
+              k !== "id" && v ? [v] : []
+            ),
+          );
+        if (f.stop) f.stop = { ...f.stop, reason: hide(f.stop.reason) };
         // Target k-1's write: if the database or the lease is gone, the
         // answer in hand is lost (one of the documented cases).
         stop = await settle();
@@ -4253,7 +4280,7 @@ async function refreshAll(
         if (f.outcome) {
           const out = {
             ...f.outcome,
-            error: f.outcome.error && o.policy.scrub(f.outcome.error),
+            error: f.outcome.error && o.policy.scrub(hide(f.outcome.error)),
           };
           // A vendor faster than a turn of the event loop makes the database
           // the bottleneck: the write goes out at once. A slower one gets the
@@ -4289,26 +4316,155 @@ interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+type Level = "info" | "warning" | "error";
+
 function createLogger(
   format: "text" | "json",
-  write: (line: string) => void,
+  write: (line: string, level: Level) => void,
   clean: (text: string) => string,
 ): Logger {
   const line =
-    (level: "info" | "warning" | "error") =>
-    (message: string, fields: Record<string, unknown> = {}) =>
-      write(clean(
-        format === "json"
-          ? JSON.stringify({
-            time: new Date().toISOString(),
-            level,
-            event: "log",
-            message,
-            ...fields,
-          })
-          : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
-      ));
+    (level: Level) => (message: string, fields: Record<string, unknown> = {}) =>
+      write(
+        clean(
+          format === "json"
+            ? JSON.stringify({
+              time: new Date().toISOString(),
+              level,
+              event: "log",
+              message,
+              ...fields,
+            })
+            : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
+        ),
+        level,
+      );
   return { info: line("info"), warn: line("warning"), error: line("error") };
+}
+
+const ENCODER = new TextEncoder();
+
+/**
+ * Writes a line to standard error. With OTEL_DENO=true, Deno exports what
+ * goes through the console as log records, console.error's as ERROR and
+ * console.warn's as WARN; console.info would write to standard output, the
+ * summary's. So warnings and errors go through the console, and info lines
+ * straight to the stream: they are not exported.
+ */
+function toStderr(line: string, level: Level = "error"): void {
+  if (level === "warning") return console.warn(line);
+  if (level === "error") return console.error(line);
+  let bytes = ENCODER.encode(`${line}\n`);
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+}
+
+/**
+ * Warns, when OTEL_DENO=true, if the API URL carries lookup values or what
+ * the log shows as `***`: Deno's own fetch spans export every request's
+ * full URL (`url.full`, `url.path`, `url.query`), and nothing turns that off.
+ */
+function warnOfFetchSpans(
+  c: Config,
+  shownApiUrl: string,
+  env: (name: string) => string | undefined,
+  log: Logger,
+): void {
+  let otel: string | undefined;
+  try {
+    otel = env("OTEL_DENO");
+  } catch { /* not in --allow-env: cannot tell, the runtime may export */ }
+  const lookups = placeholders(c.apiUrl).map(lookupColumn).filter((l) =>
+    l !== "id"
+  );
+  const hidden = shownApiUrl.includes("***");
+  if (!/^true$/i.test(otel ?? "") || (lookups.length === 0 && !hidden)) {
+    return;
+  }
+  const carried = [
+    ...lookups.length > 0 ? [`the values of ${lookups.join(", ")}`] : [],
+    ...hidden ? ["the API key (or another secret)"] : [],
+  ];
+  log.warn(
+    `OTEL_DENO=true: Deno's own spans of the vendor requests export each full URL (url.full, url.path, url.query), with no switch to turn that off; this URL carries ${
+      carried.join(" and ")
+    } in clear. Send the key in a header (--api-key-header) and the lookups in a request body, or run without OTEL_DENO.`,
+  );
+}
+
+type Attributes = Record<string, string | number | boolean>;
+
+/** The span methods used here (`Deno.telemetry` types its tracer `any`). */
+interface Span {
+  setAttributes(attributes: Attributes): void;
+  end(): void;
+}
+
+const NO_SPAN: Span = { setAttributes() {}, end() {} };
+/** The key of the current span in a context, as @opentelemetry/api has it. */
+const SPAN_KEY = Symbol.for("OpenTelemetry Context Key SPAN");
+let tracer: {
+  startSpan(name: string, options: object, context?: unknown): Span;
+} | undefined = Deno.telemetry.tracerProvider.getTracer("refresh");
+
+/**
+ * Starts a span, a child of `parent` if given. Without OTEL_DENO, Deno's
+ * tracer throws ("otel not initialized") rather than doing nothing: then
+ * this and every later span is a no-op. Spans never fail a run.
+ * Attributes are ids, counts and statuses: never a lookup value or a secret.
+ */
+function startSpan(
+  name: string,
+  attributes: Attributes,
+  parent?: Span,
+): Span {
+  try {
+    return tracer?.startSpan(name, { attributes }, parent && within(parent)) ??
+      NO_SPAN;
+  } catch {
+    tracer = undefined;
+    return NO_SPAN;
+  }
+}
+
+/** The current context with `span` as its span. */
+function within(span: Span): unknown {
+  return Deno.telemetry.contextManager.active().setValue(SPAN_KEY, span);
+}
+
+/**
+ * Runs `fn` in a span of its own, a child of `parent` (and the parent of
+ * the spans Deno starts meanwhile: the vendor requests'), then ends it with
+ * the attributes of what `fn` came to, if it came to anything.
+ */
+async function traced<T>(
+  name: string,
+  start: Attributes,
+  parent: Span,
+  fn: () => Promise<T>,
+  result: (value: T) => Attributes,
+): Promise<T> {
+  const span = startSpan(name, start, parent);
+  try {
+    const value = await (span === NO_SPAN
+      ? fn()
+      : Deno.telemetry.contextManager.with(within(span), fn));
+    span.setAttributes(result(value));
+    return value;
+  } finally {
+    span.end();
+  }
+}
+
+/** `{ a: 1, b: null }` as `{ "prefix.a": 1 }`: attributes cannot be null. */
+function attributes(
+  prefix: string,
+  values: Record<string, string | number | boolean | null | undefined>,
+): Attributes {
+  return Object.fromEntries(
+    Object.entries(values).flatMap(([k, v]) =>
+      v === null || v === undefined ? [] : [[`${prefix}.${k}`, v]]
+    ),
+  );
 }
 
 /** Final (or current) status of a run in `refresh_runs`. */
@@ -4856,6 +5012,8 @@ async function realRun(job: Job): Promise<Ending> {
     return { code: 3, status: "busy" };
   }
   const runId = lease.runId;
+  // Ended once the end is recorded (every path below comes to that).
+  const span = startSpan("refresh.run", { "refresh.run.id": runId });
   // From now on, every statement survives a lost or blocked database for
   // up to --db-retry.
   for (const db of new Set([long, write, beat])) {
@@ -4991,6 +5149,7 @@ async function realRun(job: Job): Promise<Ending> {
         log,
         counters,
         fence: beats.fence,
+        span,
         annotate: (id, o) => {
           if (
             job.env("GITHUB_ACTIONS") !== "true" ||
@@ -5038,6 +5197,12 @@ async function realRun(job: Job): Promise<Ending> {
     leftOut,
   };
   const unrecorded = await finishOnce(beat, job, report);
+  span.setAttributes(attributes("refresh.run", {
+    status,
+    recorded: !unrecorded,
+    ...counterColumns(counters, counters.creditsRemaining),
+  }));
+  span.end();
   job.print(
     c.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
   );
@@ -5211,7 +5376,8 @@ function publicParams(
  * @returns The exit code.
  */
 export async function main(options: MainOptions = {}): Promise<number> {
-  const stderr = options.stderr ?? ((line: string) => console.error(line));
+  const stderr: (line: string, level?: Level) => void = options.stderr ??
+    toStderr;
   const stdout = options.stdout ?? ((line: string) => console.log(line));
   const env = options.env ?? ((name: string) => Deno.env.get(name));
   const parsed = parseConfig(options.args ?? Deno.args, env);
@@ -5283,6 +5449,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
         c.dryRun ? "dry run: " : ""
       }database ${c.databaseUrl.redacted}; vendor ${shownApiUrl}`,
     );
+    warnOfFetchSpans(c, shownApiUrl, env, log);
     const long = await connect(
       c.databaseUrl,
       LONG,
