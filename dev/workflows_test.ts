@@ -622,9 +622,9 @@ Deno.test("refresh.yml: the step execs the refresh:ci task's command line, which
   assertEquals(refreshStep(workflow).step.run?.trim(), `exec ${command}`);
   assertMatch(command, /^deno run --no-config .* refresh\.ts$/);
   assertEquals(
-    command.replace(' --allow-write="$GITHUB_STEP_SUMMARY"', ""),
+    command.replace(' --allow-write="$GITHUB_STEP_SUMMARY","$GITHUB_OUTPUT"', ""),
     tasks.refresh,
-    "refresh:ci is the refresh task plus the job summary",
+    "refresh:ci is the refresh task plus the job summary and step outputs",
   );
 });
 
@@ -709,7 +709,9 @@ async function withStepFixture(
   const vendor = await startFakeVendor({ latencyMs: setup.latencyMs });
   const dir = await Deno.makeTempDir({ prefix: "refresh_workflow_" });
   const summaryPath = `${dir}/step_summary.md`;
+  const outputPath = `${dir}/step_output`;
   await Deno.writeTextFile(summaryPath, "");
+  await Deno.writeTextFile(outputPath, "");
   try {
     await createPeople(sql, schema, { count: setup.count });
     const { workflow } = await readWorkflow("refresh.yml");
@@ -741,6 +743,7 @@ async function withStepFixture(
         GITHUB_ACTIONS: "true",
         GITHUB_EVENT_NAME: run.inputs ? "workflow_dispatch" : "schedule",
         GITHUB_STEP_SUMMARY: summaryPath,
+        GITHUB_OUTPUT: outputPath,
         NO_COLOR: "1",
       }),
       // How the runner runs a `shell: bash` step: the script in a file.
