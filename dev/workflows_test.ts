@@ -8,6 +8,8 @@
  *   top of the hour, runs read-only, one run at a time, with pinned actions,
  *   no cache, the `refresh:ci` task's command line, and a timeout above the
  *   time budget.
+ * - `ci.yml` checks, then tests against PostgreSQL 15 and PGlite, with
+ *   PgBouncer installed first.
  * - The refresh step's run script, executed the way the runner executes it
  *   and with the environment a run would give it, refreshes targets against
  *   the test database and a fake vendor, writes the job summary, and ends the
@@ -622,7 +624,10 @@ Deno.test("refresh.yml: the step execs the refresh:ci task's command line, which
   assertEquals(refreshStep(workflow).step.run?.trim(), `exec ${command}`);
   assertMatch(command, /^deno run --no-config .* refresh\.ts$/);
   assertEquals(
-    command.replace(' --allow-write="$GITHUB_STEP_SUMMARY","$GITHUB_OUTPUT"', ""),
+    command.replace(
+      ' --allow-write="$GITHUB_STEP_SUMMARY","$GITHUB_OUTPUT"',
+      "",
+    ),
     tasks.refresh,
     "refresh:ci is the refresh task plus the job summary and step outputs",
   );
@@ -664,7 +669,9 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
   assertEquals(postgres?.env?.POSTGRES_PASSWORD, "postgres");
   assert(postgres?.ports?.map(String).includes("5432:5432"), "port 5432");
   assertMatch(postgres?.options ?? "", /--health-cmd pg_isready/);
-  const runs = (jobs[0]!.steps ?? []).filter((step) => step.run);
+  const runs = (jobs[0]!.steps ?? []).filter((step) =>
+    step.run?.startsWith("deno ")
+  );
   assertEquals(runs.map((step) => step.run?.trim()), [
     "deno task check",
     "deno task test",
@@ -675,6 +682,20 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
     "postgres://postgres:postgres@localhost:5432/postgres",
   );
   assertEquals(runs[2]!.env?.TEST_DATABASE_URL, undefined, "PGlite run");
+});
+
+Deno.test("ci.yml: installs PgBouncer from Debian packages before the tests", async () => {
+  const { workflow } = await readWorkflow("ci.yml");
+  const runs = stepsOf(workflow).map(({ step }) => step.run?.trim());
+  const install = runs.indexOf(
+    "sudo apt-get update && sudo apt-get install -y pgbouncer",
+  );
+  assertGreater(install, -1, "no step installs pgbouncer");
+  assertLess(
+    install,
+    runs.indexOf("deno task test"),
+    "installed after the tests",
+  );
 });
 
 // ---------------------------------------------------------------------------
