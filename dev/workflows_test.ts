@@ -58,6 +58,9 @@ interface Step {
 
 /** A job, as far as these tests look at it. */
 interface Job {
+  needs?: string | string[];
+  if?: string;
+  outputs?: Record<string, string>;
   environment?: unknown;
   "timeout-minutes"?: number;
   permissions?: unknown;
@@ -226,10 +229,20 @@ function looseEquals(a: Value, b: Value): boolean {
   return toNumber(a) === toNumber(b);
 }
 
+/** Status functions of a job's `if`, from the results of the jobs it needs. */
+const STATUS_FUNCTIONS: Record<string, (contexts: Contexts) => boolean> = {
+  always: () => true,
+  success: (contexts) =>
+    Object.values(contexts.needs ?? {}).every((job) =>
+      (job as Record<string, Value>).result === "success"
+    ),
+};
+
 /**
  * Evaluates the expression inside `${{ }}`: literals, context properties,
- * `!`, `==`, `!=`, `&&`, `||` and parentheses. Anything else (function
- * calls, indexing) throws, so a test never silently misreads a workflow.
+ * `!`, `==`, `!=`, `&&`, `||`, parentheses and the status functions
+ * `always()` and `success()`. Anything else (other functions, indexing)
+ * throws, so a test never silently misreads a workflow.
  */
 function evaluate(expression: string, contexts: Contexts): Value {
   const tokens = tokenize(expression);
@@ -255,7 +268,13 @@ function evaluate(expression: string, contexts: Contexts): Value {
         return token.text === "true";
       }
       if (token.text === "null") return null;
-      if (isOp("(")) throw new Error(`unsupported function ${token.text}()`);
+      if (isOp("(")) {
+        const status = STATUS_FUNCTIONS[token.text];
+        if (!status) throw new Error(`unsupported function ${token.text}()`);
+        at++;
+        expect(")");
+        return status(contexts);
+      }
       let value: Value = contexts[token.text] ?? null;
       while (isOp(".")) {
         at++;
@@ -312,6 +331,17 @@ function evaluate(expression: string, contexts: Contexts): Value {
   return value;
 }
 
+/** Whether a job runs: its `if` (a bare one means `success() && (…)`). */
+function jobRuns(job: Job, contexts: Contexts): boolean {
+  const condition = (job.if ?? "success()").replace(/^\$\{\{(.*)\}\}$/s, "$1");
+  return truthy(evaluate(
+    /\b(?:always|success|failure|cancelled)\(/.test(condition)
+      ? condition
+      : `success() && (${condition})`,
+    contexts,
+  ));
+}
+
 /** How the runner turns a value into an environment variable's text. */
 function toText(value: Value): string {
   if (value === null) return "";
@@ -352,6 +382,13 @@ Deno.test("evaluate() and interpolate() follow GitHub's expression rules", () =>
   assertEquals(evaluate("!inputs.on", contexts), false);
   assertEquals(evaluate("'it''s'", contexts), "it's");
   assertThrows(() => evaluate("hashFiles('deno.json')", contexts));
+  const needs = (result: string) => ({ needs: { a: { result } } });
+  assertEquals(evaluate("success()", needs("success")), true);
+  assertEquals(evaluate("success()", needs("failure")), false);
+  assertEquals(evaluate("success()", needs("cancelled")), false);
+  assertEquals(evaluate("always() && !success()", needs("failure")), true);
+  assertEquals(jobRuns({ if: "true" }, needs("failure")), false);
+  assertEquals(jobRuns({ if: "${{ always() }}" }, needs("failure")), true);
   assertThrows(() => evaluate("inputs.given ||", contexts));
   assertEquals(
     interpolate(
