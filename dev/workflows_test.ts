@@ -8,6 +8,10 @@
  *   top of the hour and closer together than the time budget, runs
  *   read-only, one run at a time, with pinned actions, no cache, the
  *   `refresh:ci` task's command line, and a timeout above the time budget.
+ * - Its alert job, holding nothing but an issues-writing token, runs when the
+ *   refresh failed, was interrupted, or left credits at period end, gets
+ *   refresh.ts's step outputs, and comments on the month's open issue or
+ *   opens it (its script run against a fake `gh`).
  * - `ci.yml` checks, then tests against PostgreSQL 15 and PGlite, with
  *   PgBouncer installed first.
  * - The refresh step's run script, executed the way the runner executes it
@@ -48,6 +52,7 @@ const WORKFLOWS = new URL(".github/workflows/", ROOT);
 
 /** A step, as far as these tests look at it. */
 interface Step {
+  id?: string;
   name?: string;
   uses?: string;
   run?: string;
@@ -628,7 +633,9 @@ Deno.test("workflows are read-only and pin actions and Deno", async () => {
     const { text, workflow } = await readWorkflow(name);
     assertEquals(workflow.permissions, { contents: "read" }, name);
     for (const [id, job] of Object.entries(workflow.jobs)) {
-      if (job.permissions !== undefined) {
+      // The alert job's permission has a test of its own.
+      const alert = name === "refresh.yml" && id === "alert";
+      if (job.permissions !== undefined && !alert) {
         assertEquals(job.permissions, { contents: "read" }, `${name} ${id}`);
       }
     }
@@ -707,6 +714,237 @@ Deno.test("refresh.yml: the time budget stays below the job timeout, as the form
   const builtIn = setting("REFRESH_TIME_BUDGET")?.default ?? "";
   assertLess(durationMs(builtIn), durationMs(limit), "default below limit");
   assertLess(durationMs(limit), timeout * 60_000, "limit below the timeout");
+});
+
+// ---------------------------------------------------------------------------
+// The alert job
+// ---------------------------------------------------------------------------
+
+function alertJob(workflow: Workflow): Job {
+  const job = workflow.jobs.alert;
+  assert(job, "refresh.yml has no alert job");
+  return job;
+}
+
+/** How the refresh job ended, as the alert job sees it. */
+interface Ended {
+  result: string;
+  outputs?: Record<string, string>;
+}
+
+const GITHUB = {
+  token: "ghs_test",
+  repository: "acme/data",
+  server_url: "https://github.com",
+  run_id: 42,
+};
+const RUN_URL = "https://github.com/acme/data/actions/runs/42";
+
+function alertContexts({ result, outputs = {} }: Ended): Contexts {
+  return { github: GITHUB, needs: { refresh: { result, outputs } } };
+}
+
+/** Runs a step's script as the runner does, in a temporary directory that
+ * `prepare` fills, adding to the step's environment. */
+async function runScript(
+  step: Step,
+  contexts: Contexts,
+  prepare: (dir: string) => Promise<Record<string, string>>,
+): Promise<StepResult & { dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "refresh_workflow_" });
+  await Deno.writeTextFile(`${dir}/step.sh`, step.run ?? "");
+  const env = Object.fromEntries(
+    Object.entries(step.env ?? {}).map((
+      [k, v],
+    ) => [k, interpolate(v, contexts)]),
+  );
+  const command = new Deno.Command("bash", {
+    args: ["--noprofile", "--norc", "-eo", "pipefail", `${dir}/step.sh`],
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "", ...env, ...await prepare(dir) },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  return { ...await finish(command.spawn()), dir };
+}
+
+/** The alert step's `gh` calls, against a fake `gh` whose search finds these
+ * issues, whatever it is asked. */
+async function alert(
+  ended: Ended,
+  issues: { number: number; title: string }[],
+): Promise<string[][]> {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const [step, ...rest] = alertJob(workflow).steps ?? [];
+  assertEquals(rest, [], "one step");
+  const result = await runScript(step!, alertContexts(ended), async (dir) => {
+    await Deno.writeTextFile(`${dir}/issues.json`, JSON.stringify(issues));
+    await Deno.writeTextFile(
+      `${dir}/gh`,
+      `#!/usr/bin/env bash\n{ printf '%s\\x1f' "$@"; printf '\\x1e'; } >> ${dir}/calls\n` +
+        `if [[ "$1 $2" == "issue list" ]]; then cat ${dir}/issues.json; fi\n`,
+      { mode: 0o755 },
+    );
+    return { PATH: `${dir}:${Deno.env.get("PATH")}` };
+  });
+  try {
+    assertEquals(result.code, 0, describe(result));
+    const calls = await Deno.readTextFile(`${result.dir}/calls`);
+    return calls.split("\x1e").filter(Boolean).map((call) =>
+      call.split("\x1f").slice(0, -1)
+    );
+  } finally {
+    await Deno.remove(result.dir, { recursive: true });
+  }
+}
+
+Deno.test("refresh.yml: the alert job may write issues and nothing else, with no secret and no environment", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const job = alertJob(workflow);
+  assertEquals(job.permissions, { issues: "write" });
+  assertEquals(job.environment, undefined);
+  assert(!JSON.stringify(job).includes("secrets."), "a secret");
+  const tokens = (job.steps ?? []).map((step) => step.env?.GH_TOKEN);
+  assertEquals(tokens, ["${{ github.token }}"], "gh gets the job's token");
+});
+
+Deno.test("refresh.yml: the alert job runs after a failed or interrupted refresh, or credits left at period end", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const job = alertJob(workflow);
+  assertEquals([job.needs].flat(), ["refresh"]);
+  const cases: [Ended, boolean][] = [
+    [{ result: "success", outputs: { status: "completed" } }, false],
+    [{ result: "success", outputs: { status: "dry_run" } }, false],
+    [{ result: "success", outputs: { status: "period_end" } }, false],
+    [{
+      result: "success",
+      outputs: { status: "period_end", credits_left: "false" },
+    }, false],
+    [{
+      result: "success",
+      outputs: { status: "period_end", credits_left: "true" },
+    }, true],
+    [{ result: "failure", outputs: { status: "aborted" } }, true],
+    [{ result: "failure", outputs: { status: "busy" } }, true],
+    // Failed before refresh.ts wrote a thing (setup, or the environment).
+    [{ result: "failure" }, true],
+    // Cancelled, or timed out, while refresh.ts ran.
+    [{ result: "cancelled", outputs: { status: "interrupted" } }, true],
+    // Cancelled before it started: a queued run replaced by a newer one.
+    [{ result: "cancelled" }, false],
+  ];
+  for (const [ended, runs] of cases) {
+    assertEquals(
+      jobRuns(job, alertContexts(ended)),
+      runs,
+      JSON.stringify(ended),
+    );
+  }
+});
+
+Deno.test("refresh.yml: the alert step gets refresh.ts's step outputs through the refresh job's outputs", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job, step } = refreshStep(workflow);
+  const outputs = {
+    status: "period_end",
+    exit_code: "0",
+    credits_left: "true",
+    summary: "### refresh run 7: period_end\n\n| a | b |\n| - | - |",
+  };
+  const month = job.steps?.find((s) => /\bmonth=/.test(s.run ?? ""));
+  assert(step.id && month?.id, "the steps have ids");
+  const steps = {
+    [step.id]: { outputs },
+    [month.id]: { outputs: { month: "2026-04" } },
+  };
+  const jobOutputs = Object.fromEntries(
+    Object.entries(job.outputs ?? {}).map((
+      [k, v],
+    ) => [k, interpolate(v, { steps })]),
+  );
+  assertEquals(jobOutputs, { ...outputs, month: "2026-04" });
+  const env = Object.values(alertJob(workflow).steps?.[0]?.env ?? {}).map((v) =>
+    interpolate(v, alertContexts({ result: "success", outputs: jobOutputs }))
+  );
+  for (const [name, value] of Object.entries(jobOutputs)) {
+    assert(env.includes(value), `the alert step lacks output ${name}`);
+  }
+});
+
+Deno.test("refresh.yml: the issue's month is the credit period's as the run starts, in REFRESH_TIMEZONE", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job } = refreshStep(workflow);
+  const first = job.steps?.[0];
+  assertEquals(first?.id, "month", "the first step, before any can fail");
+  for (const timeZone of ["Pacific/Kiritimati", "UTC"]) {
+    const vars: Contexts = timeZone === "UTC"
+      ? {}
+      : { REFRESH_TIMEZONE: timeZone };
+    const result = await runScript(
+      first!,
+      { vars },
+      (dir) => Promise.resolve({ GITHUB_OUTPUT: `${dir}/output` }),
+    );
+    try {
+      assertEquals(result.code, 0, describe(result));
+      // Whatever the month is today, `date` reads it in this zone.
+      assertEquals(interpolate(first?.env?.TZ, { vars }), timeZone);
+      const month = new Intl.DateTimeFormat("en-CA", {
+        timeZone,
+        year: "numeric",
+        month: "2-digit",
+      }).format(new Date());
+      assertEquals(
+        await Deno.readTextFile(`${result.dir}/output`),
+        `month=${month}\n`,
+        timeZone,
+      );
+    } finally {
+      await Deno.remove(result.dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("refresh.yml: the alert comments on the month's open issue of that exact title, else opens it", async () => {
+  const ended = { result: "failure", outputs: { month: "2026-04" } };
+  const title = "refresh: 2026-04 needs attention";
+  const others = [
+    { number: 3, title: `${title} (old)` },
+    { number: 4, title: "refresh: 2026-03 needs attention" },
+  ];
+  const opened = await alert(ended, others);
+  const list = opened[0] ?? [];
+  assertEquals(list.slice(0, 2), ["issue", "list"]);
+  assertEquals(list[list.indexOf("--state") + 1], "open", "open issues only");
+  assertEquals(opened.slice(1).map((call) => call.slice(0, 4)), [
+    ["issue", "create", "--title", title],
+  ]);
+  const updated = await alert(ended, [...others, { number: 7, title }]);
+  assertEquals(updated.slice(1).map((call) => call.slice(0, 3)), [
+    ["issue", "comment", "7"],
+  ]);
+});
+
+Deno.test("refresh.yml: the issue says how the job ended, with refresh.ts's summary and a link to the run", async () => {
+  const summary = "### refresh run 7: aborted\n\n| a | b |";
+  const [reported] = (await alert({
+    result: "failure",
+    outputs: { status: "aborted", exit_code: "1", summary, month: "2026-04" },
+  }, [])).slice(-1);
+  const body = reported?.at(-1) ?? "";
+  for (const part of ["`failure`", "`aborted`", "exit code 1", RUN_URL]) {
+    assert(body.includes(part), `no ${part} in:\n${body}`);
+  }
+  assert(body.endsWith(summary), body);
+});
+
+Deno.test("refresh.yml: with no word from refresh.ts, the issue of this UTC month links the run's log", async () => {
+  const [silent] = (await alert({ result: "failure" }, [])).slice(-1);
+  const month = new Date().toISOString().slice(0, 7);
+  assertEquals(silent?.[3], `refresh: ${month} needs attention`);
+  assert(silent?.at(-1)?.includes(RUN_URL), silent?.at(-1));
+  assert(silent?.at(-1)?.includes("log"), silent?.at(-1));
 });
 
 Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async () => {
