@@ -13,7 +13,7 @@
  * export DATABASE_URL='postgres://user:password@host:5432/db?sslmode=verify-full'
  * export REFRESH_API_URL='https://api.vendor.example/v1/people/{id}'
  * export REFRESH_API_KEY='...'
- * deno run --allow-net --allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,GITHUB_ACTIONS,GITHUB_STEP_SUMMARY --allow-read refresh.ts --help
+ * deno run --allow-net --allow-env=DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,GITHUB_ACTIONS,GITHUB_STEP_SUMMARY,GITHUB_OUTPUT,OTEL_DENO refresh.ts --help
  * ```
  *
  * The file reads top to bottom: the vendor section (the one part to adapt),

@@ -5,9 +5,15 @@
  * - `refresh.yml` wires every setting of refresh.ts's `SETTINGS` (variables,
  *   manual inputs falling back to them, the two secrets), lets the variable
  *   `REFRESH_DRY_RUN` pause scheduled runs, schedules month-end days off the
- *   top of the hour, runs read-only, one run at a time, with pinned actions,
- *   no cache, the `refresh:ci` task's command line, and a timeout above the
- *   time budget.
+ *   top of the hour and closer together than the time budget, runs
+ *   read-only, one run at a time, with pinned actions, no cache, the
+ *   `refresh:ci` task's command line, and a timeout above the time budget.
+ * - Its alert job, holding nothing but an issues-writing token, runs when the
+ *   refresh failed, was interrupted, or left credits at period end, gets
+ *   refresh.ts's step outputs, and comments on the month's open issue or
+ *   opens it (its script run against a fake `gh`).
+ * - `ci.yml` checks, then tests against PostgreSQL 15 and PGlite, with
+ *   PgBouncer installed first.
  * - The refresh step's run script, executed the way the runner executes it
  *   and with the environment a run would give it, refreshes targets against
  *   the test database and a fake vendor, writes the job summary, and ends the
@@ -46,6 +52,7 @@ const WORKFLOWS = new URL(".github/workflows/", ROOT);
 
 /** A step, as far as these tests look at it. */
 interface Step {
+  id?: string;
   name?: string;
   uses?: string;
   run?: string;
@@ -56,6 +63,9 @@ interface Step {
 
 /** A job, as far as these tests look at it. */
 interface Job {
+  needs?: string | string[];
+  if?: string;
+  outputs?: Record<string, string>;
   environment?: unknown;
   "timeout-minutes"?: number;
   permissions?: unknown;
@@ -224,10 +234,20 @@ function looseEquals(a: Value, b: Value): boolean {
   return toNumber(a) === toNumber(b);
 }
 
+/** Status functions of a job's `if`, from the results of the jobs it needs. */
+const STATUS_FUNCTIONS: Record<string, (contexts: Contexts) => boolean> = {
+  always: () => true,
+  success: (contexts) =>
+    Object.values(contexts.needs ?? {}).every((job) =>
+      (job as Record<string, Value>).result === "success"
+    ),
+};
+
 /**
  * Evaluates the expression inside `${{ }}`: literals, context properties,
- * `!`, `==`, `!=`, `&&`, `||` and parentheses. Anything else (function
- * calls, indexing) throws, so a test never silently misreads a workflow.
+ * `!`, `==`, `!=`, `&&`, `||`, parentheses and the status functions
+ * `always()` and `success()`. Anything else (other functions, indexing)
+ * throws, so a test never silently misreads a workflow.
  */
 function evaluate(expression: string, contexts: Contexts): Value {
   const tokens = tokenize(expression);
@@ -253,7 +273,13 @@ function evaluate(expression: string, contexts: Contexts): Value {
         return token.text === "true";
       }
       if (token.text === "null") return null;
-      if (isOp("(")) throw new Error(`unsupported function ${token.text}()`);
+      if (isOp("(")) {
+        const status = STATUS_FUNCTIONS[token.text];
+        if (!status) throw new Error(`unsupported function ${token.text}()`);
+        at++;
+        expect(")");
+        return status(contexts);
+      }
       let value: Value = contexts[token.text] ?? null;
       while (isOp(".")) {
         at++;
@@ -310,6 +336,17 @@ function evaluate(expression: string, contexts: Contexts): Value {
   return value;
 }
 
+/** Whether a job runs: its `if` (a bare one means `success() && (…)`). */
+function jobRuns(job: Job, contexts: Contexts): boolean {
+  const condition = (job.if ?? "success()").replace(/^\$\{\{(.*)\}\}$/s, "$1");
+  return truthy(evaluate(
+    /\b(?:always|success|failure|cancelled)\(/.test(condition)
+      ? condition
+      : `success() && (${condition})`,
+    contexts,
+  ));
+}
+
 /** How the runner turns a value into an environment variable's text. */
 function toText(value: Value): string {
   if (value === null) return "";
@@ -350,6 +387,13 @@ Deno.test("evaluate() and interpolate() follow GitHub's expression rules", () =>
   assertEquals(evaluate("!inputs.on", contexts), false);
   assertEquals(evaluate("'it''s'", contexts), "it's");
   assertThrows(() => evaluate("hashFiles('deno.json')", contexts));
+  const needs = (result: string) => ({ needs: { a: { result } } });
+  assertEquals(evaluate("success()", needs("success")), true);
+  assertEquals(evaluate("success()", needs("failure")), false);
+  assertEquals(evaluate("success()", needs("cancelled")), false);
+  assertEquals(evaluate("always() && !success()", needs("failure")), true);
+  assertEquals(jobRuns({ if: "true" }, needs("failure")), false);
+  assertEquals(jobRuns({ if: "${{ always() }}" }, needs("failure")), true);
   assertThrows(() => evaluate("inputs.given ||", contexts));
   assertEquals(
     interpolate(
@@ -539,23 +583,36 @@ function cronFires(cron: string, at: Date): boolean {
     cronValues(day!, 1, 31).includes(at.getUTCDate());
 }
 
-Deno.test("refresh.yml: scheduled twice a day on days 25-31 and 1, never at minute 0", async () => {
+Deno.test("refresh.yml: on days 25-31 and 1, runs start closer together than the time budget, never at minute 0", async () => {
   const { workflow } = await readWorkflow("refresh.yml");
   const schedules = workflow.on.schedule ?? [];
-  assertGreater(schedules.length, 1, "at least two scheduled runs a day");
+  assertGreater(schedules.length, 0, "scheduled runs");
+  const starts: number[] = []; // minutes after midnight UTC
   for (const { cron } of schedules) {
     const [minute, hour, day, month, weekday, ...rest] = cron.trim().split(
       /\s+/,
     );
     assertEquals(rest, [], `cron ${cron}: five fields`);
-    assert(!cronValues(minute!, 0, 59).includes(0), `${cron} fires at :00`);
-    assertEquals(cronValues(hour!, 0, 23).length, 1, `${cron}: one hour`);
-    // Day 1 UTC: the last evening of the month west of UTC.
+    const minutes = cronValues(minute!, 0, 59);
+    assert(!minutes.includes(0), `${cron} fires at :00`);
+    for (const h of cronValues(hour!, 0, 23)) {
+      starts.push(...minutes.map((m) => h * 60 + m));
+    }
+    // Every cron on the same days, so a day's last run is followed by the
+    // next day's first. Day 1 UTC: the last evening of the month west of UTC.
     assertEquals(cronValues(day!, 1, 31), [1, 25, 26, 27, 28, 29, 30, 31]);
     assertEquals(month, "*", `${cron}: every month`);
     // A restricted weekday would fire on those weekdays too (OR semantics).
     assertEquals(weekday, "*", `${cron}: any weekday`);
   }
+  // The longest wait for the next start, over midnight too: below the
+  // budget, the next run is already queued when the live one stops.
+  starts.sort((a, b) => a - b);
+  const gaps = starts.map((start, i) =>
+    (starts[i + 1] ?? starts[0]! + 24 * 60) - start
+  );
+  const budget = setting("REFRESH_TIME_BUDGET")?.default ?? "";
+  assertLess(Math.max(...gaps) * 60_000, durationMs(budget), "a gap");
 });
 
 Deno.test("workflows never expand an expression inside a run script", async () => {
@@ -576,7 +633,9 @@ Deno.test("workflows are read-only and pin actions and Deno", async () => {
     const { text, workflow } = await readWorkflow(name);
     assertEquals(workflow.permissions, { contents: "read" }, name);
     for (const [id, job] of Object.entries(workflow.jobs)) {
-      if (job.permissions !== undefined) {
+      // The alert job's permission has a test of its own.
+      const alert = name === "refresh.yml" && id === "alert";
+      if (job.permissions !== undefined && !alert) {
         assertEquals(job.permissions, { contents: "read" }, `${name} ${id}`);
       }
     }
@@ -622,9 +681,12 @@ Deno.test("refresh.yml: the step execs the refresh:ci task's command line, which
   assertEquals(refreshStep(workflow).step.run?.trim(), `exec ${command}`);
   assertMatch(command, /^deno run --no-config .* refresh\.ts$/);
   assertEquals(
-    command.replace(' --allow-write="$GITHUB_STEP_SUMMARY"', ""),
+    command.replace(
+      ' --allow-write="$GITHUB_STEP_SUMMARY","$GITHUB_OUTPUT"',
+      "",
+    ),
     tasks.refresh,
-    "refresh:ci is the refresh task plus the job summary",
+    "refresh:ci is the refresh task plus the job summary and step outputs",
   );
 });
 
@@ -654,6 +716,237 @@ Deno.test("refresh.yml: the time budget stays below the job timeout, as the form
   assertLess(durationMs(limit), timeout * 60_000, "limit below the timeout");
 });
 
+// ---------------------------------------------------------------------------
+// The alert job
+// ---------------------------------------------------------------------------
+
+function alertJob(workflow: Workflow): Job {
+  const job = workflow.jobs.alert;
+  assert(job, "refresh.yml has no alert job");
+  return job;
+}
+
+/** How the refresh job ended, as the alert job sees it. */
+interface Ended {
+  result: string;
+  outputs?: Record<string, string>;
+}
+
+const GITHUB = {
+  token: "ghs_test",
+  repository: "acme/data",
+  server_url: "https://github.com",
+  run_id: 42,
+};
+const RUN_URL = "https://github.com/acme/data/actions/runs/42";
+
+function alertContexts({ result, outputs = {} }: Ended): Contexts {
+  return { github: GITHUB, needs: { refresh: { result, outputs } } };
+}
+
+/** Runs a step's script as the runner does, in a temporary directory that
+ * `prepare` fills, adding to the step's environment. */
+async function runScript(
+  step: Step,
+  contexts: Contexts,
+  prepare: (dir: string) => Promise<Record<string, string>>,
+): Promise<StepResult & { dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "refresh_workflow_" });
+  await Deno.writeTextFile(`${dir}/step.sh`, step.run ?? "");
+  const env = Object.fromEntries(
+    Object.entries(step.env ?? {}).map((
+      [k, v],
+    ) => [k, interpolate(v, contexts)]),
+  );
+  const command = new Deno.Command("bash", {
+    args: ["--noprofile", "--norc", "-eo", "pipefail", `${dir}/step.sh`],
+    clearEnv: true,
+    env: { PATH: Deno.env.get("PATH") ?? "", ...env, ...await prepare(dir) },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  return { ...await finish(command.spawn()), dir };
+}
+
+/** The alert step's `gh` calls, against a fake `gh` whose search finds these
+ * issues, whatever it is asked. */
+async function alert(
+  ended: Ended,
+  issues: { number: number; title: string }[],
+): Promise<string[][]> {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const [step, ...rest] = alertJob(workflow).steps ?? [];
+  assertEquals(rest, [], "one step");
+  const result = await runScript(step!, alertContexts(ended), async (dir) => {
+    await Deno.writeTextFile(`${dir}/issues.json`, JSON.stringify(issues));
+    await Deno.writeTextFile(
+      `${dir}/gh`,
+      `#!/usr/bin/env bash\n{ printf '%s\\x1f' "$@"; printf '\\x1e'; } >> ${dir}/calls\n` +
+        `if [[ "$1 $2" == "issue list" ]]; then cat ${dir}/issues.json; fi\n`,
+      { mode: 0o755 },
+    );
+    return { PATH: `${dir}:${Deno.env.get("PATH")}` };
+  });
+  try {
+    assertEquals(result.code, 0, describe(result));
+    const calls = await Deno.readTextFile(`${result.dir}/calls`);
+    return calls.split("\x1e").filter(Boolean).map((call) =>
+      call.split("\x1f").slice(0, -1)
+    );
+  } finally {
+    await Deno.remove(result.dir, { recursive: true });
+  }
+}
+
+Deno.test("refresh.yml: the alert job may write issues and nothing else, with no secret and no environment", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const job = alertJob(workflow);
+  assertEquals(job.permissions, { issues: "write" });
+  assertEquals(job.environment, undefined);
+  assert(!JSON.stringify(job).includes("secrets."), "a secret");
+  const tokens = (job.steps ?? []).map((step) => step.env?.GH_TOKEN);
+  assertEquals(tokens, ["${{ github.token }}"], "gh gets the job's token");
+});
+
+Deno.test("refresh.yml: the alert job runs after a failed or interrupted refresh, or credits left at period end", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const job = alertJob(workflow);
+  assertEquals([job.needs].flat(), ["refresh"]);
+  const cases: [Ended, boolean][] = [
+    [{ result: "success", outputs: { status: "completed" } }, false],
+    [{ result: "success", outputs: { status: "dry_run" } }, false],
+    [{ result: "success", outputs: { status: "period_end" } }, false],
+    [{
+      result: "success",
+      outputs: { status: "period_end", credits_left: "false" },
+    }, false],
+    [{
+      result: "success",
+      outputs: { status: "period_end", credits_left: "true" },
+    }, true],
+    [{ result: "failure", outputs: { status: "aborted" } }, true],
+    [{ result: "failure", outputs: { status: "busy" } }, true],
+    // Failed before refresh.ts wrote a thing (setup, or the environment).
+    [{ result: "failure" }, true],
+    // Cancelled, or timed out, while refresh.ts ran.
+    [{ result: "cancelled", outputs: { status: "interrupted" } }, true],
+    // Cancelled before it started: a queued run replaced by a newer one.
+    [{ result: "cancelled" }, false],
+  ];
+  for (const [ended, runs] of cases) {
+    assertEquals(
+      jobRuns(job, alertContexts(ended)),
+      runs,
+      JSON.stringify(ended),
+    );
+  }
+});
+
+Deno.test("refresh.yml: the alert step gets refresh.ts's step outputs through the refresh job's outputs", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job, step } = refreshStep(workflow);
+  const outputs = {
+    status: "period_end",
+    exit_code: "0",
+    credits_left: "true",
+    summary: "### refresh run 7: period_end\n\n| a | b |\n| - | - |",
+  };
+  const month = job.steps?.find((s) => /\bmonth=/.test(s.run ?? ""));
+  assert(step.id && month?.id, "the steps have ids");
+  const steps = {
+    [step.id]: { outputs },
+    [month.id]: { outputs: { month: "2026-04" } },
+  };
+  const jobOutputs = Object.fromEntries(
+    Object.entries(job.outputs ?? {}).map((
+      [k, v],
+    ) => [k, interpolate(v, { steps })]),
+  );
+  assertEquals(jobOutputs, { ...outputs, month: "2026-04" });
+  const env = Object.values(alertJob(workflow).steps?.[0]?.env ?? {}).map((v) =>
+    interpolate(v, alertContexts({ result: "success", outputs: jobOutputs }))
+  );
+  for (const [name, value] of Object.entries(jobOutputs)) {
+    assert(env.includes(value), `the alert step lacks output ${name}`);
+  }
+});
+
+Deno.test("refresh.yml: the issue's month is the credit period's as the run starts, in REFRESH_TIMEZONE", async () => {
+  const { workflow } = await readWorkflow("refresh.yml");
+  const { job } = refreshStep(workflow);
+  const first = job.steps?.[0];
+  assertEquals(first?.id, "month", "the first step, before any can fail");
+  for (const timeZone of ["Pacific/Kiritimati", "UTC"]) {
+    const vars: Contexts = timeZone === "UTC"
+      ? {}
+      : { REFRESH_TIMEZONE: timeZone };
+    const result = await runScript(
+      first!,
+      { vars },
+      (dir) => Promise.resolve({ GITHUB_OUTPUT: `${dir}/output` }),
+    );
+    try {
+      assertEquals(result.code, 0, describe(result));
+      // Whatever the month is today, `date` reads it in this zone.
+      assertEquals(interpolate(first?.env?.TZ, { vars }), timeZone);
+      const month = new Intl.DateTimeFormat("en-CA", {
+        timeZone,
+        year: "numeric",
+        month: "2-digit",
+      }).format(new Date());
+      assertEquals(
+        await Deno.readTextFile(`${result.dir}/output`),
+        `month=${month}\n`,
+        timeZone,
+      );
+    } finally {
+      await Deno.remove(result.dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("refresh.yml: the alert comments on the month's open issue of that exact title, else opens it", async () => {
+  const ended = { result: "failure", outputs: { month: "2026-04" } };
+  const title = "refresh: 2026-04 needs attention";
+  const others = [
+    { number: 3, title: `${title} (old)` },
+    { number: 4, title: "refresh: 2026-03 needs attention" },
+  ];
+  const opened = await alert(ended, others);
+  const list = opened[0] ?? [];
+  assertEquals(list.slice(0, 2), ["issue", "list"]);
+  assertEquals(list[list.indexOf("--state") + 1], "open", "open issues only");
+  assertEquals(opened.slice(1).map((call) => call.slice(0, 4)), [
+    ["issue", "create", "--title", title],
+  ]);
+  const updated = await alert(ended, [...others, { number: 7, title }]);
+  assertEquals(updated.slice(1).map((call) => call.slice(0, 3)), [
+    ["issue", "comment", "7"],
+  ]);
+});
+
+Deno.test("refresh.yml: the issue says how the job ended, with refresh.ts's summary and a link to the run", async () => {
+  const summary = "### refresh run 7: aborted\n\n| a | b |";
+  const [reported] = (await alert({
+    result: "failure",
+    outputs: { status: "aborted", exit_code: "1", summary, month: "2026-04" },
+  }, [])).slice(-1);
+  const body = reported?.at(-1) ?? "";
+  for (const part of ["`failure`", "`aborted`", "exit code 1", RUN_URL]) {
+    assert(body.includes(part), `no ${part} in:\n${body}`);
+  }
+  assert(body.endsWith(summary), body);
+});
+
+Deno.test("refresh.yml: with no word from refresh.ts, the issue of this UTC month links the run's log", async () => {
+  const [silent] = (await alert({ result: "failure" }, [])).slice(-1);
+  const month = new Date().toISOString().slice(0, 7);
+  assertEquals(silent?.[3], `refresh: ${month} needs attention`);
+  assert(silent?.at(-1)?.includes(RUN_URL), silent?.at(-1));
+  assert(silent?.at(-1)?.includes("log"), silent?.at(-1));
+});
+
 Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async () => {
   const { workflow } = await readWorkflow("ci.yml");
   assert("push" in workflow.on && "pull_request" in workflow.on, "triggers");
@@ -664,7 +957,9 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
   assertEquals(postgres?.env?.POSTGRES_PASSWORD, "postgres");
   assert(postgres?.ports?.map(String).includes("5432:5432"), "port 5432");
   assertMatch(postgres?.options ?? "", /--health-cmd pg_isready/);
-  const runs = (jobs[0]!.steps ?? []).filter((step) => step.run);
+  const runs = (jobs[0]!.steps ?? []).filter((step) =>
+    step.run?.startsWith("deno ")
+  );
   assertEquals(runs.map((step) => step.run?.trim()), [
     "deno task check",
     "deno task test",
@@ -675,6 +970,20 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
     "postgres://postgres:postgres@localhost:5432/postgres",
   );
   assertEquals(runs[2]!.env?.TEST_DATABASE_URL, undefined, "PGlite run");
+});
+
+Deno.test("ci.yml: installs PgBouncer from Debian packages before the tests", async () => {
+  const { workflow } = await readWorkflow("ci.yml");
+  const runs = stepsOf(workflow).map(({ step }) => step.run?.trim());
+  const install = runs.indexOf(
+    "sudo apt-get update && sudo apt-get install -y pgbouncer",
+  );
+  assertGreater(install, -1, "no step installs pgbouncer");
+  assertLess(
+    install,
+    runs.indexOf("deno task test"),
+    "installed after the tests",
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -709,7 +1018,9 @@ async function withStepFixture(
   const vendor = await startFakeVendor({ latencyMs: setup.latencyMs });
   const dir = await Deno.makeTempDir({ prefix: "refresh_workflow_" });
   const summaryPath = `${dir}/step_summary.md`;
+  const outputPath = `${dir}/step_output`;
   await Deno.writeTextFile(summaryPath, "");
+  await Deno.writeTextFile(outputPath, "");
   try {
     await createPeople(sql, schema, { count: setup.count });
     const { workflow } = await readWorkflow("refresh.yml");
@@ -741,6 +1052,7 @@ async function withStepFixture(
         GITHUB_ACTIONS: "true",
         GITHUB_EVENT_NAME: run.inputs ? "workflow_dispatch" : "schedule",
         GITHUB_STEP_SUMMARY: summaryPath,
+        GITHUB_OUTPUT: outputPath,
         NO_COLOR: "1",
       }),
       // How the runner runs a `shell: bash` step: the script in a file.
