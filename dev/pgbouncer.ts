@@ -1,7 +1,8 @@
 /**
  * PgBouncer in transaction mode on a loopback port, in front of a real
- * PostgreSQL server, for tests: fewer server connections than clients, so
- * consecutive transactions of one client land on different sessions.
+ * PostgreSQL server, for tests: two server sessions taken in turn, each
+ * reset (`DISCARD ALL`) after every transaction, so that nothing of a
+ * session outlives its transaction.
  *
  * @module
  */
@@ -53,6 +54,11 @@ auth_type = scram-sha-256
 auth_file = ${dir}/users.txt
 pool_mode = transaction
 default_pool_size = 2
+min_pool_size = 2
+server_round_robin = 1
+; Every transaction finds a fresh session: no prepared statement, no SET.
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
 max_client_conn = 50
 `,
   );
