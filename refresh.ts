@@ -2060,7 +2060,10 @@ const LONG: Timeouts = {
 const GUARD_FLOOR_MS = 1000;
 
 /** A statement, as postgres.js returns it (cancellable when it is a query). */
-type Statement<T> = Promise<T> & { cancel?: () => unknown };
+type Statement<T> = Promise<T> & {
+  cancel?: () => unknown;
+  execute?: () => unknown;
+};
 
 /** The database was lost (or blocked) for longer than `--db-retry`. */
 class DbLost extends Error {
@@ -2104,6 +2107,7 @@ class Db {
     statement: (sql: Sql) => Statement<T>,
     abort?: AbortSignal,
     bounded = false,
+    interactive = false,
   ): Promise<T> {
     const until = performance.now() + (this.retry?.ms ?? 0);
     for (let attempt = 0;; attempt++) {
@@ -2113,7 +2117,7 @@ class Db {
         const guardMs = this.retry && bounded
           ? Math.min(this.#timeouts.guardMs, Math.max(left, GUARD_FLOOR_MS))
           : this.#timeouts.guardMs;
-        const result = await this.#once(statement, guardMs, abort);
+        const result = await this.#once(statement, guardMs, abort, interactive);
         if (attempt > 0) this.retry?.log.info("database: back");
         return result;
       } catch (error) {
@@ -2136,21 +2140,47 @@ class Db {
     }
   }
 
+  /**
+   * `fn`'s statements in one transaction with the timeouts, for statements
+   * that depend on an earlier one's answer (a round trip each).
+   */
+  transaction<T>(fn: (tx: Sql) => Promise<T>, abort?: AbortSignal): Promise<T> {
+    return this.run(fn, abort, false, true);
+  }
+
   async #once<T>(
     statement: (sql: Sql) => Statement<T>,
     guardMs: number,
-    abort?: AbortSignal,
+    abort: AbortSignal | undefined,
+    interactive: boolean,
   ): Promise<T> {
     abort?.throwIfAborted();
     const { lock, statement: limit } = this.#timeouts;
+    const timeouts = (sql: Sql) =>
+      sql`select set_config('lock_timeout', ${lock}, true),
+        set_config('statement_timeout', ${limit}, true)`;
     let inner: Statement<T> | undefined;
-    // The timeouts and the statement go in one round trip: sent first
-    // (execute), the timeouts' query is ahead of the statement's.
-    const query = this.sql.begin(this.readOnly ? "read only" : "", (tx) => [
-      tx`select set_config('lock_timeout', ${lock}, true),
-        set_config('statement_timeout', ${limit}, true)`.execute(),
-      inner = statement(tx),
-    ]).then((results) => results[1] as T);
+    let query: Promise<T>;
+    if (interactive) {
+      query = this.sql.begin(async (tx) => {
+        await timeouts(tx);
+        return await statement(tx);
+      }) as Promise<T>;
+    } else {
+      // One round trip: begin, the timeouts, the statement and commit go
+      // out in this order (execute() sends each at once) on the one
+      // connection; after a failed statement, commit rolls back.
+      const sql = this.sql as unknown as Sql;
+      const begin = sql.unsafe(this.readOnly ? "begin read only" : "begin");
+      const parts: Promise<unknown>[] = [
+        begin.execute(),
+        timeouts(sql).execute(),
+      ];
+      inner = statement(sql);
+      inner.execute?.();
+      parts.push(inner, sql`commit`.execute());
+      query = Promise.all(parts).then((results) => results[2] as T);
+    }
     const stopped = Promise.withResolvers<never>();
     const onAbort = () => {
       inner?.cancel?.();
@@ -2483,7 +2513,7 @@ async function migrate(
 ): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
   const statements = migration(n, found, table);
   try {
-    await db.run(async (tx) => {
+    await db.transaction(async (tx) => {
       await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
         pg_advisory_xact_lock(hashtext(${`refresh:${n.runs}`}))`;
       for (const statement of statements) await tx.unsafe(statement);
@@ -3195,7 +3225,7 @@ async function acquireLease(
   | { runId: number; crashed: string[]; notBeforeMs: number; cleared: number }
   | { live: LiveRun }
 > {
-  return await db.run(async (tx) => {
+  return await db.transaction(async (tx) => {
     await tx`lock table ${tx(n.runs)} in share row exclusive mode`;
     const crashed = await tx<{ id: string }[]>`
         update ${tx(n.runs)} set
