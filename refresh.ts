@@ -2028,14 +2028,10 @@ export function escapeControls(line: string): string {
 // DATABASE: connections, state tables, the target, selection, the one write.
 // ============================================================================
 
-/** What a statement is built with: every statement runs in a transaction. */
+/** What a statement is built with (a connection, or a transaction of it). */
 type Sql = postgres.TransactionSql;
 
-/**
- * Lock and statement timeouts, set in each statement's own transaction
- * (`set_config(…, true)`): a pooler in transaction mode (PgBouncer) refuses
- * them as start-up parameters and may hand each transaction another session.
- */
+/** Lock and statement timeouts of a connection, sent as start-up parameters. */
 interface Timeouts {
   lock: string;
   statement: string;
@@ -2140,10 +2136,7 @@ class Db {
     }
   }
 
-  /**
-   * `fn`'s statements in one transaction with the timeouts, for statements
-   * that depend on an earlier one's answer (a round trip each).
-   */
+  /** `fn`'s statements in one transaction (the lease, a migration). */
   transaction<T>(fn: (tx: Sql) => Promise<T>, abort?: AbortSignal): Promise<T> {
     return this.run(fn, abort, false, true);
   }
@@ -2155,32 +2148,15 @@ class Db {
     interactive: boolean,
   ): Promise<T> {
     abort?.throwIfAborted();
-    const { lock, statement: limit } = this.#timeouts;
-    const timeouts = (sql: Sql) =>
-      sql`select set_config('lock_timeout', ${lock}, true),
-        set_config('statement_timeout', ${limit}, true)`;
     let inner: Statement<T> | undefined;
-    let query: Promise<T>;
-    if (interactive) {
-      query = this.sql.begin(async (tx) => {
-        await timeouts(tx);
-        return await statement(tx);
-      }) as Promise<T>;
-    } else {
-      // One round trip: begin, the timeouts, the statement and commit go
-      // out in this order (execute() sends each at once) on the one
-      // connection; after a failed statement, commit rolls back.
-      const sql = this.sql as unknown as Sql;
-      const begin = sql.unsafe(this.readOnly ? "begin read only" : "begin");
-      const parts: Promise<unknown>[] = [
-        begin.execute(),
-        timeouts(sql).execute(),
-      ];
-      inner = statement(sql);
-      inner.execute?.();
-      parts.push(inner, sql`commit`.execute());
-      query = Promise.all(parts).then((results) => results[2] as T);
-    }
+    // The connection's own timeouts apply (start-up parameters); a dry run
+    // reads in a read-only transaction.
+    const query = interactive || this.readOnly
+      ? this.sql.begin(
+        this.readOnly ? "read only" : "",
+        (tx) => statement(tx),
+      ) as Promise<T>
+      : inner = statement(this.sql as unknown as Sql);
     const stopped = Promise.withResolvers<never>();
     const onAbort = () => {
       inner?.cancel?.();
@@ -2251,13 +2227,15 @@ async function connect(
     publications: "alltables",
     backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
     keep_alive: 60,
-    // No named prepared statements: a pooler in transaction mode may run
-    // the next transaction on a session that never saw them.
-    prepare: false,
+    prepare: true,
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-    connection: target.params,
+    connection: {
+      ...target.params,
+      lock_timeout: timeouts.lock,
+      statement_timeout: timeouts.statement,
+    },
   };
   const db = new Db(
     () =>
@@ -3010,7 +2988,7 @@ interface WritePlan {
  * same text, and the refreshed-at column) and its `refresh_state` row, both
  * only while this run still holds the lease. The text is the same for every
  * target (only the parameters change): built as a string, it costs postgres.js
- * no fragments to compose.
+ * no fragments to compose, and the server one prepared statement.
  */
 function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
   const ok = o.status === "ok";
@@ -3066,6 +3044,7 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
     )
     select ${held} as held, (select count(*) from target)::int as updated`,
     params as postgres.ParameterOrJSON<never>[],
+    { prepare: true },
   );
 }
 

@@ -57,7 +57,6 @@ import {
   type TestDatabase,
   testDatabaseForModule,
 } from "./dev/test_db.ts";
-import { startPgBouncer } from "./dev/pgbouncer.ts";
 import { startTcpProxy, type TcpProxy } from "./dev/tcp_proxy.ts";
 import { type FakePerson, startApollo, startPdl } from "./dev/vendors.ts";
 import { delay } from "@std/async/delay";
@@ -4856,8 +4855,7 @@ Deno.test({
 });
 
 // ---------------------------------------------------------------------------
-// A real company: a least-privileged role, readers of the state tables, a
-// pooler in transaction mode.
+// A real company: a least-privileged role, readers of the state tables.
 // ---------------------------------------------------------------------------
 
 const ROLE_PASSWORD = "r0le-Pa55word-4e1c";
@@ -5071,27 +5069,5 @@ Deno.test({
     assertSucceeded(result);
     assertStringIncludes(result.stderr, "migrated the state tables");
     assertEquals(calledIds(f.vendor), ["1", "2"]);
-  });
-});
-
-Deno.test({
-  name:
-    "the job runs through PgBouncer in transaction mode with the same DATABASE_URL",
-  ...POSTGRES_ONLY,
-}, async () => {
-  await withFixture({ name: "pgbouncer", count: 5 }, async (f) => {
-    const bouncer = await startPgBouncer(f.db.url);
-    try {
-      const env = { DATABASE_URL: bouncer.url };
-      assertSucceeded(await f.run(["--ids", "1,2"], { env }));
-      assertSucceeded(await f.run([], { env }));
-    } finally {
-      await bouncer.close();
-    }
-    assertEquals(calledIds(f.vendor), ["1", "2", "3", "4", "5"]);
-    assertEquals((await f.runs()).map((r) => r.status), [
-      "completed",
-      "completed",
-    ]);
   });
 });
