@@ -2031,7 +2031,10 @@ export function escapeControls(line: string): string {
 /** What a statement is built with (a connection, or a transaction of it). */
 type Sql = postgres.TransactionSql;
 
-/** Lock and statement timeouts of a connection, sent as start-up parameters. */
+/**
+ * Lock and statement timeouts of a connection, sent as start-up parameters;
+ * behind a pooler, set in each statement's own transaction.
+ */
 interface Timeouts {
   lock: string;
   statement: string;
@@ -2084,13 +2087,25 @@ class Db {
   retry: { ms: number; log: Logger } | undefined;
   /** Every statement in a read-only transaction (a dry run). */
   readOnly = false;
-  #open: () => postgres.Sql;
+  /**
+   * Behind a pooler in transaction mode (PgBouncer), whose next
+   * transaction may run on another session: no start-up parameters, no
+   * prepared statements, the timeouts set in each statement's transaction.
+   */
+  pooled = false;
+  #open: (pooled: boolean) => postgres.Sql;
   #timeouts: Timeouts;
 
-  constructor(open: () => postgres.Sql, timeouts: Timeouts) {
+  constructor(open: (pooled: boolean) => postgres.Sql, timeouts: Timeouts) {
     this.#open = open;
     this.#timeouts = timeouts;
-    this.sql = open();
+    this.sql = open(false);
+  }
+
+  /** From now on, as behind a pooler (a new connection). */
+  pool(): void {
+    this.pooled = true;
+    this.reset();
   }
 
   /**
@@ -2149,14 +2164,34 @@ class Db {
   ): Promise<T> {
     abort?.throwIfAborted();
     let inner: Statement<T> | undefined;
-    // The connection's own timeouts apply (start-up parameters); a dry run
-    // reads in a read-only transaction.
-    const query = interactive || this.readOnly
-      ? this.sql.begin(
-        this.readOnly ? "read only" : "",
-        (tx) => statement(tx),
-      ) as Promise<T>
-      : inner = statement(this.sql as unknown as Sql);
+    const mode = this.readOnly ? "read only" : "";
+    // Literals of SHORT or LONG: no parameter, no describe round trip.
+    const timeouts =
+      `select set_config('lock_timeout', '${this.#timeouts.lock}', true),
+      set_config('statement_timeout', '${this.#timeouts.statement}', true)`;
+    let query: Promise<T>;
+    if (interactive || (this.readOnly && !this.pooled)) {
+      query = this.sql.begin(mode, async (tx) => {
+        if (this.pooled) await tx.unsafe(timeouts);
+        return await statement(tx);
+      }) as Promise<T>;
+    } else if (this.pooled) {
+      // One round trip: begin, the timeouts, the statement and commit go
+      // out in this order (execute() sends each at once) on the one
+      // connection; after a failed statement, commit rolls back.
+      const sql = this.sql as unknown as Sql;
+      const parts: Promise<unknown>[] = [
+        sql.unsafe(`begin ${mode}`).execute(),
+        sql.unsafe(timeouts).execute(),
+      ];
+      inner = statement(sql);
+      inner.execute?.();
+      parts.push(inner, sql`commit`.execute());
+      query = Promise.all(parts).then((results) => results[2] as T);
+    } else {
+      // The connection's own timeouts apply (start-up parameters).
+      query = inner = statement(this.sql as unknown as Sql);
+    }
     const stopped = Promise.withResolvers<never>();
     const onAbort = () => {
       inner?.cancel?.();
@@ -2184,7 +2219,7 @@ class Db {
   /** Drops the connection; the next statement opens a new one. */
   reset(): void {
     const old = this.sql;
-    this.sql = this.#open();
+    this.sql = this.#open(this.pooled);
     old.end({ timeout: 0 }).catch(() => {});
   }
 
@@ -2238,8 +2273,14 @@ async function connect(
     },
   };
   const db = new Db(
-    () =>
-      postgres(options as unknown as postgres.Options<Record<string, never>>),
+    (pooled) =>
+      postgres(
+        {
+          ...options,
+          prepare: !pooled,
+          connection: pooled ? target.params : options.connection,
+        } as unknown as postgres.Options<Record<string, never>>,
+      ),
     timeouts,
   );
   const where = `${target.host}:${target.port}`;
@@ -2252,7 +2293,15 @@ async function connect(
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
     await retry(
-      () => db.run((sql) => sql`select 1`, signal),
+      () =>
+        db.run((sql) => sql`select 1`, signal).catch((error) => {
+          // PgBouncer refuses start-up parameters it does not know.
+          if (db.pooled || !/unsupported startup parameter/.test(`${error}`)) {
+            throw error;
+          }
+          db.pool();
+          return db.run((sql) => sql`select 1`, signal);
+        }),
       {
         maxAttempts: Number.MAX_SAFE_INTEGER,
         minTimeout: 100,
@@ -5467,6 +5516,11 @@ export async function main(options: MainOptions = {}): Promise<number> {
     );
     if (!(long instanceof Db)) return await end(failed(long, log));
     open.push(long);
+    if (long.pooled) {
+      log.info(
+        "the server refused start-up parameters, as PgBouncer does: the timeouts are set in each statement's transaction, and no statement is prepared",
+      );
+    }
     long.readOnly = c.dryRun;
     const abort = control.stop.signal;
     const [{ version }] = await long.run(

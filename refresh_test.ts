@@ -57,6 +57,7 @@ import {
   type TestDatabase,
   testDatabaseForModule,
 } from "./dev/test_db.ts";
+import { startPgBouncer } from "./dev/pgbouncer.ts";
 import { startTcpProxy, type TcpProxy } from "./dev/tcp_proxy.ts";
 import { type FakePerson, startApollo, startPdl } from "./dev/vendors.ts";
 import { delay } from "@std/async/delay";
@@ -4855,7 +4856,8 @@ Deno.test({
 });
 
 // ---------------------------------------------------------------------------
-// A real company: a least-privileged role, readers of the state tables.
+// A real company: a least-privileged role, readers of the state tables, a
+// pooler in transaction mode.
 // ---------------------------------------------------------------------------
 
 const ROLE_PASSWORD = "r0le-Pa55word-4e1c";
@@ -5069,5 +5071,60 @@ Deno.test({
     assertSucceeded(result);
     assertStringIncludes(result.stderr, "migrated the state tables");
     assertEquals(calledIds(f.vendor), ["1", "2"]);
+  });
+});
+
+Deno.test({
+  name:
+    "the job runs through PgBouncer in transaction mode with the same DATABASE_URL",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "pgbouncer", count: 5 }, async (f) => {
+    const bouncer = await startPgBouncer(f.db.url);
+    try {
+      const env = { DATABASE_URL: bouncer.url };
+      const first = await f.run(["--ids", "1,2"], { env });
+      assertSucceeded(first);
+      assertStringIncludes(
+        first.stderr,
+        "the server refused start-up parameters",
+      );
+      assertSucceeded(await f.run([], { env }));
+    } finally {
+      await bouncer.close();
+    }
+    assertEquals(calledIds(f.vendor), ["1", "2", "3", "4", "5"]);
+    assertEquals((await f.runs()).map((r) => r.status), [
+      "completed",
+      "completed",
+    ]);
+  });
+});
+
+Deno.test({
+  name:
+    "through PgBouncer the lock timeout still holds: set in each transaction",
+  ...POSTGRES_ONLY,
+}, async () => {
+  await withFixture({ name: "pgbouncer_lock", count: 1 }, async (f) => {
+    const bouncer = await startPgBouncer(f.db.url);
+    const holder = f.db.client();
+    try {
+      let child: Deno.ChildProcess | undefined;
+      await holder.begin(async (tx) => {
+        await tx`lock table ${tx(f.table)} in exclusive mode`;
+        child = await f.spawn(["--db-retry", "8s"], {
+          env: { DATABASE_URL: bouncer.url },
+        });
+        // Past the writes' 5 s lock timeout, within --db-retry.
+        await delay(6_500);
+      });
+      const result = await outputOf(child!);
+      assertSucceeded(result);
+      assertStringIncludes(result.stderr, "lock timeout");
+    } finally {
+      await holder.end();
+      await bouncer.close();
+    }
   });
 });

@@ -12,7 +12,8 @@
  *   refresh failed, was interrupted, or left credits at period end, gets
  *   refresh.ts's step outputs, and comments on the month's open issue or
  *   opens it (its script run against a fake `gh`).
- * - `ci.yml` checks, then tests against PostgreSQL 15 and PGlite.
+ * - `ci.yml` checks, then tests against PostgreSQL 15 and PGlite, with
+ *   PgBouncer installed first.
  * - The refresh step's run script, executed the way the runner executes it
  *   and with the environment a run would give it, refreshes targets against
  *   the test database and a fake vendor, writes the job summary, and ends the
@@ -969,6 +970,20 @@ Deno.test("ci.yml: checks, then tests against PostgreSQL 15 and PGlite", async (
     "postgres://postgres:postgres@localhost:5432/postgres",
   );
   assertEquals(runs[2]!.env?.TEST_DATABASE_URL, undefined, "PGlite run");
+});
+
+Deno.test("ci.yml: installs PgBouncer from Debian packages before the tests", async () => {
+  const { workflow } = await readWorkflow("ci.yml");
+  const runs = stepsOf(workflow).map(({ step }) => step.run?.trim());
+  const install = runs.indexOf(
+    "sudo apt-get update && sudo apt-get install -y pgbouncer",
+  );
+  assertGreater(install, -1, "no step installs pgbouncer");
+  assertLess(
+    install,
+    runs.indexOf("deno task test"),
+    "installed after the tests",
+  );
 });
 
 // ---------------------------------------------------------------------------
