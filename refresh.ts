@@ -2405,16 +2405,32 @@ function stateNames(schema: string | undefined): StateNames {
   };
 }
 
+/**
+ * A run's counters, once: its `refresh_runs` column and its row in the
+ * step summary. The Counters type, the stored columns, the heartbeat, the
+ * span and the summaries derive from this list.
+ */
+const RUN_FACTS = {
+  total: ["total", "Targets selected"],
+  processed: ["processed", "Processed"],
+  succeeded: ["succeeded", "ok"],
+  notFound: ["not_found", "not_found"],
+  invalid: ["invalid", "invalid"],
+  failed: ["failed", "failed"],
+  credits: ["credits_spent", "Credits spent"],
+  requests: ["requests", "Requests"],
+  retries: ["retries", "Retries"],
+} as const;
+
+type Counters = Record<keyof typeof RUN_FACTS, number>;
+
+const FACTS = Object.entries(RUN_FACTS) as [keyof Counters, [string, string]][];
+
 const RUN_COLUMNS = [
-  "total bigint",
-  "processed bigint not null default 0",
-  "succeeded bigint not null default 0",
-  "not_found bigint not null default 0",
-  "invalid bigint not null default 0",
-  "failed bigint not null default 0",
-  "credits_spent bigint not null default 0",
-  "requests bigint not null default 0",
-  "retries bigint not null default 0",
+  // total stays null in a run that never selected.
+  ...FACTS.map(([key, [column]]) =>
+    `${column} bigint${key === "total" ? "" : " not null default 0"}`
+  ),
   "credits_remaining bigint",
   "mean_request_ms double precision",
   "p95_request_ms double precision",
@@ -3156,6 +3172,11 @@ export type StopStatus =
   | "interrupted"
   | "aborted";
 
+const LEASE_LOST: Stop = {
+  status: "aborted",
+  reason: "lost the lease: another run marked this one crashed and took over",
+};
+
 /** What became of one target's write. */
 type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
@@ -3188,11 +3209,7 @@ async function store(
       return row.held
         ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
         : {
-          stop: {
-            status: "aborted",
-            reason:
-              "lost the lease: another run marked this one crashed and took over",
-          },
+          stop: LEASE_LOST,
         };
     } catch (error) {
       if (hard.aborted) return { stop: hard.reason as Stop };
@@ -3297,32 +3314,10 @@ async function acquireLease(
   });
 }
 
-/** Counters of one run, mirrored in its `refresh_runs` row. */
-interface Counters {
-  total: number;
-  processed: number;
-  succeeded: number;
-  notFound: number;
-  invalid: number;
-  failed: number;
-  credits: number;
-  requests: number;
-  retries: number;
-}
-
-/** The run's counters as `refresh_runs` columns. */
 function counterColumns(c: Counters, creditsRemaining: number | undefined) {
   return {
-    total: c.total,
-    processed: c.processed,
-    succeeded: c.succeeded,
-    not_found: c.notFound,
-    invalid: c.invalid,
-    failed: c.failed,
-    credits_spent: c.credits,
+    ...Object.fromEntries(FACTS.map(([key, [column]]) => [column, c[key]])),
     credits_remaining: creditsRemaining ?? null,
-    requests: c.requests,
-    retries: c.retries,
   };
 }
 
@@ -4156,6 +4151,34 @@ interface LoopOptions {
 }
 
 /**
+ * The write-behind: at most one target's write outstanding. `queue` holds
+ * target k's write; `start` sends it (once k+1's request is on its way, or
+ * before any wait); `settle` starts it if need be and waits for it.
+ */
+function writeBehind() {
+  let queued: (() => Promise<Written>) | undefined;
+  let pending: Promise<Written> | undefined;
+  const start = () => {
+    if (!queued) return;
+    pending = queued();
+    queued = undefined;
+    // Awaited by settle(); until then, a failure must not go unhandled.
+    pending.catch(() => {});
+  };
+  return {
+    queue: (write: () => Promise<Written>) => void (queued = write),
+    start,
+    holds: () => queued !== undefined || pending !== undefined,
+    settle: async () => {
+      start();
+      const written = await pending;
+      pending = undefined;
+      return written;
+    },
+  };
+}
+
+/**
  * Refreshes the targets one at a time. Target k's write starts once target
  * k+1's request is on its way (or before the run waits or ends; at once for
  * a vendor faster than the database), never more than one write
@@ -4169,25 +4192,14 @@ async function refreshAll(
   o: LoopOptions,
 ): Promise<Stop | undefined> {
   const { config: c, counters: n, log } = o;
-  let pending: Promise<Written> | undefined;
-  /** Target k's write, until it starts. */
-  let next: (() => Promise<Written>) | undefined;
-  const startWrite = () => {
-    if (!next) return;
-    pending = next();
-    next = undefined;
-    // Awaited by settle(); until then, a failure must not go unhandled.
-    pending.catch(() => {});
-  };
+  const writer = writeBehind();
   /** The most one call has cost: no call may dip into the budget or reserve. */
   let maxCost = 1;
   let failedRow = 0;
   let invalidRow = 0;
   let refusedRow = 0;
   const settle = async (): Promise<Stop | undefined> => {
-    startWrite();
-    const written = await pending;
-    pending = undefined;
+    const written = await writer.settle();
     if (!written) return undefined;
     if ("stop" in written) return written.stop;
     const { id, stored, refused, updated } = written;
@@ -4279,14 +4291,14 @@ async function refreshAll(
       // of the answer.
       const requests = batch.map((target) => VENDOR.request(target, c));
       for (const [i, target] of batch.entries()) {
-        if (n.processed + (next || pending ? 1 : 0) >= (c.limit ?? Infinity)) {
+        if (n.processed + (writer.holds() ? 1 : 0) >= (c.limit ?? Infinity)) {
           break outer;
         }
         stop = o.control.stop.signal.aborted
           ? o.control.stop.signal.reason as Stop
           : c.budget !== undefined && n.credits + maxCost > c.budget
           ? budgetStop(c.budget)
-          : await o.fence(startWrite);
+          : await o.fence(writer.start);
         if (stop) break outer;
         const asked = performance.now();
         const f = await traced(
@@ -4306,7 +4318,7 @@ async function refreshAll(
               stop: o.control.stop.signal,
               hard: o.control.hard.signal,
               log,
-              onWay: startWrite,
+              onWay: writer.start,
             }),
           (f) =>
             attributes("refresh.target", {
@@ -4347,8 +4359,8 @@ async function refreshAll(
           const slow = performance.now() - asked > SLOW_VENDOR_MS;
           const write = () =>
             store(o.db, o.plan, target, out, o.control.hard.signal);
-          next = slow ? () => delay(0).then(write) : write;
-          if (!slow) startWrite();
+          writer.queue(slow ? () => delay(0).then(write) : write);
+          if (!slow) writer.start();
         }
         stop = decide(f);
         if (stop) break outer;
@@ -4666,16 +4678,9 @@ function summaryMarkdown(r: RunReport): string {
     ["Status", `**${r.status}**`],
     ["Why it stopped", r.reason ? cell(r.reason) : "all selected targets done"],
     ["Duration", formatDuration(r.elapsedMs)],
-    ["Targets selected", String(c.total)],
-    ["Processed", String(c.processed)],
-    ["ok", String(c.succeeded)],
-    ["not_found", String(c.notFound)],
-    ["invalid", String(c.invalid)],
-    ["failed", String(c.failed)],
+    ...FACTS.map(([key, [, label]]): [string, string] => [label, `${c[key]}`]),
     ...r.leftOut ? [["Left out", r.leftOut] as [string, string]] : [],
-    ["Credits spent", String(c.credits)],
     ["Credits remaining (vendor)", r.creditsRemaining?.toString() ?? "unknown"],
-    ["Requests (retries)", `${c.requests} (${c.retries})`],
     [
       "Request time mean / p95",
       `${ms(r.meanRequestMs)} / ${ms(r.p95RequestMs)}`,
@@ -5087,17 +5092,9 @@ async function realRun(job: Job): Promise<Ending> {
       `marked run(s) ${lease.crashed.join(", ")} crashed (heartbeat expired)`,
     );
   }
-  const counters: LoopOptions["counters"] = {
-    total: 0,
-    processed: 0,
-    succeeded: 0,
-    notFound: 0,
-    invalid: 0,
-    failed: 0,
-    credits: 0,
-    requests: 0,
-    retries: 0,
-  };
+  const counters: LoopOptions["counters"] = Object.fromEntries(
+    FACTS.map(([key]) => [key, 0]),
+  ) as Counters;
   const stats = new LatencyStats();
   const pacer = new Pacer({
     minIntervalMs: Math.max(
@@ -5362,11 +5359,7 @@ function keepLease(
         if (failing) log.info("heartbeat: renewed again");
         failing = false;
       } else {
-        control.abort({
-          status: "aborted",
-          reason:
-            "lost the lease: another run marked this one crashed and took over",
-        });
+        control.abort(LEASE_LOST);
       }
     } catch (error) {
       if (!failing) log.warn(`heartbeat failed: ${describeError(error)}`);
