@@ -3545,19 +3545,11 @@ async function ask(
   p: Policy,
   hard: AbortSignal,
 ): Promise<Reply> {
-  // One controller per request, aborted by its timeout or a hard stop.
-  const request = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    request.abort(new DOMException("timed out", "TimeoutError"));
-  }, p.requestTimeout);
-  const onHard = () => request.abort(hard.reason);
-  hard.addEventListener("abort", onHard, { once: true });
+  const timeout = AbortSignal.timeout(p.requestTimeout);
   // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
-    if (timedOut) {
+    if (timeout.aborted) {
       return {
         retry: {
           error: `${what} within ${formatDuration(p.requestTimeout)}`,
@@ -3585,52 +3577,47 @@ async function ask(
         },
       };
   };
+  let response: Response;
   try {
-    let response: Response;
-    try {
-      response = await fetch(req.url, {
-        method: req.method,
-        headers: req.headers,
-        body: req.body,
-        redirect: "error",
-        signal: request.signal,
-      });
-    } catch (error) {
-      return failed(error, "no answer");
-    }
-    const { status, headers } = response;
-    const ok = status >= 200 && status < 300;
-    const credits = answerCredits(headers, status, ok, p);
-    let bytes: Uint8Array;
-    let unusable: string | undefined;
-    try {
-      bytes = await readBody(response, ok ? p.maxBody : ERROR_BODY);
-    } catch (error) {
-      if (!(error instanceof BodyTooLargeError)) {
-        return { ...failed(error, "body not received"), credits };
-      }
-      bytes = new Uint8Array();
-      unusable = error.message;
-    }
-    let text = "";
-    try {
-      text = UTF8.decode(bytes);
-    } catch {
-      text = new TextDecoder().decode(bytes);
-      unusable ??= "body is not valid UTF-8";
-    }
-    const answer: Answer = { status, headers, text };
-    try {
-      if (text.trim() !== "") answer.json = JSON.parse(text);
-    } catch { /* not JSON: the verdict sees answer.json undefined */ }
-    const limits = readRateLimit(headers, Date.now());
-    for (const name of limits.unreadable) unreadable(name, headers, p);
-    const generic = genericVerdict(answer, unusable, limits, credits, p);
-    return replyOf(VENDOR.verdict(answer, generic), answer, limits, generic, p);
-  } finally {
-    clearTimeout(timer);
-    hard.removeEventListener("abort", onHard);
+    response = await fetch(req.url, {
+      method: req.method,
+      headers: req.headers,
+      body: req.body,
+      redirect: "error",
+      signal: AbortSignal.any([timeout, hard]),
+    });
+  } catch (error) {
+    return failed(error, "no answer");
   }
+  const { status, headers } = response;
+  const ok = status >= 200 && status < 300;
+  const credits = answerCredits(headers, status, ok, p);
+  let bytes: Uint8Array;
+  let unusable: string | undefined;
+  try {
+    bytes = await readBody(response, ok ? p.maxBody : ERROR_BODY);
+  } catch (error) {
+    if (!(error instanceof BodyTooLargeError)) {
+      return { ...failed(error, "body not received"), credits };
+    }
+    bytes = new Uint8Array();
+    unusable = error.message;
+  }
+  let text = "";
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    text = new TextDecoder().decode(bytes);
+    unusable ??= "body is not valid UTF-8";
+  }
+  const answer: Answer = { status, headers, text };
+  try {
+    if (text.trim() !== "") answer.json = JSON.parse(text);
+  } catch { /* not JSON: the verdict sees answer.json undefined */ }
+  const limits = readRateLimit(headers, Date.now());
+  for (const name of limits.unreadable) unreadable(name, headers, p);
+  const generic = genericVerdict(answer, unusable, limits, credits, p);
+  return replyOf(VENDOR.verdict(answer, generic), answer, limits, generic, p);
 }
 
 /** The warnings of a run, each given once. */
@@ -4107,12 +4094,9 @@ class Control {
     this.hard.abort(stop);
   }
 
-  /** Calls `fn` after `ms`, however long (timers hold at most ~24.8 days). */
+  // Every duration given here is a setting parsed with `timer: true`.
   after(ms: number, fn: () => void): void {
-    this.#timers.push(setTimeout(
-      () => ms > MAX_TIMER_MS ? this.after(ms - MAX_TIMER_MS, fn) : fn(),
-      Math.min(ms, MAX_TIMER_MS),
-    ));
+    this.#timers.push(setTimeout(fn, ms));
   }
 
   every(ms: number, fn: () => void): void {
