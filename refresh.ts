@@ -884,7 +884,7 @@ const DURATION_UNITS: Record<string, number> = {
   d: 86_400_000,
 };
 
-/** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or a bare `0`, in milliseconds. */
+/** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
   const trimmed = text.trim();
   if (trimmed === "0") return 0;
@@ -2092,7 +2092,6 @@ class Db {
   }
 }
 
-/** Why a connection could not be opened, and the exit code that means. */
 interface ConnectFailure {
   exit: number;
   message: string;
@@ -2253,7 +2252,6 @@ function quoted(name: string): string {
   return name.split(".").map((part) => `"${part}"`).join(".");
 }
 
-/** Where the state tables are. */
 interface StateNames {
   schema: string | undefined;
   runs: string;
@@ -2392,8 +2390,6 @@ const MIGRATION_LOCK_TIMEOUT = "5s";
  * Creates or migrates the state tables when the catalog says they are not
  * current, in one transaction that waits at most MIGRATION_LOCK_TIMEOUT for
  * its locks.
- *
- * @returns What was done, or why it could not be (an exit code and lines).
  */
 async function migrate(
   db: Db,
@@ -2458,9 +2454,7 @@ interface TargetInfo {
 
 /**
  * Checks the target table, its columns and their types, the lookup columns
- * of the URL, the mapped columns and `--where`.
- *
- * @returns What the run needs to know, or the problems, each naming its setting.
+ * of the URL, the mapped columns and `--where`; each problem names its setting.
  */
 async function inspectTarget(
   db: Db,
@@ -2613,7 +2607,6 @@ function lookupNeeds(lookups: string[]): Need[] {
   }];
 }
 
-/** How targets are picked. */
 interface Selection {
   table: string;
   canonical: string;
@@ -2864,15 +2857,13 @@ async function* givenBatches(
   }
 }
 
-/** Status of one target in `refresh_state`. */
 type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
 
-/** What became of one target. */
 interface Outcome {
   status: TargetStatus;
   /** Requests made for it in this run. */
   attempts: number;
-  /** Status of the last answer, if any. */
+  /** Of the last answer. */
   httpStatus: number | null;
   /** Why it is not `ok`. */
   error: string | null;
@@ -2880,7 +2871,6 @@ interface Outcome {
   text?: string;
 }
 
-/** How targets are written. */
 interface WritePlan {
   table: string;
   canonical: string;
@@ -3020,7 +3010,6 @@ export type StopStatus =
   | "interrupted"
   | "aborted";
 
-/** What became of one target's write. */
 type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
   | { stop: Stop };
@@ -3174,7 +3163,6 @@ interface Counters {
   retries: number;
 }
 
-/** The run's counters as `refresh_runs` columns. */
 function counterColumns(c: Counters, creditsRemaining: number | undefined) {
   return {
     total: c.total,
@@ -3190,11 +3178,7 @@ function counterColumns(c: Counters, creditsRemaining: number | undefined) {
   };
 }
 
-/**
- * Renews this run's heartbeat and writes its counters.
- *
- * @returns false when the run is no longer `running` (taken over as crashed).
- */
+/** Writes the heartbeat and counters; false once taken over as crashed. */
 async function heartbeat(
   db: Db,
   n: StateNames,
