@@ -2440,7 +2440,6 @@ async function migrate(
   };
 }
 
-/** What the run knows of the target table after checking it. */
 interface TargetInfo {
   /** The table's one canonical name (`public.people`): the state key. */
   canonical: string;
@@ -5142,9 +5141,7 @@ const LAST_TRY_MS = 1000;
 
 /**
  * Records the end of the run; if the database is gone, tries once more on a
- * fresh connection.
- *
- * @returns Why the end could not be recorded, if it could not.
+ * fresh connection. Returns why the end could not be recorded, if so.
  */
 async function finishOnce(
   db: Db,
@@ -5182,10 +5179,9 @@ async function finishOnce(
 /**
  * Renews the heartbeat every second on its own connection, writing the
  * counters. Stops the run at once if another run took the lease over.
- *
- * @returns `fence`: whether a new request may start. None does once the
- * last heartbeat is older than lease − (request timeout + grace): the lease
- * might be lost before that request and its grace are over.
+ * `fence`: no new request starts once the last heartbeat is older than
+ * lease − (request timeout + grace): the lease might be lost before that
+ * request and its grace are over.
  */
 function keepLease(
   db: Db,
@@ -5276,10 +5272,7 @@ function publicParams(
 
 /**
  * Runs the refresh job: reads the settings, connects, checks the target,
- * selects the targets and refreshes them one at a time.
- *
- * @param options Arguments, environment and output (the process's own by default).
- * @returns The exit code.
+ * selects the targets and refreshes them one at a time. Returns the exit code.
  */
 export async function main(options: MainOptions = {}): Promise<number> {
   const stderr: (line: string, level?: Level) => void = options.stderr ??
