@@ -1093,7 +1093,7 @@ export function periodEnd(now: Date, timeZone: string): Date {
   return new Date(hi);
 }
 
-export interface MonthEndWindow {
+interface MonthEndWindow {
   inWindow: boolean;
   day: number;
   daysInMonth: number;
@@ -1223,7 +1223,7 @@ function untilNextWindow(window: string, now: number): number | undefined {
   return length === undefined ? undefined : length - (now % length);
 }
 
-export interface RateLimit {
+interface RateLimit {
   /** A window is spent: the wait until it resets, in milliseconds. */
   spentMs?: number;
   /** The latest reset stated, spent or not, in milliseconds. */
@@ -1341,7 +1341,7 @@ export class LatencyStats {
   }
 }
 
-export interface ForecastInput {
+interface ForecastInput {
   elapsedMs: number;
   /** Until the deadline. */
   timeLeftMs: number;
@@ -1402,7 +1402,7 @@ export function forecast(input: ForecastInput): string {
 // Pacing: one request start at a time, never sooner than allowed.
 // ---------------------------------------------------------------------------
 
-export interface PacerOptions {
+interface PacerOptions {
   /** Least time between two request starts. */
   minIntervalMs: number;
   /** Largest gap adaptive pacing may widen to; 60 s by default. */
@@ -1495,7 +1495,7 @@ export class Pacer {
 // ---------------------------------------------------------------------------
 
 /** The parts of `DATABASE_URL` handed to postgres.js. */
-export interface DatabaseTarget {
+interface DatabaseTarget {
   host: string;
   /** 5432 by default. */
   port: number;
@@ -3000,7 +3000,7 @@ function isStop(value: unknown): value is Stop {
 }
 
 /** A run's end other than `completed`. */
-export type StopStatus =
+type StopStatus =
   | "budget_exhausted"
   | "credits_exhausted"
   | "rate_limited"
@@ -4685,7 +4685,7 @@ async function tellWorkflow(
 // ============================================================================
 
 /** Options of {@linkcode main}, for tests and embedding. */
-export interface MainOptions {
+interface MainOptions {
   /** Command-line arguments; `Deno.args` by default. */
   args?: string[];
   /** Environment lookup; `Deno.env.get` by default. */
