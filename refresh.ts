@@ -884,13 +884,7 @@ const DURATION_UNITS: Record<string, number> = {
   d: 86_400_000,
 };
 
-/**
- * Parses a duration such as `250ms`, `30s`, `5m`, `2h`, `25d` or a
- * combination like `5h30m` into milliseconds. A bare `0` is accepted.
- *
- * @param text The duration.
- * @returns The duration in milliseconds, or `undefined` when malformed.
- */
+/** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
   const trimmed = text.trim();
   if (trimmed === "0") return 0;
@@ -902,12 +896,7 @@ export function parseDuration(text: string): number | undefined {
   return Number.isFinite(total) ? Math.round(total) : undefined;
 }
 
-/**
- * Formats milliseconds as a short human duration (`1h2m3s`, `450ms`).
- *
- * @param ms The duration in milliseconds.
- * @returns The formatted duration.
- */
+/** Milliseconds as `1h2m3s` or `450ms`. */
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);
   if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`;
@@ -934,13 +923,7 @@ const BYTE_UNITS: Record<string, number> = {
   gib: 1024 ** 3,
 };
 
-/**
- * Parses a byte size: a whole number with an optional unit (`B`, `KB`, `MB`,
- * `GB`, `KiB`, `MiB`, `GiB`; case-insensitive).
- *
- * @param text The size.
- * @returns The number of bytes, or `undefined` when malformed.
- */
+/** A whole number with an optional unit (`B`, `KB`… `GiB`, any case). */
 export function parseBytes(text: string): number | undefined {
   const match = /^(\d+)\s*([a-z]*)$/i.exec(text.trim());
   if (!match) return undefined;
@@ -962,13 +945,8 @@ const HTTP_DATE = new RegExp(
 );
 
 /**
- * Parses a `Retry-After` header value (RFC 9110, section 10.2.3): either
- * delay-seconds or an HTTP-date.
- *
- * @param value The header value, or `null` when absent.
- * @param now The current time, for HTTP-dates.
- * @returns The wait in milliseconds (0 for a date in the past), or
- * `undefined` when absent or malformed.
+ * `Retry-After` (RFC 9110, section 10.2.3), delay-seconds or an HTTP-date,
+ * as a wait in milliseconds (0 for a date in the past).
  */
 export function parseRetryAfter(
   value: string | null,
@@ -993,26 +971,14 @@ function httpDate(text: string): number | undefined {
   return Number.isNaN(at) ? undefined : at;
 }
 
-/** Thrown by {@linkcode readCappedBody} when a body exceeds its cap. */
 class BodyTooLargeError extends Error {
-  /**
-   * @param maxBytes The cap that was exceeded.
-   */
   constructor(maxBytes: number) {
     super(`body is larger than the ${maxBytes}-byte cap (--max-body)`);
     this.name = "BodyTooLargeError";
   }
 }
 
-/**
- * Reads a body stream completely, but never more than `maxBytes`: the
- * stream is cancelled as soon as the cap is passed.
- *
- * @param body The stream (or `null` for an empty body).
- * @param maxBytes The cap, in bytes.
- * @returns The bytes read.
- * @throws {BodyTooLargeError} When the body exceeds the cap.
- */
+// The stream is cancelled as soon as the cap is passed.
 export async function readCappedBody(
   body: ReadableStream<Uint8Array> | null,
   maxBytes: number,
@@ -1098,14 +1064,7 @@ function daysInMonth(year: number, month: number): number {
 
 const DAY_MS = 86_400_000;
 
-/**
- * The end of the calendar month containing `now` in `timeZone`: the
- * instant the next month starts there. Credits reset then.
- *
- * @param now The current time.
- * @param timeZone An IANA time zone.
- * @returns The instant the current month ends.
- */
+/** The instant the next month starts in `timeZone`: credits reset then. */
 export function periodEnd(now: Date, timeZone: string): Date {
   const p = zonedParts(now, timeZone);
   // Midnight starting the next month, as if local time were UTC...
@@ -1134,27 +1093,18 @@ export function periodEnd(now: Date, timeZone: string): Date {
   return new Date(hi);
 }
 
-/** Where `now` falls relative to the month-end window. */
-export interface MonthEndWindow {
-  /** Whether `now` is within the last `days` days of its month. */
+interface MonthEndWindow {
   inWindow: boolean;
-  /** Day of the month in the time zone. */
   day: number;
-  /** Days in the month. */
   daysInMonth: number;
   /** First day of the month that is in the window. */
   firstDay: number;
 }
 
 /**
- * Tells whether `now` is within the last `days` days of the month in
- * `timeZone`. Cron has no "last day of the month", so a schedule fires on
- * days 25–31 and the run decides.
- *
- * @param now The current time.
- * @param timeZone An IANA time zone.
- * @param days The window's length in days.
- * @returns The decision and the numbers behind it.
+ * Whether `now` is within the last `days` days of its month. Cron has no
+ * "last day of the month", so a schedule fires on days 25–31 and the run
+ * decides.
  */
 export function monthEndWindow(
   now: Date,
@@ -1179,8 +1129,6 @@ export function monthEndWindow(
  * The values of a header that may come duplicated (`a, b`): split at the
  * commas only where every piece can be read (HTTP dates and JSON have
  * commas of their own), else read whole.
- *
- * @returns The values read, or `undefined` when the header cannot be read.
  */
 function pieces<T>(
   value: string,
@@ -1198,21 +1146,13 @@ function integer(text: string): number | undefined {
   return /^-?\d+$/.test(text) ? Number(text) : undefined;
 }
 
-/** A whole number of at least 0. */
 function count(text: string): number | undefined {
   return /^\d+$/.test(text) && Number.isSafeInteger(Number(text))
     ? Number(text)
     : undefined;
 }
 
-/**
- * Reads a header holding a whole number (credits remaining, credits
- * spent); a duplicated header gives its smallest value.
- *
- * @param headers The response headers.
- * @param name The header's name.
- * @returns The number, `undefined` when absent, or `"unreadable"`.
- */
+/** A count header (credits remaining, spent): duplicated, its smallest. */
 export function readCount(
   headers: Headers,
   name: string,
@@ -1227,13 +1167,9 @@ const ISO_8601 =
   /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i;
 
 /**
- * Reads a rate-limit reset: delta seconds, a Unix time in seconds or in
- * milliseconds (told apart by their magnitude against `now`), an HTTP date
- * or an ISO 8601 time.
- *
- * @param text The value.
- * @param now The current time in milliseconds since the epoch.
- * @returns The wait in milliseconds (0 for a time past), or `undefined`.
+ * A rate-limit reset as a wait in milliseconds (0 for a time past): delta
+ * seconds, a Unix time in seconds or in milliseconds (told apart by their
+ * magnitude against `now`), an HTTP date or an ISO 8601 time.
  */
 export function parseReset(text: string, now: number): number | undefined {
   if (/^\d+(\.\d+)?$/.test(text)) {
@@ -1287,8 +1223,7 @@ function untilNextWindow(window: string, now: number): number | undefined {
   return length === undefined ? undefined : length - (now % length);
 }
 
-/** What the rate-limit headers of one answer say. */
-export interface RateLimit {
+interface RateLimit {
   /** A window is spent: the wait until it resets, in milliseconds. */
   spentMs?: number;
   /** The latest reset stated, spent or not, in milliseconds. */
@@ -1298,7 +1233,7 @@ export interface RateLimit {
 }
 
 /**
- * Reads the rate-limit headers of an answer, in every common dialect:
+ * The rate-limit headers of an answer, in every common dialect:
  * `X-RateLimit-Remaining` / `RateLimit-Remaining` (a number, or JSON per
  * window like `{"minute": 0}`) with `X-RateLimit-Reset` / `RateLimit-Reset`
  * (see {@linkcode parseReset}); `x-minute-requests-left` (also `hourly`,
@@ -1308,10 +1243,6 @@ export interface RateLimit {
  * the reset stated, else for the next window of its name. Duplicated
  * headers give the most restrictive value. `X-RateLimit-Limit` alone says
  * nothing about when to call.
- *
- * @param headers The response headers.
- * @param now The current time in milliseconds since the epoch.
- * @returns The waits found, and the headers that could not be read.
  */
 export function readRateLimit(headers: Headers, now: number): RateLimit {
   const unreadable: string[] = [];
@@ -1382,16 +1313,10 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
  */
 export class LatencyStats {
   #buckets = new Map<number, number>();
-  /** How many durations were added. */
   count = 0;
-  /** Their sum, in milliseconds. */
+  /** Milliseconds. */
   total = 0;
 
-  /**
-   * Records one duration.
-   *
-   * @param ms The duration in milliseconds.
-   */
   add(ms: number): void {
     const bucket = Math.ceil(Math.log1p(Math.max(0, ms)) / Math.log(1.05));
     this.#buckets.set(bucket, (this.#buckets.get(bucket) ?? 0) + 1);
@@ -1399,21 +1324,11 @@ export class LatencyStats {
     this.total += ms;
   }
 
-  /**
-   * The mean duration.
-   *
-   * @returns Milliseconds, or `undefined` before the first one.
-   */
   mean(): number | undefined {
     return this.count > 0 ? this.total / this.count : undefined;
   }
 
-  /**
-   * The duration below which the share `p` of all durations fall.
-   *
-   * @param p The share, between 0 and 1 (0.95 for p95).
-   * @returns Milliseconds (a bucket's upper edge), or `undefined` if empty.
-   */
+  /** `p` between 0 and 1 (0.95 for p95); a bucket's upper edge. */
   percentile(p: number): number | undefined {
     if (this.count === 0) return undefined;
     const rank = Math.ceil(p * this.count);
@@ -1426,28 +1341,20 @@ export class LatencyStats {
   }
 }
 
-/** The facts a forecast is made from. */
-export interface ForecastInput {
-  /** Time the run has been working, in milliseconds. */
+interface ForecastInput {
   elapsedMs: number;
-  /** Time until the deadline, in milliseconds. */
+  /** Until the deadline. */
   timeLeftMs: number;
-  /** Targets processed so far. */
   processed: number;
-  /** Targets still to process. */
   targetsLeft: number;
-  /** Credits spent so far. */
   creditsSpent: number;
-  /** Credits the run may still spend (budget or vendor's remaining less reserve), if known. */
+  /** Budget or the vendor's remaining less reserve, if known. */
   creditsLeft: number | undefined;
 }
 
 /**
- * Says whether, at the current pace, the run will spend its budget (or run
+ * One sentence: at the current pace, will the run spend its budget (or run
  * out of targets) before its deadline, or roughly what will be left.
- *
- * @param input The run's numbers so far.
- * @returns One short sentence.
  */
 export function forecast(input: ForecastInput): string {
   const { elapsedMs, timeLeftMs, processed, targetsLeft } = input;
@@ -1495,9 +1402,8 @@ export function forecast(input: ForecastInput): string {
 // Pacing: one request start at a time, never sooner than allowed.
 // ---------------------------------------------------------------------------
 
-/** Options of {@linkcode Pacer}. */
-export interface PacerOptions {
-  /** Least time between two request starts, in milliseconds. */
+interface PacerOptions {
+  /** Least time between two request starts. */
   minIntervalMs: number;
   /** Largest gap adaptive pacing may widen to; 60 s by default. */
   maxGapMs?: number;
@@ -1505,7 +1411,7 @@ export interface PacerOptions {
   now?: () => number;
 }
 
-/** Smallest gap after the vendor pushed back, in milliseconds. */
+/** Smallest gap after the vendor pushed back. */
 const PUSHBACK_MIN_GAP_MS = 100;
 
 /**
@@ -1525,11 +1431,7 @@ export class Pacer {
   #lastStart = -Infinity;
   #notBefore = -Infinity;
 
-  /**
-   * Creates a pacer; the first request may start at once.
-   *
-   * @param options The pacing options.
-   */
+  // The first request may start at once.
   constructor(options: PacerOptions) {
     if (!(options.minIntervalMs >= 0)) {
       throw new RangeError(
@@ -1545,21 +1447,16 @@ export class Pacer {
     this.#now = options.now ?? (() => performance.now());
   }
 
-  /** The current gap between request starts, in milliseconds. */
   get gapMs(): number {
     return this.#gapMs;
   }
 
-  /**
-   * Makes the next request wait at least `ms` from now.
-   *
-   * @param ms The wait in milliseconds.
-   */
+  /** The next request waits at least `ms` from now. */
   deferFor(ms: number): void {
     this.#notBefore = Math.max(this.#notBefore, this.#now() + ms);
   }
 
-  /** How long the vendor asked not to be called from now, in milliseconds. */
+  /** How long the vendor asked not to be called from now. */
   vendorWaitMs(): number {
     return Math.max(0, this.#notBefore - this.#now());
   }
@@ -1578,22 +1475,13 @@ export class Pacer {
     this.#gapMs = this.#minIntervalMs + (excess < 1 ? 0 : excess);
   }
 
-  /**
-   * How long the next request would have to wait now, in milliseconds.
-   *
-   * @returns The wait (0 when it may start at once).
-   */
+  /** Milliseconds; 0 when the next request may start at once. */
   pendingWait(): number {
     const at = Math.max(this.#lastStart + this.#gapMs, this.#notBefore);
     return Math.max(0, at - this.#now());
   }
 
-  /**
-   * Waits until the next request may start, then records its start.
-   *
-   * @param signal Cuts the wait short; the promise then rejects with the
-   * signal's reason.
-   */
+  /** Waits until the next request may start, then records its start. */
   async wait(signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     const ms = this.pendingWait();
@@ -1603,21 +1491,18 @@ export class Pacer {
 }
 
 // ---------------------------------------------------------------------------
-// ---------------------------------------------------------------------------
 // URLs and secrets.
 // ---------------------------------------------------------------------------
 
 /** The parts of `DATABASE_URL` handed to postgres.js. */
-export interface DatabaseTarget {
-  /** Host name or address. */
+interface DatabaseTarget {
   host: string;
-  /** Port, 5432 by default. */
+  /** 5432 by default. */
   port: number;
-  /** Database name; the user name by default. */
+  /** The user name by default. */
   database: string;
-  /** User name. */
   user: string;
-  /** Password, decoded; may be empty. */
+  /** Decoded; may be empty. */
   password: string;
   /** postgres.js `ssl` from `sslmode`. */
   ssl: false | "prefer" | "require" | "verify-full";
@@ -1651,12 +1536,7 @@ const LIBPQ_REFUSED = new Set(
     .split(" "),
 );
 
-/**
- * Parses `DATABASE_URL` without ever putting its credentials in a message.
- *
- * @param text The URL.
- * @returns The connection target, or what is wrong with it.
- */
+/** Parses `DATABASE_URL` without ever putting its credentials in a message. */
 export function parseDatabaseUrl(
   text: string,
 ): DatabaseTarget | { error: string } {
@@ -1818,10 +1698,6 @@ function parseApiUrl(text: string): string | { error: string } {
  * that cannot be placed without changing the request elsewhere (empty, `.`
  * or `..` as a whole path segment, which URL parsers normalise away, or
  * not valid Unicode) is refused.
- *
- * @param template The template, e.g. `https://v.example/people/{id}`.
- * @param values Each placeholder's value.
- * @returns The URL, or why the target cannot be asked for.
  */
 export function fillUrl(
   template: string,
@@ -1877,12 +1753,9 @@ export function keyHeader(s: VendorSettings): Record<string, string> {
 }
 
 /**
- * Returns the URL with its password and any query parameter whose name
- * suggests a secret replaced by `***`. Text that is not a URL is returned as
- * `(unparsable URL)`, since it may hold anything.
- *
- * @param url The URL.
- * @returns The URL, safe to print.
+ * The password and any query parameter whose name suggests a secret become
+ * `***`. Text that is not a URL becomes `(unparsable URL)`: it may hold
+ * anything.
  */
 export function redactUrl(url: string): string {
   let parsed: URL;
@@ -1948,12 +1821,6 @@ function secretForms(secret: string): string[] {
  * `postgres` does not mangle "PostgreSQL". Parts of the text equal to one
  * of `keep` (redacted by position already, like a URL whose password is
  * `***`) are left as they are.
- *
- * @param text The text.
- * @param secrets The secret values.
- * @param keep Texts known to be safe.
- * @param least The shortest run searched for, down to half of a secret.
- * @returns The text without the secrets.
  */
 export function scrubSecrets(
   text: string,
@@ -2005,9 +1872,6 @@ export function scrubSecrets(
  * Escapes control characters, so that no value (a target id, a vendor's
  * text) can break a log line or start a line GitHub reads as a workflow
  * command.
- *
- * @param line One line of output.
- * @returns The line, with `\n` and other controls written as escapes.
  */
 export function escapeControls(line: string): string {
   return line.replace(
@@ -2228,7 +2092,6 @@ class Db {
   }
 }
 
-/** Why a connection could not be opened, and the exit code that means. */
 interface ConnectFailure {
   exit: number;
   message: string;
@@ -2389,7 +2252,6 @@ function quoted(name: string): string {
   return name.split(".").map((part) => `"${part}"`).join(".");
 }
 
-/** Where the state tables are. */
 interface StateNames {
   schema: string | undefined;
   runs: string;
@@ -2544,8 +2406,6 @@ const MIGRATION_LOCK_TIMEOUT = "5s";
  * Creates or migrates the state tables when the catalog says they are not
  * current, in one transaction that waits at most MIGRATION_LOCK_TIMEOUT for
  * its locks.
- *
- * @returns What was done, or why it could not be (an exit code and lines).
  */
 async function migrate(
   db: Db,
@@ -2596,7 +2456,6 @@ async function migrate(
   };
 }
 
-/** What the run knows of the target table after checking it. */
 interface TargetInfo {
   /** The table's one canonical name (`public.people`): the state key. */
   canonical: string;
@@ -2610,9 +2469,7 @@ interface TargetInfo {
 
 /**
  * Checks the target table, its columns and their types, the lookup columns
- * of the URL, the mapped columns and `--where`.
- *
- * @returns What the run needs to know, or the problems, each naming its setting.
+ * of the URL, the mapped columns and `--where`; each problem names its setting.
  */
 async function inspectTarget(
   db: Db,
@@ -2765,7 +2622,6 @@ function lookupNeeds(lookups: string[]): Need[] {
   }];
 }
 
-/** How targets are picked. */
 interface Selection {
   table: string;
   canonical: string;
@@ -3016,15 +2872,13 @@ async function* givenBatches(
   }
 }
 
-/** Status of one target in `refresh_state`. */
 type TargetStatus = "ok" | "not_found" | "invalid" | "failed";
 
-/** What became of one target. */
 interface Outcome {
   status: TargetStatus;
   /** Requests made for it in this run. */
   attempts: number;
-  /** Status of the last answer, if any. */
+  /** Of the last answer. */
   httpStatus: number | null;
   /** Why it is not `ok`. */
   error: string | null;
@@ -3032,7 +2886,6 @@ interface Outcome {
   text?: string;
 }
 
-/** How targets are written. */
 interface WritePlan {
   table: string;
   canonical: string;
@@ -3163,7 +3016,7 @@ function isStop(value: unknown): value is Stop {
 }
 
 /** A run's end other than `completed`. */
-export type StopStatus =
+type StopStatus =
   | "budget_exhausted"
   | "credits_exhausted"
   | "rate_limited"
@@ -3177,7 +3030,6 @@ const LEASE_LOST: Stop = {
   reason: "lost the lease: another run marked this one crashed and took over",
 };
 
-/** What became of one target's write. */
 type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
   | { stop: Stop };
@@ -3321,11 +3173,7 @@ function counterColumns(c: Counters, creditsRemaining: number | undefined) {
   };
 }
 
-/**
- * Renews this run's heartbeat and writes its counters.
- *
- * @returns false when the run is no longer `running` (taken over as crashed).
- */
+/** Writes the heartbeat and counters; false once taken over as crashed. */
 async function heartbeat(
   db: Db,
   n: StateNames,
@@ -4827,7 +4675,7 @@ async function tellWorkflow(
 // ============================================================================
 
 /** Options of {@linkcode main}, for tests and embedding. */
-export interface MainOptions {
+interface MainOptions {
   /** Command-line arguments; `Deno.args` by default. */
   args?: string[];
   /** Environment lookup; `Deno.env.get` by default. */
@@ -5275,9 +5123,7 @@ const LAST_TRY_MS = 1000;
 
 /**
  * Records the end of the run; if the database is gone, tries once more on a
- * fresh connection.
- *
- * @returns Why the end could not be recorded, if it could not.
+ * fresh connection. Returns why the end could not be recorded, if so.
  */
 async function finishOnce(
   db: Db,
@@ -5315,10 +5161,9 @@ async function finishOnce(
 /**
  * Renews the heartbeat every second on its own connection, writing the
  * counters. Stops the run at once if another run took the lease over.
- *
- * @returns `fence`: whether a new request may start. None does once the
- * last heartbeat is older than lease − (request timeout + grace): the lease
- * might be lost before that request and its grace are over.
+ * `fence`: no new request starts once the last heartbeat is older than
+ * lease − (request timeout + grace): the lease might be lost before that
+ * request and its grace are over.
  */
 function keepLease(
   db: Db,
@@ -5405,10 +5250,7 @@ function publicParams(
 
 /**
  * Runs the refresh job: reads the settings, connects, checks the target,
- * selects the targets and refreshes them one at a time.
- *
- * @param options Arguments, environment and output (the process's own by default).
- * @returns The exit code.
+ * selects the targets and refreshes them one at a time. Returns the exit code.
  */
 export async function main(options: MainOptions = {}): Promise<number> {
   const stderr: (line: string, level?: Level) => void = options.stderr ??
