@@ -3320,24 +3320,25 @@ interface Vendor {
   row(text: string, answer: unknown): string;
 }
 
-/** The core's HTTP policy, from the settings. */
-interface Policy {
-  requestTimeout: number;
-  maxBody: number;
-  billableStatuses: number[];
-  creditsExhaustedStatuses: number[];
-  creditsHeader: string | undefined;
-  creditsSpentHeader: string | undefined;
-  maxRetryWait: number;
-  /** Time left in the credit period: a longer wait is ignored. */
-  periodLeftMs: () => number;
-  /** Warns about `key` once per run. */
-  warnOnce: (key: string, message: string) => void;
-  /** Whether a 2xx answer had a configured header (warned if none has). */
-  sawHeader: (name: string, present: boolean) => void;
-  /** Removes secrets from a text (before any excerpt is cut). */
-  scrub: (text: string) => string;
-}
+/** The core's HTTP policy: settings, and the run's notices and scrubber. */
+type Policy =
+  & Pick<
+    Config,
+    | "requestTimeout"
+    | "maxBody"
+    | "billableStatuses"
+    | "creditsExhaustedStatuses"
+    | "creditsHeader"
+    | "creditsSpentHeader"
+    | "maxRetryWait"
+  >
+  & ReturnType<typeof notices>
+  & {
+    /** Time left in the credit period: a longer wait is ignored. */
+    periodLeftMs: () => number;
+    /** Removes secrets from a text (before any excerpt is cut). */
+    scrub: (text: string) => string;
+  };
 
 /** What one vendor answer came to. */
 interface Reply {
@@ -3468,8 +3469,11 @@ async function ask(
   return replyOf(VENDOR.verdict(answer, generic), answer, limits, generic, p);
 }
 
-/** The warnings of a run, each given once. */
-function notices(log: Logger): Pick<Policy, "warnOnce" | "sawHeader"> {
+/**
+ * The warnings of a run, each given once: `warnOnce(key, …)`, and
+ * `sawHeader`, told whether a 2xx answer had a configured header.
+ */
+function notices(log: Logger) {
   const warned = new Set<string>();
   const lacking = new Map<string, number>();
   const warnOnce = (key: string, message: string) => {
@@ -3646,24 +3650,27 @@ function replyOf(
       );
     }
   }
-  const reason = verdict.reason;
-  switch (verdict.verdict) {
+  const { verdict: said, reason } = verdict;
+  const done = (status: TargetStatus, why: string | null, text?: string) => ({
+    ...reply,
+    outcome: outcome(status, a.status, why, text),
+  });
+  switch (said) {
     case "key_refused":
-      return {
-        ...reply,
-        stop: {
-          status: "aborted",
-          reason: reason ?? `the vendor refused the API key (HTTP ${a.status})`,
-        },
-      };
     case "credits_exhausted":
       return {
         ...reply,
-        stop: {
-          status: "credits_exhausted",
-          reason: reason ??
-            `the vendor says no credits are left (HTTP ${a.status})`,
-        },
+        stop: said === "key_refused"
+          ? {
+            status: "aborted",
+            reason: reason ??
+              `the vendor refused the API key (HTTP ${a.status})`,
+          }
+          : {
+            status: "credits_exhausted",
+            reason: reason ??
+              `the vendor says no credits are left (HTTP ${a.status})`,
+          },
       };
     case "retry":
       return reply.stop ? reply : {
@@ -3676,31 +3683,20 @@ function replyOf(
         },
       };
     case "ok":
-      return {
-        ...reply,
-        outcome: a.json === undefined
-          ? outcome("invalid", a.status, "body is not JSON")
-          : outcome("ok", a.status, null, VENDOR.row(a.text, a.json)),
-      };
+      return a.json === undefined
+        ? done("invalid", "body is not JSON")
+        : done("ok", null, VENDOR.row(a.text, a.json));
     case "not_found":
-      return {
-        ...reply,
-        outcome: outcome(
-          "not_found",
-          a.status,
-          reason ??
-            `HTTP ${a.status}: the vendor says it does not know this target`,
-        ),
-      };
+      return done(
+        said,
+        reason ??
+          `HTTP ${a.status}: the vendor says it does not know this target`,
+      );
     default:
-      return {
-        ...reply,
-        outcome: outcome(
-          verdict.verdict,
-          a.status,
-          reason ?? `the vendor section judged the answer ${verdict.verdict}`,
-        ),
-      };
+      return done(
+        said,
+        reason ?? `the vendor section judged the answer ${said}`,
+      );
   }
 }
 
@@ -5022,13 +5018,7 @@ async function realRun(job: Job): Promise<Ending> {
         pacer,
         stats,
         policy: {
-          requestTimeout: c.requestTimeout,
-          maxBody: c.maxBody,
-          billableStatuses: c.billableStatuses,
-          creditsExhaustedStatuses: c.creditsExhaustedStatuses,
-          creditsHeader: c.creditsHeader,
-          creditsSpentHeader: c.creditsSpentHeader,
-          maxRetryWait: c.maxRetryWait,
+          ...c,
           periodLeftMs: () => end.getTime() - job.clock().getTime(),
           ...notices(log),
           scrub: job.strict,
