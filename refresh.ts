@@ -3722,11 +3722,8 @@ interface Fetched {
 }
 
 /** What {@linkcode fetchTarget} needs. */
-interface FetchOptions {
+type FetchOptions = Pick<LoopOptions, "policy" | "pacer" | "stats" | "log"> & {
   settings: Config;
-  policy: Policy;
-  pacer: Pacer;
-  stats: LatencyStats;
   /** Credits the run may still spend (`--budget`), if capped. */
   budgetLeft: number | undefined;
   /** The most one call has cost this run so far (at least 1). */
@@ -3735,10 +3732,9 @@ interface FetchOptions {
   stop: AbortSignal;
   /** The request in flight aborted. */
   hard: AbortSignal;
-  log: Logger;
   /** Called once a request of the target is on its way, or before a wait. */
   onWay: () => void;
-}
+};
 
 /**
  * Asks the vendor about one target, retrying with exponential backoff and
@@ -4135,17 +4131,14 @@ async function refreshAll(
           o.span,
           () =>
             fetchTarget(target, requests[i]!, {
+              ...o,
               settings: c,
-              policy: o.policy,
-              pacer: o.pacer,
-              stats: o.stats,
               budgetLeft: c.budget === undefined
                 ? undefined
                 : c.budget - n.credits,
               maxCost,
               stop: o.control.stop.signal,
               hard: o.control.hard.signal,
-              log,
               onWay: writer.start,
             }),
           (f) =>
@@ -4444,17 +4437,10 @@ function progressLine(
       }; gap ${formatDuration(gapMs)}; forecast: ${outlook}`,
     fields: {
       event: "progress",
-      processed: c.processed,
-      total: c.total,
-      succeeded: c.succeeded,
-      failed: c.failed,
-      notFound: c.notFound,
-      invalid: c.invalid,
+      ...c,
+      creditsRemaining: c.creditsRemaining ?? null,
       perMinute: Number(perMinute.toFixed(2)),
       etaMs: etaMs === undefined ? null : Math.round(etaMs),
-      credits: c.credits,
-      creditsRemaining: c.creditsRemaining ?? null,
-      retries: c.retries,
       gapMs,
       forecast: outlook,
     },
