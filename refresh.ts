@@ -4015,7 +4015,7 @@ async function refreshAll(
   targets: AsyncIterable<Target[]>,
   o: LoopOptions,
 ): Promise<Stop | undefined> {
-  const { config: c, counters: n, log } = o;
+  const { config: c, counters: count, log } = o;
   const writer = writeBehind();
   /** The most one call has cost: no call may dip into the budget or reserve. */
   let maxCost = 1;
@@ -4027,11 +4027,11 @@ async function refreshAll(
     if (!written) return undefined;
     if ("stop" in written) return written.stop;
     const { id, stored, refused, updated } = written;
-    n.processed++;
-    if (stored.status === "ok") n.succeeded++;
-    else if (stored.status === "not_found") n.notFound++;
-    else if (stored.status === "invalid") n.invalid++;
-    else n.failed++;
+    count.processed++;
+    if (stored.status === "ok") count.succeeded++;
+    else if (stored.status === "not_found") count.notFound++;
+    else if (stored.status === "invalid") count.invalid++;
+    else count.failed++;
     if (stored.status === "ok") o.pacer.relax();
     if (stored.status === "ok" && !updated) {
       log.warn(`target ${id}: row vanished before its refresh was written`);
@@ -4077,15 +4077,15 @@ async function refreshAll(
       }
     }
     if (f.stop) return f.stop;
-    const left = n.creditsRemaining;
+    const left = count.creditsRemaining;
     if (
       c.reserve !== undefined && left === undefined &&
-      n.requests >= HEADER_SEEN_WITHIN
+      count.requests >= HEADER_SEEN_WITHIN
     ) {
       return {
         status: "aborted",
         reason:
-          `--reserve ${c.reserve} is set, but none of the first ${n.requests} answers had a readable ${c.creditsHeader} header: stopped rather than spend blind`,
+          `--reserve ${c.reserve} is set, but none of the first ${count.requests} answers had a readable ${c.creditsHeader} header: stopped rather than spend blind`,
       };
     }
     if (left === 0) {
@@ -4115,12 +4115,14 @@ async function refreshAll(
       // of the answer.
       const requests = batch.map((target) => VENDOR.request(target, c));
       for (const [i, target] of batch.entries()) {
-        if (n.processed + (writer.holds() ? 1 : 0) >= (c.limit ?? Infinity)) {
+        if (
+          count.processed + (writer.holds() ? 1 : 0) >= (c.limit ?? Infinity)
+        ) {
           break outer;
         }
         stop = o.control.stop.signal.aborted
           ? o.control.stop.signal.reason as Stop
-          : c.budget !== undefined && n.credits + maxCost > c.budget
+          : c.budget !== undefined && count.credits + maxCost > c.budget
           ? budgetStop(c.budget)
           : await o.fence(writer.start);
         if (stop) break outer;
@@ -4135,7 +4137,7 @@ async function refreshAll(
               settings: c,
               budgetLeft: c.budget === undefined
                 ? undefined
-                : c.budget - n.credits,
+                : c.budget - count.credits,
               maxCost,
               stop: o.control.stop.signal,
               hard: o.control.hard.signal,
@@ -4149,11 +4151,11 @@ async function refreshAll(
               credits: f.credits,
             }),
         );
-        n.requests += f.attempts;
-        n.retries += Math.max(0, f.attempts - 1);
-        n.credits += f.credits;
+        count.requests += f.attempts;
+        count.retries += Math.max(0, f.attempts - 1);
+        count.credits += f.credits;
         maxCost = f.maxCost;
-        n.creditsRemaining = f.creditsRemaining ?? n.creditsRemaining;
+        count.creditsRemaining = f.creditsRemaining ?? count.creditsRemaining;
         // A vendor's message, or a network error's URL, may quote a lookup
         // value (an e-mail): none is recorded, logged or exported.
         const hide = (text: string) =>
