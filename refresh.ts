@@ -4266,17 +4266,13 @@ function warnOfFetchSpans(
   try {
     otel = env("OTEL_DENO");
   } catch { /* not in --allow-env: cannot tell, the runtime may export */ }
-  const lookups = placeholders(c.apiUrl).map(lookupColumn).filter((l) =>
-    l !== "id"
-  );
-  const hidden = shownApiUrl.includes("***");
-  if (!/^true$/i.test(otel ?? "") || (lookups.length === 0 && !hidden)) {
-    return;
-  }
+  const lookups = placeholders(c.apiUrl).map(lookupColumn)
+    .filter((l) => l !== "id");
   const carried = [
     ...lookups.length > 0 ? [`the values of ${lookups.join(", ")}`] : [],
-    ...hidden ? ["the API key (or another secret)"] : [],
+    ...shownApiUrl.includes("***") ? ["the API key (or another secret)"] : [],
   ];
+  if (!/^true$/i.test(otel ?? "") || carried.length === 0) return;
   log.warn(
     `OTEL_DENO=true: Deno's own spans of the vendor requests export each full URL (url.full, url.path, url.query), with no switch to turn that off; this URL carries ${
       carried.join(" and ")
