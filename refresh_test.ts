@@ -54,6 +54,8 @@ import {
 import {
   childEnv,
   createPeople,
+  denoTasks,
+  ROOT,
   type TestDatabase,
   testDatabaseForModule,
 } from "./dev/test_db.ts";
@@ -68,7 +70,6 @@ import type postgres from "postgres";
 Deno.test.sanitizer({ ops: true, resources: true });
 
 const API_KEY = "sk_live_TESTKEY_9f8e7d6c5b4a";
-const ROOT = new URL(".", import.meta.url).pathname;
 
 // ---------------------------------------------------------------------------
 // Pure helpers
@@ -1298,14 +1299,10 @@ function assertNoSecret(
 /** The secrets given to each child started by spawnRefresh(). */
 const childSecrets = new WeakMap<Deno.ChildProcess, Secret[]>();
 
-/** `deno run` and the flags of a task of deno.json (a JSONC file). */
+/** `deno run` and the flags of a task of deno.json. */
 async function taskArgs(task: string): Promise<string[]> {
-  const config = await Deno.readTextFile(`${ROOT}deno.json`);
-  const quoted = config.match(
-    new RegExp(`"${task}"\\s*:\\s*("(?:[^"\\\\]|\\\\.)*")`),
-  );
-  assert(quoted, `no task ${task} in deno.json`);
-  const command: string = JSON.parse(quoted[1]!);
+  const command = (await denoTasks())[task];
+  assert(command, `no task ${task} in deno.json`);
   return command.split(/\s+/).slice(1);
 }
 
