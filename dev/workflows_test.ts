@@ -34,7 +34,7 @@ import {
 import { delay } from "@std/async/delay";
 import { createRequire } from "node:module";
 import { parse } from "yaml";
-import { SETTINGS } from "../refresh.ts";
+import { parseDuration, SETTINGS } from "../refresh.ts";
 import { type FakeVendor, startFakeVendor } from "./fake_vendor.ts";
 import {
   childEnv,
@@ -150,14 +150,6 @@ function setting(env: string): Setting | undefined {
 /** The setting a dispatch input sets: `stale_after` → REFRESH_STALE_AFTER. */
 function inputSetting(input: string): string {
   return `REFRESH_${input.toUpperCase()}`;
-}
-
-/** A duration like `5h30m`, in milliseconds. */
-function durationMs(text: string): number {
-  const match = text.match(/^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/);
-  assert(match && text !== "", `unsupported duration ${text}`);
-  const [d, h, m, s] = match.slice(1).map((part) => Number(part ?? 0));
-  return (((d! * 24 + h!) * 60 + m!) * 60 + s!) * 1000;
 }
 
 // ---------------------------------------------------------------------------
@@ -603,7 +595,7 @@ Deno.test("refresh.yml: on days 25-31 and 1, runs start closer together than the
     (starts[i + 1] ?? starts[0]! + 24 * 60) - start
   );
   const budget = setting("REFRESH_TIME_BUDGET")?.default ?? "";
-  assertLess(Math.max(...gaps) * 60_000, durationMs(budget), "a gap");
+  assertLess(Math.max(...gaps) * 60_000, parseDuration(budget), "a gap");
 });
 
 Deno.test("workflows never expand an expression inside a run script", async () => {
@@ -704,11 +696,11 @@ Deno.test("refresh.yml: the time budget stays below the job timeout, as the form
   assertMatch(readme, new RegExp(`\\b${timeout} minutes\\b`));
   const builtIn = setting("REFRESH_TIME_BUDGET")?.default ?? "";
   assertLess(
-    durationMs(builtIn),
-    durationMs(limit),
+    parseDuration(builtIn),
+    parseDuration(limit),
     "default below limit",
   );
-  assertLess(durationMs(limit), timeout * 60_000, "limit below the timeout");
+  assertLess(parseDuration(limit), timeout * 60_000, "limit below the timeout");
 });
 
 // ---------------------------------------------------------------------------
