@@ -1248,6 +1248,8 @@ interface RunOptions {
   direct?: boolean;
   /** The task: `refresh` (by default) or `refresh:ci`. */
   task?: string;
+  /** Where it runs: the repository root by default. */
+  cwd?: string;
 }
 
 /** A value no output or stored row may hold, and what to call it. */
@@ -1320,7 +1322,7 @@ async function spawnRefresh(
     args: options.direct
       ? [...await taskArgs(task), ...args]
       : ["task", "--quiet", task, ...args],
-    cwd: ROOT,
+    cwd: options.cwd ?? ROOT,
     clearEnv: true,
     env: childEnv(env),
     stdin: options.stdin === undefined ? "null" : "piped",
@@ -3978,28 +3980,11 @@ async function copyAlone(vendor?: string): Promise<string> {
   return dir;
 }
 
-/** Runs `deno run` with the refresh task's permissions in `dir`. */
-async function runAlone(
-  dir: string,
-  env: Record<string, string>,
-): Promise<RunResult> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...await taskArgs("refresh"), ...FAST],
-    cwd: dir,
-    clearEnv: true,
-    env: childEnv(env),
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  childSecrets.set(child, secretsIn(env));
-  return await outputOf(child);
-}
-
 Deno.test("refresh.ts runs alone, copied into an empty folder", async () => {
   await withFixture({ name: "alone", count: 2 }, async (f) => {
     const dir = await copyAlone();
     try {
-      const result = await runAlone(dir, f.env);
+      const result = await f.run([], { direct: true, cwd: dir });
       assertSucceeded(result);
       assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
     } finally {
@@ -4156,11 +4141,15 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
       });
       const dir = await copyAlone(vendor);
       try {
-        const result = await runAlone(dir, {
-          ...f.env,
-          REFRESH_API_URL: `${apollo.url}/api/v1/people/match`,
-          REFRESH_API_KEY_HEADER: "x-api-key",
-          REFRESH_MAP: "title?=person.title,company?=person.organization.name",
+        const result = await f.run([], {
+          direct: true,
+          cwd: dir,
+          env: {
+            REFRESH_API_URL: `${apollo.url}/api/v1/people/match`,
+            REFRESH_API_KEY_HEADER: "x-api-key",
+            REFRESH_MAP:
+              "title?=person.title,company?=person.organization.name",
+          },
         });
         assertSucceeded(result);
         assertStringIncludes(result.stdout, "left out: 1 without email");
