@@ -790,34 +790,27 @@ Deno.test("blame() sorts database errors into a target's, the connection's and t
   }
 });
 
-Deno.test("periodEnd() is the start of the next month in the time zone", () => {
-  const at = (iso: string) => new Date(iso);
-  assertEquals(
-    periodEnd(at("2026-11-28T12:00:00Z"), "UTC").toISOString(),
-    "2026-12-01T00:00:00.000Z",
-  );
-  assertEquals(
-    periodEnd(at("2026-12-31T23:59:59Z"), "UTC").toISOString(),
-    "2027-01-01T00:00:00.000Z",
-  );
-  // New York is UTC-5 in December: its November ends at 05:00 UTC.
-  assertEquals(
-    periodEnd(at("2026-12-01T03:00:00Z"), "America/New_York").toISOString(),
-    "2026-12-01T05:00:00.000Z",
-  );
-  // Across a DST change (Sydney is UTC+11 in summer, +10 in winter).
-  assertEquals(
-    periodEnd(at("2027-03-15T00:00:00Z"), "Australia/Sydney").toISOString(),
-    "2027-03-31T13:00:00.000Z",
-  );
-  assertEquals(
-    periodEnd(at("2027-04-15T00:00:00Z"), "Australia/Sydney").toISOString(),
-    "2027-04-30T14:00:00.000Z",
-  );
-  assertEquals(
-    periodEnd(at("2027-01-10T00:00:00Z"), "Asia/Kolkata").toISOString(),
-    "2027-01-31T18:30:00.000Z",
-  );
+Deno.test("periodEnd() is the start of the next month in the time zone, also where midnight is skipped or the offset changes the day after", () => {
+  const cases: [string, string, string][] = [
+    ["2026-11-28T12:00:00Z", "UTC", "2026-12-01T00:00:00.000Z"],
+    ["2026-12-31T23:59:59Z", "UTC", "2027-01-01T00:00:00.000Z"],
+    // New York is UTC-5 in December: its November ends at 05:00 UTC.
+    ["2026-12-01T03:00:00Z", "America/New_York", "2026-12-01T05:00:00.000Z"],
+    // Across a DST change (Sydney is UTC+11 in summer, +10 in winter).
+    ["2027-03-15T00:00:00Z", "Australia/Sydney", "2027-03-31T13:00:00.000Z"],
+    ["2027-04-15T00:00:00Z", "Australia/Sydney", "2027-04-30T14:00:00.000Z"],
+    ["2027-01-10T00:00:00Z", "Asia/Kolkata", "2027-01-31T18:30:00.000Z"],
+    // Asunción: clocks went from 00:00 to 01:00 on 2023-10-01.
+    ["2023-09-15T12:00:00Z", "America/Asuncion", "2023-10-01T04:00:00.000Z"],
+    // Havana: from 00:00 to 01:00 on 2012-04-01.
+    ["2012-03-15T12:00:00Z", "America/Havana", "2012-04-01T05:00:00.000Z"],
+    // Adelaide: midnight exists (+9:30); DST starts at 02:00 that day.
+    ["2023-09-15T12:00:00Z", "Australia/Adelaide", "2023-09-30T14:30:00.000Z"],
+  ];
+  for (const [now, zone, expected] of cases) {
+    const end = periodEnd(new Date(now), zone).toISOString();
+    assertEquals(end, expected, `${now} in ${zone}`);
+  }
 });
 
 Deno.test("periodEnd() is Temporal's start of next month in every IANA zone, 2000-2040", () => {
@@ -841,26 +834,6 @@ Deno.test("periodEnd() is Temporal's start of next month in every IANA zone, 200
     }
   }
   assertEquals(wrong.slice(0, 10), [], `${wrong.length} wrong`);
-});
-
-Deno.test("periodEnd() where midnight is skipped, and where the offset changes the day after", () => {
-  const end = (iso: string, zone: string) =>
-    periodEnd(new Date(iso), zone).toISOString();
-  // Asunción: clocks went from 00:00 to 01:00 on 2023-10-01.
-  assertEquals(
-    end("2023-09-15T12:00:00Z", "America/Asuncion"),
-    "2023-10-01T04:00:00.000Z",
-  );
-  // Havana: from 00:00 to 01:00 on 2012-04-01.
-  assertEquals(
-    end("2012-03-15T12:00:00Z", "America/Havana"),
-    "2012-04-01T05:00:00.000Z",
-  );
-  // Adelaide: midnight exists (+9:30); DST starts at 02:00 that day.
-  assertEquals(
-    end("2023-09-15T12:00:00Z", "Australia/Adelaide"),
-    "2023-09-30T14:30:00.000Z",
-  );
 });
 
 Deno.test("monthEndWindow() opens on the last N days of 28-, 29-, 30- and 31-day months", () => {
@@ -1044,52 +1017,23 @@ Deno.test("LatencyStats gives an exact mean and a close p95 in constant memory",
 
 Deno.test("forecast() compares the pace with the deadline and the budget", () => {
   const base = { elapsedMs: 60_000, processed: 60, creditsSpent: 60 };
-  // One target per second, one credit each.
-  assertEquals(
-    forecast({
-      ...base,
-      timeLeftMs: 3_600_000,
-      targetsLeft: 100,
-      creditsLeft: undefined,
-    }),
-    "all targets done in ~1m40s, before the deadline",
-  );
-  assertEquals(
-    forecast({
-      ...base,
-      timeLeftMs: 60_000,
-      targetsLeft: 100,
-      creditsLeft: undefined,
-    }),
-    "~40 targets left at the deadline",
-  );
-  assertEquals(
-    forecast({
-      ...base,
-      timeLeftMs: 3_600_000,
-      targetsLeft: 1000,
-      creditsLeft: 120,
-    }),
-    "budget spent in ~2m, before the deadline",
-  );
-  assertEquals(
-    forecast({
-      ...base,
-      timeLeftMs: 60_000,
-      targetsLeft: 1000,
-      creditsLeft: 500,
-    }),
-    "~440 credits unspent at the deadline",
-  );
-  assertEquals(
-    forecast({
-      ...base,
-      timeLeftMs: 3_600_000,
-      targetsLeft: 10,
-      creditsLeft: 500,
-    }),
-    "targets done in ~10s, ~490 credits left unspent",
-  );
+  const [MINUTE, HOUR] = [60_000, 3_600_000];
+  // One target per second, one credit each: time left, targets and credits
+  // left, and the forecast.
+  const cases: [number, number, number | undefined, string][] = [
+    [HOUR, 100, undefined, "all targets done in ~1m40s, before the deadline"],
+    [MINUTE, 100, undefined, "~40 targets left at the deadline"],
+    [HOUR, 1000, 120, "budget spent in ~2m, before the deadline"],
+    [MINUTE, 1000, 500, "~440 credits unspent at the deadline"],
+    [HOUR, 10, 500, "targets done in ~10s, ~490 credits left unspent"],
+  ];
+  for (const [timeLeftMs, targetsLeft, creditsLeft, expected] of cases) {
+    assertEquals(
+      forecast({ ...base, timeLeftMs, targetsLeft, creditsLeft }),
+      expected,
+      expected,
+    );
+  }
   assertEquals(
     forecast({
       ...base,
