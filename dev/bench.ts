@@ -23,16 +23,19 @@ import { parseArgs } from "@std/cli/parse-args";
 import type postgres from "postgres";
 import { type Script, startFakeVendor } from "./fake_vendor.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
-import { childEnv, createPeople, startTestDatabase } from "./test_db.ts";
+import {
+  childEnv,
+  createPeople,
+  denoTasks,
+  ROOT,
+  startTestDatabase,
+} from "./test_db.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const SCHEMA = `bench_${crypto.randomUUID().slice(0, 8)}`;
 const TABLE = `${SCHEMA}.people`;
 /** The `refresh` task's command, run directly: its pid is the one sampled. */
 const ARGS = {
-  refresh: ("run --no-config --allow-net --allow-env=" +
-    "DATABASE_URL,REFRESH_*,PGAPPNAME,PGTARGETSESSIONATTRS,GITHUB_ACTIONS," +
-    "GITHUB_STEP_SUMMARY,GITHUB_OUTPUT,OTEL_DENO refresh.ts").split(" "),
+  refresh: (await denoTasks()).refresh!.split(/\s+/).slice(1),
   naive: ["run", "--allow-all", "dev/bench_naive.ts"],
 };
 type Program = keyof typeof ARGS;

@@ -8,9 +8,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { readmeLines } from "./bench.ts";
-import { childEnv } from "./test_db.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
+import { childEnv, ROOT } from "./test_db.ts";
 
 Deno.test("deno task bench --quick produces the four figures, sane", async () => {
   const out = await Deno.makeTempDir({ prefix: "bench_test_" });

@@ -26,12 +26,10 @@ import type postgres from "postgres";
 import { type FakeVendor, type Reply, startFakeVendor } from "./fake_vendor.ts";
 import {
   createPeople,
+  ROOT,
   startTestDatabase,
   type TestDatabase,
 } from "./test_db.ts";
-
-/** The repository root, where `deno task refresh` is run. */
-const ROOT = new URL("..", import.meta.url).pathname;
 
 /** Schema holding the demo's people table and the state tables. */
 export const DEMO_SCHEMA = "demo";

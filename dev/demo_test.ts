@@ -21,12 +21,10 @@ import {
   parseDemoArgs,
   troublePlan,
 } from "./demo.ts";
-import { childEnv } from "./test_db.ts";
+import { childEnv, ROOT } from "./test_db.ts";
 
 // Deno 2.8 and later leave the op and resource sanitizers off unless asked.
 Deno.test.sanitizer({ ops: true, resources: true });
-
-const ROOT = new URL("..", import.meta.url).pathname;
 
 Deno.test("parseDemoArgs() reads --people and --latency, with defaults", () => {
   assertEquals(parseDemoArgs([]), {

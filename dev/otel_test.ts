@@ -9,10 +9,14 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { main } from "../refresh.ts";
 import { startFakeVendor } from "./fake_vendor.ts";
-import { childEnv, createPeople, testDatabaseForModule } from "./test_db.ts";
+import {
+  childEnv,
+  createPeople,
+  ROOT,
+  testDatabaseForModule,
+} from "./test_db.ts";
 
 const database = testDatabaseForModule();
-const ROOT = new URL("..", import.meta.url).pathname;
 const API_KEY = "sk_live_OTELKEY_5e4d3c2b1a";
 const PASSWORD = "Otel-Sink-Password-4242";
 const emailOf = (id: string) => `person${id}.otel@example.org`;

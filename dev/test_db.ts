@@ -27,8 +27,18 @@ export interface TestDatabase {
   close(): Promise<void>;
 }
 
-/** The repository root, where the PGlite server finds `deno.json`. */
-const ROOT = new URL("..", import.meta.url).pathname;
+/** The repository root, a path ending in `/` (for every test and dev script). */
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** The tasks of deno.json (JSONC: comments outside strings are dropped). */
+export async function denoTasks(): Promise<Record<string, string>> {
+  const text = await Deno.readTextFile(`${ROOT}deno.json`);
+  const json = text.replaceAll(
+    /("(?:[^"\\]|\\.)*")|\/\/[^\n]*|\/\*[\s\S]*?\*\//g,
+    (_, string?: string) => string ?? "",
+  );
+  return JSON.parse(json).tasks;
+}
 
 /** The PGlite server's script. */
 const PGLITE_SERVER = new URL("./pglite_server.ts", import.meta.url).pathname;

@@ -34,17 +34,18 @@ import {
 import { delay } from "@std/async/delay";
 import { createRequire } from "node:module";
 import { parse } from "yaml";
-import { SETTINGS } from "../refresh.ts";
+import { parseDuration, SETTINGS } from "../refresh.ts";
 import { type FakeVendor, startFakeVendor } from "./fake_vendor.ts";
 import {
   childEnv,
   createPeople,
+  denoTasks,
+  ROOT,
   startTestDatabase,
   type TestDatabase,
 } from "./test_db.ts";
 
-const ROOT = new URL("../", import.meta.url);
-const WORKFLOWS = new URL(".github/workflows/", ROOT);
+const WORKFLOWS = `${ROOT}.github/workflows/`;
 
 // ---------------------------------------------------------------------------
 // Reading the workflows, deno.json and refresh.ts's settings
@@ -106,7 +107,7 @@ const WORKFLOW_NAMES = ["refresh.yml", "ci.yml"] as const;
 async function readWorkflow(
   name: string,
 ): Promise<{ text: string; workflow: Workflow }> {
-  const text = await Deno.readTextFile(new URL(name, WORKFLOWS));
+  const text = await Deno.readTextFile(`${WORKFLOWS}${name}`);
   return { text, workflow: parse(text) as Workflow };
 }
 
@@ -129,16 +130,6 @@ function dispatchInputs(workflow: Workflow): Record<string, Input> {
   return workflow.on.workflow_dispatch?.inputs ?? {};
 }
 
-/** The tasks of deno.json (JSONC: comments outside strings are dropped). */
-async function denoTasks(): Promise<Record<string, string>> {
-  const text = await Deno.readTextFile(new URL("deno.json", ROOT));
-  const json = text.replaceAll(
-    /("(?:[^"\\]|\\.)*")|\/\/[^\n]*|\/\*[\s\S]*?\*\//g,
-    (_, string?: string) => string ?? "",
-  );
-  return JSON.parse(json).tasks;
-}
-
 /** A setting of refresh.ts: no `flag` means a secret, from the env only. */
 interface Setting {
   env: string;
@@ -159,14 +150,6 @@ function setting(env: string): Setting | undefined {
 /** The setting a dispatch input sets: `stale_after` → REFRESH_STALE_AFTER. */
 function inputSetting(input: string): string {
   return `REFRESH_${input.toUpperCase()}`;
-}
-
-/** A duration like `5h30m`, in milliseconds. */
-function durationMs(text: string): number {
-  const match = text.match(/^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/);
-  assert(match && text !== "", `unsupported duration ${text}`);
-  const [d, h, m, s] = match.slice(1).map((part) => Number(part ?? 0));
-  return (((d! * 24 + h!) * 60 + m!) * 60 + s!) * 1000;
 }
 
 // ---------------------------------------------------------------------------
@@ -612,7 +595,7 @@ Deno.test("refresh.yml: on days 25-31 and 1, runs start closer together than the
     (starts[i + 1] ?? starts[0]! + 24 * 60) - start
   );
   const budget = setting("REFRESH_TIME_BUDGET")?.default ?? "";
-  assertLess(Math.max(...gaps) * 60_000, durationMs(budget), "a gap");
+  assertLess(Math.max(...gaps) * 60_000, parseDuration(budget), "a gap");
 });
 
 Deno.test("workflows never expand an expression inside a run script", async () => {
@@ -626,7 +609,7 @@ Deno.test("workflows never expand an expression inside a run script", async () =
 });
 
 Deno.test("workflows are read-only and pin actions and Deno", async () => {
-  const ci = await Deno.readTextFile(new URL(".ci/run", ROOT));
+  const ci = await Deno.readTextFile(`${ROOT}.ci/run`);
   const denoVersion = ci.match(/^DENO_VERSION=(\S+)$/m)?.[1];
   assertMatch(denoVersion ?? "", /^\d+\.\d+\.\d+$/, ".ci/run's Deno version");
   for (const name of WORKFLOW_NAMES) {
@@ -704,7 +687,7 @@ Deno.test("refresh.yml: the time budget stays below the job timeout, as the form
   const { workflow } = await readWorkflow("refresh.yml");
   const timeout = refreshStep(workflow).job["timeout-minutes"];
   assert(timeout !== undefined && timeout <= 360, "within the 6-hour limit");
-  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
   const description = dispatchInputs(workflow).time_budget?.description ?? "";
   const advice = /below about (\w+)/;
   const limit = description.match(advice)?.[1] ?? "";
@@ -712,8 +695,12 @@ Deno.test("refresh.yml: the time budget stays below the job timeout, as the form
   assertMatch(description, new RegExp(`\\b${timeout} minutes\\b`));
   assertMatch(readme, new RegExp(`\\b${timeout} minutes\\b`));
   const builtIn = setting("REFRESH_TIME_BUDGET")?.default ?? "";
-  assertLess(durationMs(builtIn), durationMs(limit), "default below limit");
-  assertLess(durationMs(limit), timeout * 60_000, "limit below the timeout");
+  assertLess(
+    parseDuration(builtIn),
+    parseDuration(limit),
+    "default below limit",
+  );
+  assertLess(parseDuration(limit), timeout * 60_000, "limit below the timeout");
 });
 
 // ---------------------------------------------------------------------------
