@@ -91,11 +91,11 @@ type Parser = v.GenericSchema<string, unknown>;
 
 /** One setting: its variable, default, help and parser. */
 interface Setting {
-  /** Environment variable: REFRESH_ and the key in snake case. */
+  /** Environment variable: REFRESH_ and the key in snake case, or given. */
   env: string;
   /** Read from the environment only: it has no flag, and is never shown. */
   secret?: true;
-  /** Placeholder in `--help` and the README, from the parser; "" a switch. */
+  /** Placeholder in `--help` and the README, the parser's; "" for a switch. */
   arg: string;
   /** The default, as it would be written. */
   default?: string;
@@ -109,46 +109,56 @@ interface Setting {
   flag?: string;
 }
 
-/** A setting as written: less what its key and parser imply. */
+/** A setting as written: what neither its key nor its parser implies. */
 type Row = Omit<Setting, "env" | "arg" | "flag"> & { env?: string };
 
-/** What sets a setting apart beyond its default: all but a few have none. */
+/** What sets apart the few settings that have no default. */
 type Extra = Pick<Row, "env" | "secret" | "required">;
+type NoExtra = Record<never, never>;
 
 /**
- * A setting read by `parse`, with its default (as it would be written) or
- * its {@linkcode Extra}; then its help.
+ * A row of {@linkcode SETTINGS}: read by `parse`, with its default (as it
+ * would be written) or its {@linkcode Extra}; then its help.
  */
-function s<
-  P extends Parser,
-  const E extends string | Extra = Record<never, never>,
->(
+function s<P extends Parser, const E extends string | Extra = NoExtra>(
   parse: P,
   extra?: E,
 ) {
-  const more: object = typeof extra === "string" ? { default: extra } : {
-    ...extra,
-  };
+  const more: object = typeof extra === "string"
+    ? { default: extra }
+    : { ...extra };
   return (help: string) =>
     ({ ...more, help, parse }) as
       & { parse: P; help: string }
       & (E extends string ? { default: E } : E);
 }
 
-/** Every row with what its key and parser imply: variable, flag, arg. */
-function settings<const R extends Record<string, Row>>(rows: R) {
-  return Object.fromEntries(
-    Object.entries(rows).map(([key, row]) => {
-      const env = row.env ??
-        `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
-      const flag = row.secret
-        ? undefined
-        : env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-");
-      const arg = String(v.getMetadata(row.parse).arg);
-      return [key, { ...row, env, arg, flag }];
-    }),
-  ) as { [K in keyof R]: R[K] & { env: string; arg: string; flag?: string } };
+/**
+ * Rows with what their keys and parsers imply: the variable (REFRESH_ and
+ * the key in snake case, unless given), the flag (the variable after
+ * REFRESH_, in kebab case; none for a secret), the parser's placeholder.
+ *
+ * @ignore
+ */
+type Settings<R> = {
+  [K in keyof R]: R[K] & Pick<Setting, "env" | "arg" | "flag">;
+};
+
+/** {@linkcode Settings} from their rows. */
+function settings<R extends Record<string, Row>>(rows: R): Settings<R> {
+  const table = Object.entries(rows).map(([key, row]) => {
+    const env = row.env ??
+      `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
+    const flag = row.secret
+      ? undefined
+      : env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-");
+    return [key, { ...row, env, arg: argOf(row.parse), flag }];
+  });
+  return Object.fromEntries(table) as Settings<R>;
 }
+
+/** The placeholder a parser names in its metadata. */
+const argOf = (parse: Parser) => String(v.getMetadata(parse).arg);
 
 /** Refusal of text that is not `what`: it is quoted, unless secret. */
 const expected =
@@ -158,13 +168,8 @@ const expected =
     }`;
 
 /** Text, shown as `arg`, for which `ok` holds; else refused as not `what`. */
-const text = (
-  arg: string,
-  what: string,
-  ok: (raw: string) => boolean,
-  secret = false,
-) =>
-  v.pipe(v.string(), v.check(ok, expected(what, secret)), v.metadata({ arg }));
+const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
+  v.pipe(v.string(), v.check(ok, expected(what)), v.metadata({ arg }));
 
 /** What `read` makes of the text, shown as `arg`; `undefined` is not `what`. */
 const reading = <T>(
@@ -177,85 +182,122 @@ const reading = <T>(
     v.transform((raw) => read(raw)!),
   );
 
-/** What `read` makes of the text, shown as `arg`; an `error` refuses it. */
+/** What `read` makes of the text, shown as `arg`; an `{ error }` refuses it. */
 const fallible = <T>(
   arg: string,
   read: (raw: string) => T | { error: string },
 ) =>
   v.pipe(
     v.string(),
-    v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
-      const out = read(dataset.value);
-      if (typeof out !== "object" || out === null || !("error" in out)) {
-        return out;
-      }
-      addIssue({ message: out.error });
-      return NEVER;
-    }),
+    v.transform(read),
+    v.guard(
+      (out): out is T =>
+        typeof out !== "object" || out === null || !("error" in out),
+      (issue) => (issue.input as { error: string }).error,
+    ),
     v.metadata({ arg }),
   );
 
-const DURATION = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
 /** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+const isName = (raw: string) => IDENTIFIER.test(raw);
 
 /** Milliseconds, at least `min`; `timer` ones must fit in a timer. */
-const duration = ({ min = 0, timer = true } = {}) =>
-  reading(
+function duration({ min = 0, timer = true } = {}) {
+  const least = min >= 1000
+    ? `, at least ${formatDuration(min)}`
+    : min > 0
+    ? ", above 0"
+    : "";
+  return reading(
     "DURATION",
-    `${DURATION}${
-      min >= 1000
-        ? `, at least ${formatDuration(min)}`
-        : min > 0
-        ? ", above 0"
-        : ""
-    }${timer ? ", at most 24d" : ""}`,
+    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${
+      timer ? ", at most 24d" : ""
+    }`,
     (raw) => {
-      const ms = parseDuration(raw);
-      return ms !== undefined && ms >= min && (!timer || ms <= MAX_TIMER_MS)
-        ? ms
-        : undefined;
+      const ms = parseDuration(raw) ?? -1;
+      return ms >= min && (!timer || ms <= MAX_TIMER_MS) ? ms : undefined;
     },
   );
+}
 
 const positive = reading("N", "a positive whole number", positiveInt);
-const boolean = reading("", "true or false", parseBoolean);
-const sqlName = (what: string) =>
-  text("NAME", what, (raw) => IDENTIFIER.test(raw));
-const columnName = sqlName("a column name");
+const columnName = text("NAME", "a column name", isName);
 const headerName = text(
   "NAME",
   "an HTTP header name",
   (raw) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw),
 );
-const statuses = (example: string) =>
+const boolean = reading("", "true or false", (raw) => {
+  const text = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(text)) return true;
+  if (["false", "0", "no", "off"].includes(text)) return false;
+  return undefined;
+});
+
+/** Distinct HTTP statuses, in a list like `like`. */
+const statuses = (like: string) =>
   reading(
     "LIST",
-    `a comma-separated list of HTTP statuses like ${example}`,
-    parseStatuses,
+    `a comma-separated list of HTTP statuses like ${like}`,
+    (raw) => {
+      const list = raw.split(",").map((s) => s.trim());
+      return list.every((s) => /^[1-5]\d\d$/.test(s))
+        ? [...new Set(list.map(Number))]
+        : undefined;
+    },
   );
-const apiKey = text(
-  "KEY",
-  "a key of printable ASCII characters, as a header can carry it",
-  (raw) => /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(raw),
-  true,
+
+const apiKey = v.pipe(
+  v.string(),
+  v.regex(
+    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/,
+    expected(
+      "a key of printable ASCII characters, as a header can carry it",
+      true,
+    ),
+  ),
+  v.metadata({ arg: "KEY" }),
 );
 const tableName = text(
   "NAME",
   "a table name like people or crm.people",
-  (raw) =>
-    raw.split(".").length <= 2 &&
-    raw.split(".").every((part) => IDENTIFIER.test(part)),
+  (raw) => raw.split(".").length <= 2 && raw.split(".").every(isName),
 );
 const dataColumn = v.pipe(
   text(
     "NAME",
     "a column name, or none",
-    (raw) => raw === "none" || IDENTIFIER.test(raw),
+    (raw) => raw === "none" || isName(raw),
   ),
   v.transform((raw) => raw === "none" ? null : raw),
 );
+
+/** `column=path,...` (or `column?=path`) into a map from column to path. */
+const columnMap = fallible("COL=PATH,...", (raw) => {
+  const map = new Map<string, Mapped>();
+  for (const pair of raw.split(",")) {
+    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
+    const keep = left?.endsWith("?") ?? false;
+    const column = keep ? left!.slice(0, -1).trim() : left;
+    const segments = path?.split(".") ?? [""];
+    if (
+      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
+      segments.some((s) => s === "")
+    ) {
+      return {
+        error: `expected column=path pairs like title=data.job_title, found ${
+          JSON.stringify(pair)
+        }`,
+      };
+    }
+    if (map.has(column)) return { error: `column ${column} is mapped twice` };
+    map.set(column, { path: segments, keep });
+  }
+  return map;
+});
+
 const condition = v.pipe(
   text("SQL", "an SQL condition", (raw) => raw.trim() !== ""),
   v.transform((raw) => raw.trim()),
@@ -266,11 +308,19 @@ const ids = reading(
   (raw) => idList(raw, ","),
 );
 const filePath = text("PATH", "a file path or -", (raw) => raw.trim() !== "");
+
+/** `100/min` (or `4/2s`) into a count per window. */
 const rate = reading(
   "N/UNIT",
   "a rate like 100/min, 5/s, 10000/day or 4/2s",
-  parseRate,
+  (raw) => {
+    const [n, per = ""] = raw.toLowerCase().split("/").map((s) => s.trim());
+    const count = positiveInt(n ?? "");
+    const windowMs = WINDOWS[per] ?? parseDuration(per);
+    return count && windowMs ? { count, windowMs } : undefined;
+  },
 );
+
 const bytes = reading(
   "BYTES",
   "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
@@ -292,30 +342,39 @@ const timeZone = reading(
     }
   },
 );
-const monthDays = reading(
-  "N",
-  "a whole number of days from 1 to 31",
-  (raw) => {
-    const days = positiveInt(raw);
-    return days !== undefined && days <= 31 ? days : undefined;
-  },
-);
+const monthDays = reading("N", "a whole number of days from 1 to 31", (raw) => {
+  const days = positiveInt(raw);
+  return days !== undefined && days <= 31 ? days : undefined;
+});
 const logFormat = v.pipe(
   v.string(),
   v.picklist(["text", "json"], expected("text or json")),
   v.metadata({ arg: "FORMAT" }),
 );
+
+/** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
 const instant = reading(
   "TIME",
   "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
-  parseInstant,
+  (raw) => {
+    const m =
+      /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
+        .exec(raw);
+    if (!m) return undefined;
+    const [year, month, day, hour, minute] = m.slice(1, 6).map(
+      Number,
+    ) as number[];
+    const calendar = new Date(Date.UTC(year!, month! - 1, day!));
+    const date = new Date(raw);
+    return calendar.getUTCMonth() === month! - 1 && hour! < 24 &&
+        minute! < 60 && !Number.isNaN(date.getTime())
+      ? date
+      : undefined;
+  },
 );
 
-/**
- * Every setting, in the order of `--help` and the README table.
- * Durations are held in milliseconds.
- */
-export const SETTINGS = settings({
+/** Every setting as written, in the order of `--help` and the README table. */
+const ROWS = {
   databaseUrl: s(fallible("URL", parseDatabaseUrl), {
     env: "DATABASE_URL",
     secret: true,
@@ -344,13 +403,13 @@ export const SETTINGS = settings({
   atColumn: s(columnName, "vendor_refreshed_at")(
     "timestamptz column set to now() on each refresh.",
   ),
-  map: s(fallible("COL=PATH,...", parseMap))(
+  map: s(columnMap)(
     "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null); col?=path keeps the column's value when the answer has none.",
   ),
   where: s(condition)(
     "Your own SQL condition on the target table that narrows the selection, e.g. deleted_at is null.",
   ),
-  stateSchema: s(sqlName("a schema name"))(
+  stateSchema: s(text("NAME", "a schema name", isName))(
     "Schema of refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
   ),
   limit: s(positive)("Process at most N targets this run."),
@@ -445,19 +504,43 @@ export const SETTINGS = settings({
   now: s(instant)(
     "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
   ),
-});
+};
+
+/**
+ * Every setting, in the order of `--help` and the README table, with its
+ * variable, flag and placeholder. Durations are held in milliseconds.
+ */
+export const SETTINGS: Settings<Rows> = settings(ROWS);
+
+/**
+ * The type of the rows, kept out of the docs like {@linkcode Output}.
+ *
+ * @ignore
+ */
+type Rows = typeof ROWS;
 
 /** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
 
-/** The validated settings of one run: each parser's output, if it may be unset. */
+/**
+ * The validated settings of one run: what each setting's parser gives, or
+ * `undefined` where a setting has no default and is not required.
+ */
 export type Config = {
   -readonly [K in Name]:
-    | v.InferOutput<(typeof SETTINGS)[K]["parse"]>
+    | Output<(typeof SETTINGS)[K]["parse"]>
     | ((typeof SETTINGS)[K] extends { default: string } | { required: true }
       ? never
       : undefined);
 };
+
+/**
+ * What a parser gives: valibot's `InferOutput`, kept out of the docs
+ * (`deno doc --lint` counts npm types as private).
+ *
+ * @ignore
+ */
+type Output<P extends Parser> = v.InferOutput<P>;
 
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
@@ -632,13 +715,6 @@ function positiveInt(raw: string): number | undefined {
     : undefined;
 }
 
-function parseStatuses(raw: string): number[] | undefined {
-  const list = raw.split(",").map((s) => s.trim());
-  return list.every((s) => /^[1-5]\d\d$/.test(s))
-    ? [...new Set(list.map(Number))]
-    : undefined;
-}
-
 /** A window's length by its name, as rates and rate-limit headers spell it. */
 const WINDOWS: Record<string, number> = {
   s: 1_000,
@@ -656,23 +732,6 @@ const WINDOWS: Record<string, number> = {
   "24-hour": 86_400_000,
 };
 
-/** `100/min` (or `4/2s`) into a count per window. */
-function parseRate(
-  raw: string,
-): { count: number; windowMs: number } | undefined {
-  const [n, per = ""] = raw.toLowerCase().split("/").map((s) => s.trim());
-  const count = positiveInt(n ?? "");
-  const windowMs = WINDOWS[per] ?? parseDuration(per);
-  return count && windowMs ? { count, windowMs } : undefined;
-}
-
-function parseBoolean(raw: string): boolean | undefined {
-  const text = raw.trim().toLowerCase();
-  if (["true", "1", "yes", "on"].includes(text)) return true;
-  if (["false", "0", "no", "off"].includes(text)) return false;
-  return undefined;
-}
-
 function idList(
   text: string,
   separator: string | RegExp,
@@ -684,52 +743,11 @@ function idList(
   return ids.size > 0 ? [...ids] : undefined;
 }
 
-/** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
-function parseInstant(raw: string): Date | undefined {
-  const m =
-    /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
-      .exec(raw);
-  if (!m) return undefined;
-  const [year, month, day, hour, minute] = m.slice(1, 6).map(
-    Number,
-  ) as number[];
-  const calendar = new Date(Date.UTC(year!, month! - 1, day!));
-  const date = new Date(raw);
-  return calendar.getUTCMonth() === month! - 1 && hour! < 24 && minute! < 60 &&
-      !Number.isNaN(date.getTime())
-    ? date
-    : undefined;
-}
-
 /** One column of `--map`: where in the answer, and whether a missing value keeps it. */
 interface Mapped {
   path: string[];
   /** `col?=path`: the column keeps its value when the answer has none. */
   keep: boolean;
-}
-
-/** `column=path,...` (or `column?=path`) into a map from column to path. */
-function parseMap(raw: string): Map<string, Mapped> | { error: string } {
-  const map = new Map<string, Mapped>();
-  for (const pair of raw.split(",")) {
-    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
-    const keep = left?.endsWith("?") ?? false;
-    const column = keep ? left!.slice(0, -1).trim() : left;
-    const segments = path?.split(".") ?? [""];
-    if (
-      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
-      segments.some((s) => s === "")
-    ) {
-      return {
-        error: `expected column=path pairs like title=data.job_title, found ${
-          JSON.stringify(pair)
-        }`,
-      };
-    }
-    if (map.has(column)) return { error: `column ${column} is mapped twice` };
-    map.set(column, { path: segments, keep });
-  }
-  return map;
 }
 
 /** The text of `--help`, made from {@linkcode SETTINGS}. */
