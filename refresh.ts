@@ -91,11 +91,11 @@ type Parser = v.GenericSchema<string, unknown>;
 
 /** One setting: its variable, default, help and parser. */
 interface Setting {
-  /** Environment variable: REFRESH_ and the key in snake case, or given. */
+  /** Environment variable: REFRESH_ and the key in snake case, or its own. */
   env: string;
   /** Read from the environment only: it has no flag, and is never shown. */
   secret?: true;
-  /** Placeholder in `--help` and the README, the parser's; "" for a switch. */
+  /** Placeholder in `--help` and the README: the parser's; "" for a switch. */
   arg: string;
   /** The default, as it would be written. */
   default?: string;
@@ -132,33 +132,6 @@ function s<P extends Parser, const E extends string | Extra = NoExtra>(
       & { parse: P; help: string }
       & (E extends string ? { default: E } : E);
 }
-
-/**
- * Rows with what their keys and parsers imply: the variable (REFRESH_ and
- * the key in snake case, unless given), the flag (the variable after
- * REFRESH_, in kebab case; none for a secret), the parser's placeholder.
- *
- * @ignore
- */
-type Settings<R> = {
-  [K in keyof R]: R[K] & Pick<Setting, "env" | "arg" | "flag">;
-};
-
-/** {@linkcode Settings} from their rows. */
-function settings<R extends Record<string, Row>>(rows: R): Settings<R> {
-  const table = Object.entries(rows).map(([key, row]) => {
-    const env = row.env ??
-      `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
-    const flag = row.secret
-      ? undefined
-      : env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-");
-    return [key, { ...row, env, arg: argOf(row.parse), flag }];
-  });
-  return Object.fromEntries(table) as Settings<R>;
-}
-
-/** The placeholder a parser names in its metadata. */
-const argOf = (parse: Parser) => String(v.getMetadata(parse).arg);
 
 /** Refusal of text that is not `what`: it is quoted, unless secret. */
 const expected =
@@ -361,9 +334,7 @@ const instant = reading(
       /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
         .exec(raw);
     if (!m) return undefined;
-    const [year, month, day, hour, minute] = m.slice(1, 6).map(
-      Number,
-    ) as number[];
+    const [, year, month, day, hour, minute] = m.map(Number) as number[];
     const calendar = new Date(Date.UTC(year!, month! - 1, day!));
     const date = new Date(raw);
     return calendar.getUTCMonth() === month! - 1 && hour! < 24 &&
@@ -507,17 +478,31 @@ const ROWS = {
 };
 
 /**
- * Every setting, in the order of `--help` and the README table, with its
- * variable, flag and placeholder. Durations are held in milliseconds.
+ * Every setting, in the order of `--help` and the README table, with the
+ * variable, flag and placeholder its key and parser imply. Durations are
+ * held in milliseconds.
  */
-export const SETTINGS: Settings<Rows> = settings(ROWS);
+export const SETTINGS: Settings = Object.fromEntries(
+  Object.entries(ROWS).map(([key, row]: [string, Row]) => {
+    const env = row.env ??
+      `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
+    const flag = row.secret
+      ? undefined
+      : env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-");
+    const arg = String(v.getMetadata(row.parse).arg);
+    return [key, { ...row, env, arg, flag }];
+  }),
+) as Settings;
 
 /**
- * The type of the rows, kept out of the docs like {@linkcode Output}.
- *
+ * The type of {@linkcode SETTINGS}, out of the docs like {@linkcode Output}.
  * @ignore
  */
-type Rows = typeof ROWS;
+type Settings = {
+  [K in keyof typeof ROWS]:
+    & (typeof ROWS)[K]
+    & Pick<Setting, "env" | "arg" | "flag">;
+};
 
 /** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
@@ -535,9 +520,8 @@ export type Config = {
 };
 
 /**
- * What a parser gives: valibot's `InferOutput`, kept out of the docs
- * (`deno doc --lint` counts npm types as private).
- *
+ * What a parser gives: valibot's `InferOutput`, kept out of the docs, where
+ * `deno doc --lint` would count it a private type.
  * @ignore
  */
 type Output<P extends Parser> = v.InferOutput<P>;
