@@ -86,13 +86,16 @@ const VENDOR: Vendor = {
 // derive from this table.
 // ============================================================================
 
+/** Reads a setting's text; the `arg` of its metadata is its placeholder. */
+type Parser = v.GenericSchema<string, unknown>;
+
 /** One setting: its variable, default, help and parser. */
 interface Setting {
-  /** Environment variable. */
+  /** Environment variable: REFRESH_ and the key in snake case, or its own. */
   env: string;
   /** Read from the environment only: it has no flag, and is never shown. */
   secret?: true;
-  /** Placeholder in `--help` and the README; empty for a switch. */
+  /** Placeholder in `--help` and the README: the parser's; "" for a switch. */
   arg: string;
   /** The default, as it would be written. */
   default?: string;
@@ -101,400 +104,427 @@ interface Setting {
   /** One line of help. */
   help: string;
   /** Reads the text given (or the default) into the setting's value. */
-  parse: v.GenericSchema<string, unknown>;
+  parse: Parser;
   /** Its flag: the variable's name after REFRESH_, in kebab case. */
   flag?: string;
 }
 
-const setting = <const S extends Omit<Setting, "flag">>(s: S) => ({
-  ...s,
-  flag: s.secret
-    ? undefined
-    : s.env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-"),
-});
+/** A setting as written: what neither its key nor its parser implies. */
+type Row = Omit<Setting, "env" | "arg" | "flag"> & { env?: string };
 
-const DURATION = "a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m";
-/** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** What sets apart the few settings that have no default. */
+type Extra = Pick<Row, "env" | "secret" | "required">;
+type NoExtra = Record<never, never>;
 
 /**
- * Every setting, in the order of `--help` and the README table.
- * Durations are held in milliseconds.
+ * A row of {@linkcode SETTINGS}: read by `parse`, with its default (as it
+ * would be written) or its {@linkcode Extra}; then its help.
  */
-export const SETTINGS = {
-  databaseUrl: setting({
-    env: "DATABASE_URL",
-    secret: true,
-    arg: "URL",
-    required: true,
-    help:
-      "PostgreSQL URL, postgres://user:password@host:port/db (percent-encode special characters); sslmode, application_name, target_session_attrs and options are honoured. Secret.",
-    parse: reads("a postgres:// URL", parseDatabaseUrl, true),
-  }),
-  apiUrl: setting({
-    env: "REFRESH_API_URL",
-    arg: "URL",
-    required: true,
-    help:
-      "Vendor URL template: {id} is the id column, {column} any column of the table (e.g. ?email={email}), each URL-encoded; {column?} in the query is left out, with its name=, when the column is null or empty.",
-    parse: reads(
-      "an http(s) URL template like https://api.example/people/{id}",
-      parseApiUrl,
+function s<P extends Parser, const E extends string | Extra = NoExtra>(
+  parse: P,
+  extra?: E,
+) {
+  const more: object = typeof extra === "string"
+    ? { default: extra }
+    : { ...extra };
+  return (help: string) =>
+    ({ ...more, help, parse }) as
+      & { parse: P; help: string }
+      & (E extends string ? { default: E } : E);
+}
+
+/** Refusal of text that is not `what`: it is quoted, unless secret. */
+const expected =
+  (what: string, secret = false) => (issue: { input: unknown }) =>
+    `expected ${what}, found ${
+      secret ? "something else (value not shown)" : JSON.stringify(issue.input)
+    }`;
+
+/** Text, shown as `arg`, for which `ok` holds; else refused as not `what`. */
+const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
+  v.pipe(v.string(), v.check(ok, expected(what)), v.metadata({ arg }));
+
+/** What `read` makes of the text, shown as `arg`; `undefined` is not `what`. */
+const reading = <T>(
+  arg: string,
+  what: string,
+  read: (raw: string) => T | undefined,
+) =>
+  v.pipe(
+    text(arg, what, (raw) => read(raw) !== undefined),
+    v.transform((raw) => read(raw)!),
+  );
+
+/** What `read` makes of the text, shown as `arg`; an `{ error }` refuses it. */
+const fallible = <T>(
+  arg: string,
+  read: (raw: string) => T | { error: string },
+) =>
+  v.pipe(
+    v.string(),
+    v.transform(read),
+    v.guard(
+      (out): out is T =>
+        typeof out !== "object" || out === null || !("error" in out),
+      (issue) => (issue.input as { error: string }).error,
     ),
-  }),
-  apiKey: setting({
-    env: "REFRESH_API_KEY",
-    secret: true,
-    arg: "KEY",
-    required: true,
-    help: "Vendor API key, sent in a header only. Secret.",
-    parse: reads(
+    v.metadata({ arg }),
+  );
+
+/** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+const isName = (raw: string) => IDENTIFIER.test(raw);
+
+/** Milliseconds, at least `min`; `timer` ones must fit in a timer. */
+function duration({ min = 0, timer = true } = {}) {
+  const least = min >= 1000
+    ? `, at least ${formatDuration(min)}`
+    : min > 0
+    ? ", above 0"
+    : "";
+  return reading(
+    "DURATION",
+    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${
+      timer ? ", at most 24d" : ""
+    }`,
+    (raw) => {
+      const ms = parseDuration(raw) ?? -1;
+      return ms >= min && (!timer || ms <= MAX_TIMER_MS) ? ms : undefined;
+    },
+  );
+}
+
+const positive = reading("N", "a positive whole number", positiveInt);
+const columnName = text("NAME", "a column name", isName);
+const headerName = text(
+  "NAME",
+  "an HTTP header name",
+  (raw) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw),
+);
+const boolean = reading("", "true or false", (raw) => {
+  const text = raw.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(text)) return true;
+  if (["false", "0", "no", "off"].includes(text)) return false;
+  return undefined;
+});
+
+/** Distinct HTTP statuses, in a list like `like`. */
+const statuses = (like: string) =>
+  reading(
+    "LIST",
+    `a comma-separated list of HTTP statuses like ${like}`,
+    (raw) => {
+      const list = raw.split(",").map((s) => s.trim());
+      return list.every((s) => /^[1-5]\d\d$/.test(s))
+        ? [...new Set(list.map(Number))]
+        : undefined;
+    },
+  );
+
+const apiKey = v.pipe(
+  v.string(),
+  v.regex(
+    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/,
+    expected(
       "a key of printable ASCII characters, as a header can carry it",
-      (raw) =>
-        /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(raw) ? raw : undefined,
       true,
     ),
+  ),
+  v.metadata({ arg: "KEY" }),
+);
+const tableName = text(
+  "NAME",
+  "a table name like people or crm.people",
+  (raw) => raw.split(".").length <= 2 && raw.split(".").every(isName),
+);
+const dataColumn = v.pipe(
+  text(
+    "NAME",
+    "a column name, or none",
+    (raw) => raw === "none" || isName(raw),
+  ),
+  v.transform((raw) => raw === "none" ? null : raw),
+);
+
+/** `column=path,...` (or `column?=path`) into a map from column to path. */
+const columnMap = fallible("COL=PATH,...", (raw) => {
+  const map = new Map<string, Mapped>();
+  for (const pair of raw.split(",")) {
+    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
+    const keep = left?.endsWith("?") ?? false;
+    const column = keep ? left!.slice(0, -1).trim() : left;
+    const segments = path?.split(".") ?? [""];
+    if (
+      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
+      segments.some((s) => s === "")
+    ) {
+      return {
+        error: `expected column=path pairs like title=data.job_title, found ${
+          JSON.stringify(pair)
+        }`,
+      };
+    }
+    if (map.has(column)) return { error: `column ${column} is mapped twice` };
+    map.set(column, { path: segments, keep });
+  }
+  return map;
+});
+
+const condition = v.pipe(
+  text("SQL", "an SQL condition", (raw) => raw.trim() !== ""),
+  v.transform((raw) => raw.trim()),
+);
+const ids = reading(
+  "ID,ID,...",
+  "a comma-separated list of ids",
+  (raw) => idList(raw, ","),
+);
+const filePath = text("PATH", "a file path or -", (raw) => raw.trim() !== "");
+
+/** `100/min` (or `4/2s`) into a count per window. */
+const rate = reading(
+  "N/UNIT",
+  "a rate like 100/min, 5/s, 10000/day or 4/2s",
+  (raw) => {
+    const [n, per = ""] = raw.toLowerCase().split("/").map((s) => s.trim());
+    const count = positiveInt(n ?? "");
+    const windowMs = WINDOWS[per] ?? parseDuration(per);
+    return count && windowMs ? { count, windowMs } : undefined;
+  },
+);
+
+const bytes = reading(
+  "BYTES",
+  "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
+  (raw) => parseBytes(raw) || undefined,
+);
+const whole = v.pipe(
+  text("N", "a whole number", (raw) => /^\d+$/.test(raw.trim())),
+  v.transform(Number),
+);
+const timeZone = reading(
+  "TZ",
+  "an IANA time zone like UTC or Europe/Berlin",
+  (raw) => {
+    try {
+      return new Intl.DateTimeFormat("en-US", { timeZone: raw })
+        .resolvedOptions().timeZone;
+    } catch {
+      return undefined;
+    }
+  },
+);
+const monthDays = reading("N", "a whole number of days from 1 to 31", (raw) => {
+  const days = positiveInt(raw);
+  return days !== undefined && days <= 31 ? days : undefined;
+});
+const logFormat = v.pipe(
+  v.string(),
+  v.picklist(["text", "json"], expected("text or json")),
+  v.metadata({ arg: "FORMAT" }),
+);
+
+/** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
+const instant = reading(
+  "TIME",
+  "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
+  (raw) => {
+    const m =
+      /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
+        .exec(raw);
+    if (!m) return undefined;
+    const [, year, month, day, hour, minute] = m.map(Number) as number[];
+    const calendar = new Date(Date.UTC(year!, month! - 1, day!));
+    const date = new Date(raw);
+    return calendar.getUTCMonth() === month! - 1 && hour! < 24 &&
+        minute! < 60 && !Number.isNaN(date.getTime())
+      ? date
+      : undefined;
+  },
+);
+
+/** Every setting as written, in the order of `--help` and the README table. */
+const ROWS = {
+  databaseUrl: s(fallible("URL", parseDatabaseUrl), {
+    env: "DATABASE_URL",
+    secret: true,
+    required: true,
+  })(
+    "PostgreSQL URL, postgres://user:password@host:port/db (percent-encode special characters); sslmode, application_name, target_session_attrs and options are honoured. Secret.",
+  ),
+  apiUrl: s(fallible("URL", parseApiUrl), { required: true })(
+    "Vendor URL template: {id} is the id column, {column} any column of the table (e.g. ?email={email}), each URL-encoded; {column?} in the query is left out, with its name=, when the column is null or empty.",
+  ),
+  apiKey: s(apiKey, { secret: true, required: true })(
+    "Vendor API key, sent in a header only. Secret.",
+  ),
+  apiKeyHeader: s(headerName, "Authorization")(
+    "Header for the key: Authorization sends 'Bearer <key>', any other name (X-Api-Key) the bare key.",
+  ),
+  table: s(tableName, "people")(
+    "Target table, optionally schema-qualified (crm.people).",
+  ),
+  idColumn: s(columnName, "id")(
+    "Primary key column: {id} in the URL, the key of refresh_state.",
+  ),
+  dataColumn: s(dataColumn, "vendor_data")(
+    "jsonb/json column receiving the vendor's answer as sent; none stores only --map columns.",
+  ),
+  atColumn: s(columnName, "vendor_refreshed_at")(
+    "timestamptz column set to now() on each refresh.",
+  ),
+  map: s(columnMap)(
+    "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null); col?=path keeps the column's value when the answer has none.",
+  ),
+  where: s(condition)(
+    "Your own SQL condition on the target table that narrows the selection, e.g. deleted_at is null.",
+  ),
+  stateSchema: s(text("NAME", "a schema name", isName))(
+    "Schema of refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
+  ),
+  limit: s(positive)("Process at most N targets this run."),
+  ids: s(ids)(
+    "Refresh exactly these ids, fresh or not; ids not in the table are reported, not fetched.",
+  ),
+  idsFile: s(filePath)("Like --ids, one id per line; - reads standard input."),
+  staleAfter: s(duration({ timer: false }), "25d")(
+    "Refresh targets last refreshed longer ago than this (never refreshed first).",
+  ),
+  retryMisses: s(boolean, "false")(
+    "Ask again for targets recorded not_found or invalid within --stale-after (skipped otherwise).",
+  ),
+  minInterval: s(duration(), "0")(
+    "Least time between the starts of two vendor requests.",
+  ),
+  rate: s(rate)(
+    "The vendor's published rate limit, e.g. 100/min, 5/s, 10000/day or 4/2s: requests are spaced evenly within it.",
+  ),
+  requestTimeout: s(duration({ min: 1 }), "30s")(
+    "Give up on one request (headers and body) after this long.",
+  ),
+  maxAttempts: s(positive, "5")(
+    "Requests per target at most, the first one included; answers that say when to come back (Retry-After, a rate-limit reset) do not count.",
+  ),
+  backoff: s(duration({ min: 1 }), "1s")(
+    "First retry backoff; doubles per attempt, full jitter, capped by --max-retry-wait.",
+  ),
+  maxRetryWait: s(duration({ min: 1 }), "5m")(
+    "Cap on any single wait; a longer Retry-After or rate-limit reset stops the run as rate_limited.",
+  ),
+  ignoreNotBefore: s(boolean, "false")(
+    "Forget the time an earlier run was told not to call before (refresh_runs.not_before) and call now.",
+  ),
+  maxBody: s(bytes, "1MiB")(
+    "Largest answer accepted, counted after decompression (512KiB, 1MiB); larger ones are recorded invalid.",
+  ),
+  budget: s(positive)(
+    "Spend at most N credits (billable answers) this run; never N+1.",
+  ),
+  billableStatuses: s(statuses("200,404"), "200")(
+    "HTTP statuses the vendor charges for, e.g. 200,404 (when no --credits-spent-header says what a call cost).",
+  ),
+  creditsExhaustedStatuses: s(statuses("402"), "402")(
+    "HTTP statuses meaning the credits are used up: the run stops as credits_exhausted.",
+  ),
+  creditsHeader: s(headerName)(
+    "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
+  ),
+  creditsSpentHeader: s(headerName)(
+    "Response header stating what each call cost, e.g. x-call-credits-spent: counted exactly for --budget and the summary.",
+  ),
+  reserve: s(whole)(
+    "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
+  ),
+  timeBudget: s(duration({ min: 1 }), "5h30m")(
+    "No new target starts after this long; the run ends as deadline.",
+  ),
+  timezone: s(timeZone, "UTC")(
+    "Time zone of the credit period: the run never continues past the end of the month there.",
+  ),
+  monthEndDays: s(monthDays)(
+    "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
+  ),
+  maxConsecutiveFailures: s(positive, "10")(
+    "Abort the run after N targets in a row ended failed.",
+  ),
+  maxConsecutiveInvalid: s(positive, "10")(
+    "Abort the run after N answers in a row failed the vendor checks, or N rows in a row the database refused.",
+  ),
+  lease: s(duration({ min: 3000 }), "2m")(
+    "A live run renews its heartbeat every second; a run silent for longer than this is taken over as crashed.",
+  ),
+  grace: s(duration(), "5s")(
+    "On SIGINT/SIGTERM/SIGHUP or the deadline, how long the request in flight and the write in hand may still take.",
+  ),
+  dbRetry: s(duration({ min: 1 }), "1m")(
+    "How long a lost or blocked database is retried (the answer in hand is kept) before the run aborts; below --lease.",
+  ),
+  connectTimeout: s(duration({ min: 1 }), "30s")(
+    "Give up connecting to the database after this long in all.",
+  ),
+  progressInterval: s(duration({ min: 1 }), "15s")(
+    "How often a progress line is printed.",
+  ),
+  logFormat: s(logFormat, "text")(
+    "text, or json for one JSON object per line (same facts).",
+  ),
+  dryRun: s(boolean, "false")(
+    "Show what a run would do: no vendor call, no write to any table.",
+  ),
+  now: s(instant)(
+    "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
+  ),
+};
+
+/**
+ * Every setting, in the order of `--help` and the README table, with the
+ * variable, flag and placeholder its key and parser imply. Durations are
+ * held in milliseconds.
+ */
+export const SETTINGS: Settings = Object.fromEntries(
+  Object.entries(ROWS).map(([key, row]: [string, Row]) => {
+    const env = row.env ??
+      `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
+    const flag = row.secret
+      ? undefined
+      : env.replace(/^REFRESH_/, "").toLowerCase().replaceAll("_", "-");
+    const arg = String(v.getMetadata(row.parse).arg);
+    return [key, { ...row, env, arg, flag }];
   }),
-  apiKeyHeader: setting({
-    env: "REFRESH_API_KEY_HEADER",
-    arg: "NAME",
-    default: "Authorization",
-    help:
-      "Header for the key: Authorization sends 'Bearer <key>', any other name (X-Api-Key) the bare key.",
-    parse: reads("an HTTP header name", headerName),
-  }),
-  table: setting({
-    env: "REFRESH_TABLE",
-    arg: "NAME",
-    default: "people",
-    help: "Target table, optionally schema-qualified (crm.people).",
-    parse: reads(
-      "a table name like people or crm.people",
-      (raw) => identifier(raw, 2),
-    ),
-  }),
-  idColumn: setting({
-    env: "REFRESH_ID_COLUMN",
-    arg: "NAME",
-    default: "id",
-    help: "Primary key column: {id} in the URL, the key of refresh_state.",
-    parse: reads("a column name", (raw) => identifier(raw, 1)),
-  }),
-  dataColumn: setting({
-    env: "REFRESH_DATA_COLUMN",
-    arg: "NAME",
-    default: "vendor_data",
-    help:
-      "jsonb/json column receiving the vendor's answer as sent; none stores only --map columns.",
-    parse: reads(
-      "a column name, or none",
-      (raw) => raw === "none" ? null : identifier(raw, 1),
-    ),
-  }),
-  atColumn: setting({
-    env: "REFRESH_AT_COLUMN",
-    arg: "NAME",
-    default: "vendor_refreshed_at",
-    help: "timestamptz column set to now() on each refresh.",
-    parse: reads("a column name", (raw) => identifier(raw, 1)),
-  }),
-  map: setting({
-    env: "REFRESH_MAP",
-    arg: "COL=PATH,...",
-    help:
-      "Answer fields into columns, e.g. title=data.job_title,email=data.emails.0.address (missing: null); col?=path keeps the column's value when the answer has none.",
-    parse: reads("column=path pairs like title=data.job_title", parseMap),
-  }),
-  where: setting({
-    env: "REFRESH_WHERE",
-    arg: "SQL",
-    help:
-      "Your own SQL condition on the target table that narrows the selection, e.g. deleted_at is null.",
-    parse: reads("an SQL condition", (raw) => raw.trim() || undefined),
-  }),
-  stateSchema: setting({
-    env: "REFRESH_STATE_SCHEMA",
-    arg: "NAME",
-    help:
-      "Schema of refresh_runs and refresh_state (created if missing); default: the first schema on the search_path.",
-    parse: reads("a schema name", (raw) => identifier(raw, 1)),
-  }),
-  limit: setting({
-    env: "REFRESH_LIMIT",
-    arg: "N",
-    help: "Process at most N targets this run.",
-    parse: reads("a positive whole number", positiveInt),
-  }),
-  ids: setting({
-    env: "REFRESH_IDS",
-    arg: "ID,ID,...",
-    help:
-      "Refresh exactly these ids, fresh or not; ids not in the table are reported, not fetched.",
-    parse: reads("a comma-separated list of ids", (raw) => idList(raw, ",")),
-  }),
-  idsFile: setting({
-    env: "REFRESH_IDS_FILE",
-    arg: "PATH",
-    help: "Like --ids, one id per line; - reads standard input.",
-    parse: reads("a file path or -", (raw) => raw.trim() ? raw : undefined),
-  }),
-  staleAfter: setting({
-    env: "REFRESH_STALE_AFTER",
-    arg: "DURATION",
-    default: "25d",
-    help:
-      "Refresh targets last refreshed longer ago than this (never refreshed first).",
-    parse: duration(),
-  }),
-  retryMisses: setting({
-    env: "REFRESH_RETRY_MISSES",
-    arg: "",
-    default: "false",
-    help:
-      "Ask again for targets recorded not_found or invalid within --stale-after (skipped otherwise).",
-    parse: reads("true or false", parseBoolean),
-  }),
-  minInterval: setting({
-    env: "REFRESH_MIN_INTERVAL",
-    arg: "DURATION",
-    default: "0",
-    help: "Least time between the starts of two vendor requests.",
-    parse: duration({ timer: true }),
-  }),
-  rate: setting({
-    env: "REFRESH_RATE",
-    arg: "N/UNIT",
-    help:
-      "The vendor's published rate limit, e.g. 100/min, 5/s, 10000/day or 4/2s: requests are spaced evenly within it.",
-    parse: reads("a rate like 100/min, 5/s, 10000/day or 4/2s", parseRate),
-  }),
-  requestTimeout: setting({
-    env: "REFRESH_REQUEST_TIMEOUT",
-    arg: "DURATION",
-    default: "30s",
-    help: "Give up on one request (headers and body) after this long.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  maxAttempts: setting({
-    env: "REFRESH_MAX_ATTEMPTS",
-    arg: "N",
-    default: "5",
-    help:
-      "Requests per target at most, the first one included; answers that say when to come back (Retry-After, a rate-limit reset) do not count.",
-    parse: reads("a positive whole number", positiveInt),
-  }),
-  backoff: setting({
-    env: "REFRESH_BACKOFF",
-    arg: "DURATION",
-    default: "1s",
-    help:
-      "First retry backoff; doubles per attempt, full jitter, capped by --max-retry-wait.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  maxRetryWait: setting({
-    env: "REFRESH_MAX_RETRY_WAIT",
-    arg: "DURATION",
-    default: "5m",
-    help:
-      "Cap on any single wait; a longer Retry-After or rate-limit reset stops the run as rate_limited.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  ignoreNotBefore: setting({
-    env: "REFRESH_IGNORE_NOT_BEFORE",
-    arg: "",
-    default: "false",
-    help:
-      "Forget the time an earlier run was told not to call before (refresh_runs.not_before) and call now.",
-    parse: reads("true or false", parseBoolean),
-  }),
-  maxBody: setting({
-    env: "REFRESH_MAX_BODY",
-    arg: "BYTES",
-    default: "1MiB",
-    help:
-      "Largest answer accepted, counted after decompression (512KiB, 1MiB); larger ones are recorded invalid.",
-    parse: reads(
-      "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
-      (raw) => parseBytes(raw) || undefined,
-    ),
-  }),
-  budget: setting({
-    env: "REFRESH_BUDGET",
-    arg: "N",
-    help: "Spend at most N credits (billable answers) this run; never N+1.",
-    parse: reads("a positive whole number", positiveInt),
-  }),
-  billableStatuses: setting({
-    env: "REFRESH_BILLABLE_STATUSES",
-    arg: "LIST",
-    default: "200",
-    help:
-      "HTTP statuses the vendor charges for, e.g. 200,404 (when no --credits-spent-header says what a call cost).",
-    parse: reads(
-      "a comma-separated list of HTTP statuses like 200,404",
-      statuses,
-    ),
-  }),
-  creditsExhaustedStatuses: setting({
-    env: "REFRESH_CREDITS_EXHAUSTED_STATUSES",
-    arg: "LIST",
-    default: "402",
-    help:
-      "HTTP statuses meaning the credits are used up: the run stops as credits_exhausted.",
-    parse: reads("a comma-separated list of HTTP statuses like 402", statuses),
-  }),
-  creditsHeader: setting({
-    env: "REFRESH_CREDITS_HEADER",
-    arg: "NAME",
-    help:
-      "Response header carrying the vendor's remaining credits, e.g. X-Credits-Remaining.",
-    parse: reads("an HTTP header name", headerName),
-  }),
-  creditsSpentHeader: setting({
-    env: "REFRESH_CREDITS_SPENT_HEADER",
-    arg: "NAME",
-    help:
-      "Response header stating what each call cost, e.g. x-call-credits-spent: counted exactly for --budget and the summary.",
-    parse: reads("an HTTP header name", headerName),
-  }),
-  reserve: setting({
-    env: "REFRESH_RESERVE",
-    arg: "N",
-    help:
-      "Stop once the vendor reports N or fewer credits left (needs --credits-header).",
-    parse: reads(
-      "a whole number",
-      (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
-    ),
-  }),
-  timeBudget: setting({
-    env: "REFRESH_TIME_BUDGET",
-    arg: "DURATION",
-    default: "5h30m",
-    help: "No new target starts after this long; the run ends as deadline.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  timezone: setting({
-    env: "REFRESH_TIMEZONE",
-    arg: "TZ",
-    default: "UTC",
-    help:
-      "Time zone of the credit period: the run never continues past the end of the month there.",
-    parse: reads("an IANA time zone like UTC or Europe/Berlin", (raw) => {
-      try {
-        return new Intl.DateTimeFormat("en-US", { timeZone: raw })
-          .resolvedOptions().timeZone;
-      } catch {
-        return undefined;
-      }
-    }),
-  }),
-  monthEndDays: setting({
-    env: "REFRESH_MONTH_END_DAYS",
-    arg: "N",
-    help:
-      "Run only in the last N days of the month; otherwise exit 0 at once (for schedules).",
-    parse: reads("a whole number of days from 1 to 31", (raw) => {
-      const days = positiveInt(raw);
-      return days !== undefined && days <= 31 ? days : undefined;
-    }),
-  }),
-  maxConsecutiveFailures: setting({
-    env: "REFRESH_MAX_CONSECUTIVE_FAILURES",
-    arg: "N",
-    default: "10",
-    help: "Abort the run after N targets in a row ended failed.",
-    parse: reads("a positive whole number", positiveInt),
-  }),
-  maxConsecutiveInvalid: setting({
-    env: "REFRESH_MAX_CONSECUTIVE_INVALID",
-    arg: "N",
-    default: "10",
-    help:
-      "Abort the run after N answers in a row failed the vendor checks, or N rows in a row the database refused.",
-    parse: reads("a positive whole number", positiveInt),
-  }),
-  lease: setting({
-    env: "REFRESH_LEASE",
-    arg: "DURATION",
-    default: "2m",
-    help:
-      "A live run renews its heartbeat every second; a run silent for longer than this is taken over as crashed.",
-    parse: duration({ min: 3000, timer: true }),
-  }),
-  grace: setting({
-    env: "REFRESH_GRACE",
-    arg: "DURATION",
-    default: "5s",
-    help:
-      "On SIGINT/SIGTERM/SIGHUP or the deadline, how long the request in flight and the write in hand may still take.",
-    parse: duration({ timer: true }),
-  }),
-  dbRetry: setting({
-    env: "REFRESH_DB_RETRY",
-    arg: "DURATION",
-    default: "1m",
-    help:
-      "How long a lost or blocked database is retried (the answer in hand is kept) before the run aborts; below --lease.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  connectTimeout: setting({
-    env: "REFRESH_CONNECT_TIMEOUT",
-    arg: "DURATION",
-    default: "30s",
-    help: "Give up connecting to the database after this long in all.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  progressInterval: setting({
-    env: "REFRESH_PROGRESS_INTERVAL",
-    arg: "DURATION",
-    default: "15s",
-    help: "How often a progress line is printed.",
-    parse: duration({ min: 1, timer: true }),
-  }),
-  logFormat: setting({
-    env: "REFRESH_LOG_FORMAT",
-    arg: "FORMAT",
-    default: "text",
-    help: "text, or json for one JSON object per line (same facts).",
-    parse: reads(
-      "text or json",
-      (raw) => raw === "text" || raw === "json" ? raw : undefined,
-    ),
-  }),
-  dryRun: setting({
-    env: "REFRESH_DRY_RUN",
-    arg: "",
-    default: "false",
-    help: "Show what a run would do: no vendor call, no write to any table.",
-    parse: reads("true or false", parseBoolean),
-  }),
-  now: setting({
-    env: "REFRESH_NOW",
-    arg: "TIME",
-    help:
-      "Act as if the run started at this ISO 8601 time (to try the month-end window and period end).",
-    parse: reads(
-      "an ISO 8601 time with a zone, like 2026-11-28T06:00:00Z",
-      parseInstant,
-    ),
-  }),
+) as Settings;
+
+/**
+ * The type of {@linkcode SETTINGS}, out of the docs like {@linkcode Output}.
+ * @ignore
+ */
+type Settings = {
+  [K in keyof typeof ROWS]:
+    & (typeof ROWS)[K]
+    & Pick<Setting, "env" | "arg" | "flag">;
 };
 
 /** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
 
-/** The validated settings of one run, derived from {@linkcode SETTINGS}. */
+/**
+ * The validated settings of one run: what each setting's parser gives, or
+ * `undefined` where a setting has no default and is not required.
+ */
 export type Config = {
-  -readonly [K in Name]: (typeof SETTINGS)[K] extends
-    { default: string } | { required: true } ? Parsed<(typeof SETTINGS)[K]>
-    : Parsed<(typeof SETTINGS)[K]> | undefined;
+  -readonly [K in Name]:
+    | Output<(typeof SETTINGS)[K]["parse"]>
+    | ((typeof SETTINGS)[K] extends { default: string } | { required: true }
+      ? never
+      : undefined);
 };
 
-/** What a setting's parser gives (valibot's InferOutput, spelled out). */
-export type Parsed<S extends { parse: unknown }> = NonNullable<
-  (S["parse"] & { "~types"?: { output: unknown } })["~types"]
->["output"];
+/**
+ * What a parser gives: valibot's `InferOutput`, kept out of the docs, where
+ * `deno doc --lint` would count it a private type.
+ * @ignore
+ */
+type Output<P extends Parser> = v.InferOutput<P>;
 
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
@@ -662,76 +692,10 @@ function joinDashValues(args: string[], flags: string[]): string[] {
   return out;
 }
 
-/**
- * A setting read by `read`: the value, or `undefined` (or an `error`) when
- * malformed. The message quotes what was found, unless it is secret.
- */
-function reads<T>(
-  what: string,
-  read: (raw: string) => T | undefined | { error: string },
-  secret = false,
-): v.GenericSchema<string, T> {
-  return v.pipe(
-    v.string(),
-    v.rawTransform(({ dataset, addIssue, NEVER }) => {
-      const out = read(dataset.value);
-      const error = typeof out === "object" && out !== null && "error" in out
-        ? String(out.error)
-        : undefined;
-      if (out === undefined || error !== undefined) {
-        addIssue({
-          message: error ??
-            `expected ${what}, ${
-              secret
-                ? "found something else (value not shown)"
-                : `found ${JSON.stringify(dataset.value)}`
-            }`,
-        });
-        return NEVER;
-      }
-      return out as T;
-    }),
-  );
-}
-
-/** A duration setting in milliseconds; `timer` ones must fit in a timer. */
-function duration(o: { min?: number; timer?: boolean } = {}) {
-  const min = o.min ?? 0;
-  const what = `${DURATION}${
-    min >= 1000
-      ? `, at least ${formatDuration(min)}`
-      : min > 0
-      ? ", above 0"
-      : ""
-  }${o.timer ? ", at most 24d" : ""}`;
-  return reads(what, (raw) => {
-    const ms = parseDuration(raw);
-    return ms !== undefined && ms >= min && (!o.timer || ms <= MAX_TIMER_MS)
-      ? ms
-      : undefined;
-  });
-}
-
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
-
-function identifier(text: string, maxParts: number): string | undefined {
-  const parts = text.split(".");
-  return parts.length <= maxParts && parts.every((p) => IDENTIFIER.test(p))
-    ? text
-    : undefined;
-}
-
 function positiveInt(raw: string): number | undefined {
   const n = Number(raw.trim());
   return /^\d+$/.test(raw.trim()) && n >= 1 && Number.isSafeInteger(n)
     ? n
-    : undefined;
-}
-
-function statuses(raw: string): number[] | undefined {
-  const list = raw.split(",").map((s) => s.trim());
-  return list.every((s) => /^[1-5]\d\d$/.test(s))
-    ? [...new Set(list.map(Number))]
     : undefined;
 }
 
@@ -752,27 +716,6 @@ const WINDOWS: Record<string, number> = {
   "24-hour": 86_400_000,
 };
 
-/** `100/min` (or `4/2s`) into a count per window. */
-function parseRate(
-  raw: string,
-): { count: number; windowMs: number } | undefined {
-  const [n, per = ""] = raw.toLowerCase().split("/").map((s) => s.trim());
-  const count = positiveInt(n ?? "");
-  const windowMs = WINDOWS[per] ?? parseDuration(per);
-  return count && windowMs ? { count, windowMs } : undefined;
-}
-
-function headerName(raw: string): string | undefined {
-  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw) ? raw : undefined;
-}
-
-function parseBoolean(raw: string): boolean | undefined {
-  const text = raw.trim().toLowerCase();
-  if (["true", "1", "yes", "on"].includes(text)) return true;
-  if (["false", "0", "no", "off"].includes(text)) return false;
-  return undefined;
-}
-
 function idList(
   text: string,
   separator: string | RegExp,
@@ -784,52 +727,11 @@ function idList(
   return ids.size > 0 ? [...ids] : undefined;
 }
 
-/** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
-function parseInstant(raw: string): Date | undefined {
-  const m =
-    /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
-      .exec(raw);
-  if (!m) return undefined;
-  const [year, month, day, hour, minute] = m.slice(1, 6).map(
-    Number,
-  ) as number[];
-  const calendar = new Date(Date.UTC(year!, month! - 1, day!));
-  const date = new Date(raw);
-  return calendar.getUTCMonth() === month! - 1 && hour! < 24 && minute! < 60 &&
-      !Number.isNaN(date.getTime())
-    ? date
-    : undefined;
-}
-
 /** One column of `--map`: where in the answer, and whether a missing value keeps it. */
 interface Mapped {
   path: string[];
   /** `col?=path`: the column keeps its value when the answer has none. */
   keep: boolean;
-}
-
-/** `column=path,...` (or `column?=path`) into a map from column to path. */
-function parseMap(raw: string): Map<string, Mapped> | { error: string } {
-  const map = new Map<string, Mapped>();
-  for (const pair of raw.split(",")) {
-    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
-    const keep = left?.endsWith("?") ?? false;
-    const column = keep ? left!.slice(0, -1).trim() : left;
-    const segments = path?.split(".") ?? [""];
-    if (
-      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
-      segments.some((s) => s === "")
-    ) {
-      return {
-        error: `expected column=path pairs like title=data.job_title, found ${
-          JSON.stringify(pair)
-        }`,
-      };
-    }
-    if (map.has(column)) return { error: `column ${column} is mapped twice` };
-    map.set(column, { path: segments, keep });
-  }
-  return map;
 }
 
 /** The text of `--help`, made from {@linkcode SETTINGS}. */
