@@ -482,7 +482,7 @@ const ROWS = {
  * variable, flag and placeholder its key and parser imply. Durations are
  * held in milliseconds.
  */
-export const SETTINGS: Settings = Object.fromEntries(
+export const SETTINGS = Object.fromEntries(
   Object.entries(ROWS).map(([key, row]: [string, Row]) => {
     const env = row.env ??
       `REFRESH_${key.replace(/[A-Z]/g, "_$&").toUpperCase()}`;
@@ -494,10 +494,6 @@ export const SETTINGS: Settings = Object.fromEntries(
   }),
 ) as Settings;
 
-/**
- * The type of {@linkcode SETTINGS}, out of the docs like {@linkcode Output}.
- * @ignore
- */
 type Settings = {
   [K in keyof typeof ROWS]:
     & (typeof ROWS)[K]
@@ -513,18 +509,11 @@ export type Name = keyof typeof SETTINGS;
  */
 export type Config = {
   -readonly [K in Name]:
-    | Output<(typeof SETTINGS)[K]["parse"]>
+    | v.InferOutput<(typeof SETTINGS)[K]["parse"]>
     | ((typeof SETTINGS)[K] extends { default: string } | { required: true }
       ? never
       : undefined);
 };
-
-/**
- * What a parser gives: valibot's `InferOutput`, kept out of the docs, where
- * `deno doc --lint` would count it a private type.
- * @ignore
- */
-type Output<P extends Parser> = v.InferOutput<P>;
 
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
