@@ -1010,95 +1010,18 @@ export async function readCappedBody(
   return bytes;
 }
 
-interface ZonedParts {
-  year: number;
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
+/** `at` as a date and time in `timeZone` (validated by the settings). */
+function zoned(at: Date, timeZone: string): Temporal.ZonedDateTime {
+  return at.toTemporalInstant().toZonedDateTimeISO(timeZone);
 }
-
-const ZONED = new Map<string, Intl.DateTimeFormat>();
-
-function zonedParts(at: Date, timeZone: string): ZonedParts {
-  let format = ZONED.get(timeZone);
-  if (!format) {
-    format = new Intl.DateTimeFormat("en-US", {
-      timeZone,
-      hourCycle: "h23",
-      year: "numeric",
-      month: "numeric",
-      day: "numeric",
-      hour: "numeric",
-      minute: "numeric",
-      second: "numeric",
-    });
-    ZONED.set(timeZone, format);
-  }
-  const parts: Record<string, number> = {};
-  for (const part of format.formatToParts(at)) {
-    if (part.type !== "literal") parts[part.type] = Number(part.value);
-  }
-  return parts as unknown as ZonedParts;
-}
-
-/** Offset of `timeZone` from UTC at the instant `at`, in milliseconds. */
-function zoneOffsetMs(at: number, timeZone: string): number {
-  const whole = Math.floor(at / 1000) * 1000;
-  const p = zonedParts(new Date(whole), timeZone);
-  const asUtc = Date.UTC(
-    p.year,
-    p.month - 1,
-    p.day,
-    p.hour,
-    p.minute,
-    p.second,
-  );
-  return asUtc - whole;
-}
-
-function daysInMonth(year: number, month: number): number {
-  return new Date(Date.UTC(year, month, 0)).getUTCDate();
-}
-
-const DAY_MS = 86_400_000;
 
 /** The instant the next month starts in `timeZone`: credits reset then. */
 export function periodEnd(now: Date, timeZone: string): Date {
-  const p = zonedParts(now, timeZone);
-  // Midnight starting the next month, as if local time were UTC...
-  const local = Date.UTC(p.year, p.month, 1);
-  const starts = (t: number) => {
-    const q = zonedParts(new Date(t), timeZone);
-    return Date.UTC(q.year, q.month - 1, q.day, q.hour, q.minute, q.second) >=
-      local;
-  };
-  // ...shifted by the zone's offset the day before or the day after: the
-  // earlier one that is that midnight there.
-  const [a, b] = [
-    local - zoneOffsetMs(local - DAY_MS, timeZone),
-    local - zoneOffsetMs(local + DAY_MS, timeZone),
-  ].sort((x, y) => x - y) as [number, number];
-  if (starts(a) && !starts(a - 1000)) return new Date(a);
-  if (starts(b) && !starts(b - 1000)) return new Date(b);
-  // Midnight does not exist there (clocks skip it): the month starts at the
-  // first instant after the jump, between the two.
-  let [lo, hi] = [a - DAY_MS, b + DAY_MS];
-  while (hi - lo > 1000) {
-    const mid = Math.floor((lo + hi) / 2000) * 1000;
-    if (starts(mid)) hi = mid;
-    else lo = mid;
-  }
-  return new Date(hi);
-}
-
-interface MonthEndWindow {
-  inWindow: boolean;
-  day: number;
-  daysInMonth: number;
-  /** First day of the month that is in the window. */
-  firstDay: number;
+  // A PlainDate's toZonedDateTime is the day's first instant: the earlier
+  // midnight where it repeats, the end of the jump where clocks skip it.
+  const next = zoned(now, timeZone).toPlainDate().with({ day: 1 })
+    .add({ months: 1 }).toZonedDateTime(timeZone);
+  return new Date(next.epochMilliseconds);
 }
 
 /**
@@ -1106,20 +1029,11 @@ interface MonthEndWindow {
  * "last day of the month", so a schedule fires on days 25–31 and the run
  * decides.
  */
-export function monthEndWindow(
-  now: Date,
-  timeZone: string,
-  days: number,
-): MonthEndWindow {
-  const p = zonedParts(now, timeZone);
-  const total = daysInMonth(p.year, p.month);
-  const firstDay = Math.max(1, total - days + 1);
-  return {
-    inWindow: p.day >= firstDay,
-    day: p.day,
-    daysInMonth: total,
-    firstDay,
-  };
+export function monthEndWindow(now: Date, timeZone: string, days: number) {
+  const { day, daysInMonth } = zoned(now, timeZone);
+  // The first day of the month that is in the window.
+  const firstDay = Math.max(1, daysInMonth - days + 1);
+  return { inWindow: day >= firstDay, day, daysInMonth, firstDay };
 }
 
 // Vendor headers: credits and rate limits.
