@@ -1447,12 +1447,8 @@ export function parseDatabaseUrl(
       "percent-encode special characters in the password (and user name): @ / ? # (value not shown)",
     );
   }
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return fail("expected a postgres:// URL (value not shown)");
-  }
+  const url = URL.parse(text);
+  if (!url) return fail("expected a postgres:// URL (value not shown)");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     return fail(
       `expected the scheme postgres: or postgresql:, found ${
@@ -1556,10 +1552,8 @@ function queryStart(template: string): number {
 }
 
 function parseApiUrl(text: string): string | { error: string } {
-  let url: URL;
-  try {
-    url = new URL(text.replace(PLACEHOLDER, "x"));
-  } catch {
+  const url = URL.parse(text.replace(PLACEHOLDER, "x"));
+  if (!url) {
     return {
       error: `expected an http(s) URL template, found ${JSON.stringify(text)}`,
     };
@@ -1655,12 +1649,8 @@ export function keyHeader(s: VendorSettings): Record<string, string> {
  * anything.
  */
 export function redactUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return "(unparsable URL)";
-  }
+  const parsed = URL.parse(url);
+  if (!parsed) return "(unparsable URL)";
   if (parsed.password) parsed.password = "***";
   for (const name of [...parsed.searchParams.keys()]) {
     if (/pass|secret|token|key|auth|sig/i.test(name)) {
@@ -1680,20 +1670,14 @@ const MIN_SCRUBBED_LENGTH = 4;
  * form-encoded, JSON-escaped and base64.
  */
 function secretForms(secret: string): string[] {
-  const url = (prefix: string, part: "pathname" | "search") => {
-    try {
-      return new URL(prefix + secret)[part].slice(1);
-    } catch {
-      return secret;
-    }
-  };
+  const url = (prefix: string, part: "pathname" | "search") =>
+    URL.parse(prefix + secret)?.[part].slice(1) ?? secret;
   const bytes = new TextEncoder().encode(secret);
   const base64 = [0, 1, 2].map((pad) => {
     const padded = new Uint8Array(pad + bytes.length);
     padded.set(bytes, pad);
     // Skip the characters that depend on what comes before or after it.
-    return btoa(String.fromCharCode(...padded)).replace(/=+$/, "")
-      .slice([0, 2, 3][pad], -2);
+    return padded.toBase64({ omitPadding: true }).slice([0, 2, 3][pad], -2);
   });
   return [
     ...new Set([
@@ -1727,17 +1711,10 @@ export function scrubSecrets(
 ): string {
   const kept = keep.filter((k) => k !== "");
   if (kept.length > 0) {
-    const pattern = new RegExp(
-      kept.map((k) => k.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|"),
-      "g",
-    );
-    let out = "";
-    let from = 0;
-    for (const m of text.matchAll(pattern)) {
-      out += scrubSecrets(text.slice(from, m.index), secrets, [], least) + m[0];
-      from = m.index + m[0].length;
-    }
-    return out + scrubSecrets(text.slice(from), secrets, [], least);
+    // Split at a capturing group: the kept parts are the odd pieces.
+    return text.split(new RegExp(`(${kept.map(RegExp.escape).join("|")})`))
+      .map((part, i) => i % 2 ? part : scrubSecrets(part, secrets, [], least))
+      .join("");
   }
   const hidden = new Uint8Array(text.length);
   for (const secret of secrets) {
@@ -1765,6 +1742,12 @@ export function scrubSecrets(
     : text;
 }
 
+const CONTROL_ESCAPES: Record<string, string> = {
+  "\n": "\\n",
+  "\r": "\\r",
+  "\t": "\\t",
+};
+
 /**
  * Escapes control characters, so that no value (a target id, a vendor's
  * text) can break a log line or start a line GitHub reads as a workflow
@@ -1775,13 +1758,8 @@ export function escapeControls(line: string): string {
     // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
     (c) =>
-      c === "\n"
-        ? "\\n"
-        : c === "\r"
-        ? "\\r"
-        : c === "\t"
-        ? "\\t"
-        : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+      CONTROL_ESCAPES[c] ??
+        `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
 
