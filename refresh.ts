@@ -1154,7 +1154,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const prefix of ["x-ratelimit", "ratelimit"]) {
     const reset = read(`${prefix}-reset`, (t) => parseReset(t, now));
     resets.push(...reset);
-    const at = reset.length > 0 ? Math.max(...reset) : undefined;
+    const at = largest(reset);
     for (const windows of read(`${prefix}-remaining`, remainingOf)) {
       for (const [window, left] of windows) {
         if (left <= 0) spent.push(at ?? untilNextWindow(window, now));
@@ -1164,8 +1164,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const [name] of headers) {
     const window = /^x-(.+)-requests-left$/.exec(name)?.[1];
     if (window === undefined) continue;
-    const left = read(name, integer);
-    if (left.length > 0 && Math.min(...left) <= 0) {
+    if (read(name, integer).some((left) => left <= 0)) {
       const wait = untilNextWindow(window, now);
       if (wait === undefined) unreadable.push(name);
       spent.push(wait);
@@ -1187,17 +1186,20 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
       : undefined;
     if (reset !== undefined) resets.push(reset);
     if (r !== undefined && Number(r) <= 0) {
-      const window = windows.get(item.get("")!) ??
-        (windows.size > 0 ? Math.max(...windows.values()) : undefined);
-      spent.push(reset ?? window);
+      spent.push(
+        reset ?? windows.get(item.get("")!) ?? largest([...windows.values()]),
+      );
     }
   }
-  const known = spent.filter((ms): ms is number => ms !== undefined);
   return {
-    spentMs: known.length > 0 ? Math.max(...known) : undefined,
-    resetMs: resets.length > 0 ? Math.max(...resets) : undefined,
+    spentMs: largest(spent.filter((ms) => ms !== undefined)),
+    resetMs: largest(resets),
     unreadable,
   };
+}
+
+function largest(values: number[]): number | undefined {
+  return values.length > 0 ? Math.max(...values) : undefined;
 }
 
 // ---------------------------------------------------------------------------
