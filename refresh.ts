@@ -1256,45 +1256,41 @@ interface ForecastInput {
  * out of targets) before its deadline, or roughly what will be left.
  */
 export function forecast(input: ForecastInput): string {
-  const { elapsedMs, timeLeftMs, processed, targetsLeft } = input;
+  const { elapsedMs, timeLeftMs, processed, targetsLeft, creditsLeft } = input;
   if (processed === 0 || elapsedMs <= 0) return "too early to tell";
   const targetsPerMs = processed / elapsedMs;
   const creditsPerTarget = input.creditsSpent / processed;
   const targetsByDeadline = targetsPerMs * timeLeftMs;
   const finishMs = targetsLeft / targetsPerMs;
-  if (input.creditsLeft !== undefined && creditsPerTarget > 0) {
-    const targetsForBudget = input.creditsLeft / creditsPerTarget;
+  // The credits left after that many more targets at this pace.
+  const after = (targets: number) =>
+    Math.round(creditsLeft! - targets * creditsPerTarget);
+  if (creditsLeft !== undefined && creditsPerTarget > 0) {
+    const targetsForBudget = creditsLeft / creditsPerTarget;
     if (targetsForBudget <= targetsLeft) {
       return targetsForBudget <= targetsByDeadline
         ? `budget spent in ~${
           formatDuration(targetsForBudget / targetsPerMs)
         }, before the deadline`
-        : `~${
-          Math.round(input.creditsLeft - targetsByDeadline * creditsPerTarget)
-        } credits unspent at the deadline`;
+        : `~${after(targetsByDeadline)} credits unspent at the deadline`;
     }
     if (finishMs <= timeLeftMs) {
       return `targets done in ~${formatDuration(finishMs)}, ~${
-        Math.round(input.creditsLeft - targetsLeft * creditsPerTarget)
+        after(targetsLeft)
       } credits left unspent`;
     }
   }
-  return finishMs <= timeLeftMs
-    ? `all targets done in ~${formatDuration(finishMs)}, before the deadline`
-    : `~${
-      Math.round(targetsLeft - targetsByDeadline)
-    } targets left at the deadline${
-      input.creditsLeft !== undefined
-        ? `, ~${
-          Math.max(
-            0,
-            Math.round(
-              input.creditsLeft - targetsByDeadline * creditsPerTarget,
-            ),
-          )
-        } credits unspent`
-        : ""
-    }`;
+  if (finishMs <= timeLeftMs) {
+    return `all targets done in ~${
+      formatDuration(finishMs)
+    }, before the deadline`;
+  }
+  const credits = creditsLeft === undefined
+    ? ""
+    : `, ~${Math.max(0, after(targetsByDeadline))} credits unspent`;
+  return `~${
+    Math.round(targetsLeft - targetsByDeadline)
+  } targets left at the deadline${credits}`;
 }
 
 // ---------------------------------------------------------------------------
