@@ -1327,19 +1327,18 @@ export class Pacer {
   #notBefore = -Infinity;
 
   // The first request may start at once.
-  constructor(options: PacerOptions) {
-    if (!(options.minIntervalMs >= 0)) {
+  constructor(
+    { minIntervalMs, maxGapMs = 60_000, now = () => performance.now() }:
+      PacerOptions,
+  ) {
+    if (!(minIntervalMs >= 0)) {
       throw new RangeError(
-        `Cannot pace requests: 'minIntervalMs' must be >= 0, current value is ${options.minIntervalMs}`,
+        `Cannot pace requests: 'minIntervalMs' must be >= 0, current value is ${minIntervalMs}`,
       );
     }
-    this.#minIntervalMs = options.minIntervalMs;
-    this.#maxGapMs = Math.max(
-      options.maxGapMs ?? 60_000,
-      options.minIntervalMs,
-    );
-    this.#gapMs = options.minIntervalMs;
-    this.#now = options.now ?? (() => performance.now());
+    this.#minIntervalMs = this.#gapMs = minIntervalMs;
+    this.#maxGapMs = Math.max(maxGapMs, minIntervalMs);
+    this.#now = now;
   }
 
   get gapMs(): number {
