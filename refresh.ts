@@ -1435,11 +1435,8 @@ export function parseDatabaseUrl(
   text: string,
 ): DatabaseTarget | { error: string } {
   const fail = (error: string) => ({ error });
-  const authority = text.includes("://")
-    ? text.slice(text.indexOf("://") + 3)
-    : "";
-  const at = authority.lastIndexOf("@");
-  if (/[@/?#]/.test(authority.slice(0, Math.max(0, at)))) {
+  // Between the scheme's :// and the last @: the user name and password.
+  if (/[@/?#]/.test(/:\/\/(.*)@/s.exec(text)?.[1] ?? "")) {
     return fail(
       "percent-encode special characters in the password (and user name): @ / ? # (value not shown)",
     );
