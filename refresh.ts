@@ -1602,13 +1602,11 @@ export function fillUrl(
     PLACEHOLDER,
     (_, name: string, _optional, offset: number) => {
       const value = values[name] ?? "";
-      const where = template.slice(0, offset).match(/[?#]/)
-        ? "URL"
-        : "URL path";
-      try {
-        const encoded = encodeURIComponent(value);
-        if (value !== "") return encoded;
-      } catch { /* a lone surrogate */ }
+      // encodeURIComponent throws on a lone surrogate.
+      if (value !== "" && value.isWellFormed()) {
+        return encodeURIComponent(value);
+      }
+      const where = /[?#]/.test(template.slice(0, offset)) ? "URL" : "URL path";
       invalid ??= `${name} ${
         JSON.stringify(value)
       } cannot be placed in the ${where}`;
