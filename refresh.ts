@@ -869,127 +869,33 @@ class BodyTooLargeError extends Error {
   }
 }
 
-// The stream is cancelled as soon as the cap is passed.
 export async function readCappedBody(
   body: ReadableStream<Uint8Array> | null,
   maxBytes: number,
 ): Promise<Uint8Array> {
-  if (body === null) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let size = 0;
-  const reader = body.getReader();
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        await reader.cancel().catch(() => {});
-        throw new BodyTooLargeError(maxBytes);
-      }
-      chunks.push(value);
-    }
-  } finally {
-    reader.releaseLock();
+  // Leaving the loop (the throw) cancels the stream at once.
+  for await (const chunk of body ?? []) {
+    size += chunk.byteLength;
+    if (size > maxBytes) throw new BodyTooLargeError(maxBytes);
+    chunks.push(chunk);
   }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+  return await new Blob(chunks as BlobPart[]).bytes();
 }
 
-interface ZonedParts {
-  year: number;
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
+/** `at` as a date and time in `timeZone` (validated by the settings). */
+function zoned(at: Date, timeZone: string): Temporal.ZonedDateTime {
+  return at.toTemporalInstant().toZonedDateTimeISO(timeZone);
 }
-
-const ZONED = new Map<string, Intl.DateTimeFormat>();
-
-function zonedParts(at: Date, timeZone: string): ZonedParts {
-  let format = ZONED.get(timeZone);
-  if (!format) {
-    format = new Intl.DateTimeFormat("en-US", {
-      timeZone,
-      hourCycle: "h23",
-      year: "numeric",
-      month: "numeric",
-      day: "numeric",
-      hour: "numeric",
-      minute: "numeric",
-      second: "numeric",
-    });
-    ZONED.set(timeZone, format);
-  }
-  const parts: Record<string, number> = {};
-  for (const part of format.formatToParts(at)) {
-    if (part.type !== "literal") parts[part.type] = Number(part.value);
-  }
-  return parts as unknown as ZonedParts;
-}
-
-/** Offset of `timeZone` from UTC at the instant `at`, in milliseconds. */
-function zoneOffsetMs(at: number, timeZone: string): number {
-  const whole = Math.floor(at / 1000) * 1000;
-  const p = zonedParts(new Date(whole), timeZone);
-  const asUtc = Date.UTC(
-    p.year,
-    p.month - 1,
-    p.day,
-    p.hour,
-    p.minute,
-    p.second,
-  );
-  return asUtc - whole;
-}
-
-function daysInMonth(year: number, month: number): number {
-  return new Date(Date.UTC(year, month, 0)).getUTCDate();
-}
-
-const DAY_MS = 86_400_000;
 
 /** The instant the next month starts in `timeZone`: credits reset then. */
 export function periodEnd(now: Date, timeZone: string): Date {
-  const p = zonedParts(now, timeZone);
-  // Midnight starting the next month, as if local time were UTC...
-  const local = Date.UTC(p.year, p.month, 1);
-  const starts = (t: number) => {
-    const q = zonedParts(new Date(t), timeZone);
-    return Date.UTC(q.year, q.month - 1, q.day, q.hour, q.minute, q.second) >=
-      local;
-  };
-  // ...shifted by the zone's offset the day before or the day after: the
-  // earlier one that is that midnight there.
-  const [a, b] = [
-    local - zoneOffsetMs(local - DAY_MS, timeZone),
-    local - zoneOffsetMs(local + DAY_MS, timeZone),
-  ].sort((x, y) => x - y) as [number, number];
-  if (starts(a) && !starts(a - 1000)) return new Date(a);
-  if (starts(b) && !starts(b - 1000)) return new Date(b);
-  // Midnight does not exist there (clocks skip it): the month starts at the
-  // first instant after the jump, between the two.
-  let [lo, hi] = [a - DAY_MS, b + DAY_MS];
-  while (hi - lo > 1000) {
-    const mid = Math.floor((lo + hi) / 2000) * 1000;
-    if (starts(mid)) hi = mid;
-    else lo = mid;
-  }
-  return new Date(hi);
-}
-
-interface MonthEndWindow {
-  inWindow: boolean;
-  day: number;
-  daysInMonth: number;
-  /** First day of the month that is in the window. */
-  firstDay: number;
+  // A PlainDate's toZonedDateTime is the day's first instant: the earlier
+  // midnight where it repeats, the end of the jump where clocks skip it.
+  const next = zoned(now, timeZone).toPlainDate().with({ day: 1 })
+    .add({ months: 1 }).toZonedDateTime(timeZone);
+  return new Date(next.epochMilliseconds);
 }
 
 /**
@@ -997,20 +903,11 @@ interface MonthEndWindow {
  * "last day of the month", so a schedule fires on days 25–31 and the run
  * decides.
  */
-export function monthEndWindow(
-  now: Date,
-  timeZone: string,
-  days: number,
-): MonthEndWindow {
-  const p = zonedParts(now, timeZone);
-  const total = daysInMonth(p.year, p.month);
-  const firstDay = Math.max(1, total - days + 1);
-  return {
-    inWindow: p.day >= firstDay,
-    day: p.day,
-    daysInMonth: total,
-    firstDay,
-  };
+export function monthEndWindow(now: Date, timeZone: string, days: number) {
+  const { day, daysInMonth } = zoned(now, timeZone);
+  // The first day of the month that is in the window.
+  const firstDay = Math.max(1, daysInMonth - days + 1);
+  return { inWindow: day >= firstDay, day, daysInMonth, firstDay };
 }
 
 // ---------------------------------------------------------------------------
@@ -1149,7 +1046,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const prefix of ["x-ratelimit", "ratelimit"]) {
     const reset = read(`${prefix}-reset`, (t) => parseReset(t, now));
     resets.push(...reset);
-    const at = reset.length > 0 ? Math.max(...reset) : undefined;
+    const at = largest(reset);
     for (const windows of read(`${prefix}-remaining`, remainingOf)) {
       for (const [window, left] of windows) {
         if (left <= 0) spent.push(at ?? untilNextWindow(window, now));
@@ -1159,8 +1056,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const [name] of headers) {
     const window = /^x-(.+)-requests-left$/.exec(name)?.[1];
     if (window === undefined) continue;
-    const left = read(name, integer);
-    if (left.length > 0 && Math.min(...left) <= 0) {
+    if (read(name, integer).some((left) => left <= 0)) {
       const wait = untilNextWindow(window, now);
       if (wait === undefined) unreadable.push(name);
       spent.push(wait);
@@ -1182,17 +1078,20 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
       : undefined;
     if (reset !== undefined) resets.push(reset);
     if (r !== undefined && Number(r) <= 0) {
-      const window = windows.get(item.get("")!) ??
-        (windows.size > 0 ? Math.max(...windows.values()) : undefined);
-      spent.push(reset ?? window);
+      spent.push(
+        reset ?? windows.get(item.get("")!) ?? largest([...windows.values()]),
+      );
     }
   }
-  const known = spent.filter((ms): ms is number => ms !== undefined);
   return {
-    spentMs: known.length > 0 ? Math.max(...known) : undefined,
-    resetMs: resets.length > 0 ? Math.max(...resets) : undefined,
+    spentMs: largest(spent.filter((ms) => ms !== undefined)),
+    resetMs: largest(resets),
     unreadable,
   };
+}
+
+function largest(values: number[]): number | undefined {
+  return values.length > 0 ? Math.max(...values) : undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -1249,45 +1148,41 @@ interface ForecastInput {
  * out of targets) before its deadline, or roughly what will be left.
  */
 export function forecast(input: ForecastInput): string {
-  const { elapsedMs, timeLeftMs, processed, targetsLeft } = input;
+  const { elapsedMs, timeLeftMs, processed, targetsLeft, creditsLeft } = input;
   if (processed === 0 || elapsedMs <= 0) return "too early to tell";
   const targetsPerMs = processed / elapsedMs;
   const creditsPerTarget = input.creditsSpent / processed;
   const targetsByDeadline = targetsPerMs * timeLeftMs;
   const finishMs = targetsLeft / targetsPerMs;
-  if (input.creditsLeft !== undefined && creditsPerTarget > 0) {
-    const targetsForBudget = input.creditsLeft / creditsPerTarget;
+  // The credits left after that many more targets at this pace.
+  const after = (targets: number) =>
+    Math.round(creditsLeft! - targets * creditsPerTarget);
+  if (creditsLeft !== undefined && creditsPerTarget > 0) {
+    const targetsForBudget = creditsLeft / creditsPerTarget;
     if (targetsForBudget <= targetsLeft) {
       return targetsForBudget <= targetsByDeadline
         ? `budget spent in ~${
           formatDuration(targetsForBudget / targetsPerMs)
         }, before the deadline`
-        : `~${
-          Math.round(input.creditsLeft - targetsByDeadline * creditsPerTarget)
-        } credits unspent at the deadline`;
+        : `~${after(targetsByDeadline)} credits unspent at the deadline`;
     }
     if (finishMs <= timeLeftMs) {
       return `targets done in ~${formatDuration(finishMs)}, ~${
-        Math.round(input.creditsLeft - targetsLeft * creditsPerTarget)
+        after(targetsLeft)
       } credits left unspent`;
     }
   }
-  return finishMs <= timeLeftMs
-    ? `all targets done in ~${formatDuration(finishMs)}, before the deadline`
-    : `~${
-      Math.round(targetsLeft - targetsByDeadline)
-    } targets left at the deadline${
-      input.creditsLeft !== undefined
-        ? `, ~${
-          Math.max(
-            0,
-            Math.round(
-              input.creditsLeft - targetsByDeadline * creditsPerTarget,
-            ),
-          )
-        } credits unspent`
-        : ""
-    }`;
+  if (finishMs <= timeLeftMs) {
+    return `all targets done in ~${
+      formatDuration(finishMs)
+    }, before the deadline`;
+  }
+  const credits = creditsLeft === undefined
+    ? ""
+    : `, ~${Math.max(0, after(targetsByDeadline))} credits unspent`;
+  return `~${
+    Math.round(targetsLeft - targetsByDeadline)
+  } targets left at the deadline${credits}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -1324,19 +1219,18 @@ export class Pacer {
   #notBefore = -Infinity;
 
   // The first request may start at once.
-  constructor(options: PacerOptions) {
-    if (!(options.minIntervalMs >= 0)) {
+  constructor(
+    { minIntervalMs, maxGapMs = 60_000, now = () => performance.now() }:
+      PacerOptions,
+  ) {
+    if (!(minIntervalMs >= 0)) {
       throw new RangeError(
-        `Cannot pace requests: 'minIntervalMs' must be >= 0, current value is ${options.minIntervalMs}`,
+        `Cannot pace requests: 'minIntervalMs' must be >= 0, current value is ${minIntervalMs}`,
       );
     }
-    this.#minIntervalMs = options.minIntervalMs;
-    this.#maxGapMs = Math.max(
-      options.maxGapMs ?? 60_000,
-      options.minIntervalMs,
-    );
-    this.#gapMs = options.minIntervalMs;
-    this.#now = options.now ?? (() => performance.now());
+    this.#minIntervalMs = this.#gapMs = minIntervalMs;
+    this.#maxGapMs = Math.max(maxGapMs, minIntervalMs);
+    this.#now = now;
   }
 
   get gapMs(): number {
@@ -1433,21 +1327,14 @@ export function parseDatabaseUrl(
   text: string,
 ): DatabaseTarget | { error: string } {
   const fail = (error: string) => ({ error });
-  const authority = text.includes("://")
-    ? text.slice(text.indexOf("://") + 3)
-    : "";
-  const at = authority.lastIndexOf("@");
-  if (/[@/?#]/.test(authority.slice(0, Math.max(0, at)))) {
+  // Between the scheme's :// and the last @: the user name and password.
+  if (/[@/?#]/.test(/:\/\/(.*)@/s.exec(text)?.[1] ?? "")) {
     return fail(
       "percent-encode special characters in the password (and user name): @ / ? # (value not shown)",
     );
   }
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return fail("expected a postgres:// URL (value not shown)");
-  }
+  const url = URL.parse(text);
+  if (!url) return fail("expected a postgres:// URL (value not shown)");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
     return fail(
       `expected the scheme postgres: or postgresql:, found ${
@@ -1551,10 +1438,8 @@ function queryStart(template: string): number {
 }
 
 function parseApiUrl(text: string): string | { error: string } {
-  let url: URL;
-  try {
-    url = new URL(text.replace(PLACEHOLDER, "x"));
-  } catch {
+  const url = URL.parse(text.replace(PLACEHOLDER, "x"));
+  if (!url) {
     return {
       error: `expected an http(s) URL template, found ${JSON.stringify(text)}`,
     };
@@ -1609,13 +1494,11 @@ export function fillUrl(
     PLACEHOLDER,
     (_, name: string, _optional, offset: number) => {
       const value = values[name] ?? "";
-      const where = template.slice(0, offset).match(/[?#]/)
-        ? "URL"
-        : "URL path";
-      try {
-        const encoded = encodeURIComponent(value);
-        if (value !== "") return encoded;
-      } catch { /* a lone surrogate */ }
+      // encodeURIComponent throws on a lone surrogate.
+      if (value !== "" && value.isWellFormed()) {
+        return encodeURIComponent(value);
+      }
+      const where = /[?#]/.test(template.slice(0, offset)) ? "URL" : "URL path";
       invalid ??= `${name} ${
         JSON.stringify(value)
       } cannot be placed in the ${where}`;
@@ -1650,12 +1533,8 @@ export function keyHeader(s: VendorSettings): Record<string, string> {
  * anything.
  */
 export function redactUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return "(unparsable URL)";
-  }
+  const parsed = URL.parse(url);
+  if (!parsed) return "(unparsable URL)";
   if (parsed.password) parsed.password = "***";
   for (const name of [...parsed.searchParams.keys()]) {
     if (/pass|secret|token|key|auth|sig/i.test(name)) {
@@ -1675,20 +1554,14 @@ const MIN_SCRUBBED_LENGTH = 4;
  * form-encoded, JSON-escaped and base64.
  */
 function secretForms(secret: string): string[] {
-  const url = (prefix: string, part: "pathname" | "search") => {
-    try {
-      return new URL(prefix + secret)[part].slice(1);
-    } catch {
-      return secret;
-    }
-  };
+  const url = (prefix: string, part: "pathname" | "search") =>
+    URL.parse(prefix + secret)?.[part].slice(1) ?? secret;
   const bytes = new TextEncoder().encode(secret);
   const base64 = [0, 1, 2].map((pad) => {
     const padded = new Uint8Array(pad + bytes.length);
     padded.set(bytes, pad);
     // Skip the characters that depend on what comes before or after it.
-    return btoa(String.fromCharCode(...padded)).replace(/=+$/, "")
-      .slice([0, 2, 3][pad], -2);
+    return padded.toBase64({ omitPadding: true }).slice([0, 2, 3][pad], -2);
   });
   return [
     ...new Set([
@@ -1722,17 +1595,10 @@ export function scrubSecrets(
 ): string {
   const kept = keep.filter((k) => k !== "");
   if (kept.length > 0) {
-    const pattern = new RegExp(
-      kept.map((k) => k.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|"),
-      "g",
-    );
-    let out = "";
-    let from = 0;
-    for (const m of text.matchAll(pattern)) {
-      out += scrubSecrets(text.slice(from, m.index), secrets, [], least) + m[0];
-      from = m.index + m[0].length;
-    }
-    return out + scrubSecrets(text.slice(from), secrets, [], least);
+    // Split at a capturing group: the kept parts are the odd pieces.
+    return text.split(new RegExp(`(${kept.map(RegExp.escape).join("|")})`))
+      .map((part, i) => i % 2 ? part : scrubSecrets(part, secrets, [], least))
+      .join("");
   }
   const hidden = new Uint8Array(text.length);
   for (const secret of secrets) {
@@ -1760,6 +1626,12 @@ export function scrubSecrets(
     : text;
 }
 
+const CONTROL_ESCAPES: Record<string, string> = {
+  "\n": "\\n",
+  "\r": "\\r",
+  "\t": "\\t",
+};
+
 /**
  * Escapes control characters, so that no value (a target id, a vendor's
  * text) can break a log line or start a line GitHub reads as a workflow
@@ -1770,13 +1642,8 @@ export function escapeControls(line: string): string {
     // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
     (c) =>
-      c === "\n"
-        ? "\\n"
-        : c === "\r"
-        ? "\\r"
-        : c === "\t"
-        ? "\\t"
-        : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+      CONTROL_ESCAPES[c] ??
+        `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
 
