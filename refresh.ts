@@ -2784,6 +2784,11 @@ type StopStatus =
   | "interrupted"
   | "aborted";
 
+const stopAs = (status: StopStatus, reason: string): Stop => ({
+  status,
+  reason,
+});
+
 const LEASE_LOST: Stop = {
   status: "aborted",
   reason: "lost the lease: another run marked this one crashed and took over",
@@ -3467,18 +3472,13 @@ class Retryable extends Error {
 }
 
 /** What one target came to, with everything its requests cost. */
-interface Fetched {
-  /** What to record; none when a stop cut the target short. */
-  outcome?: Outcome;
-  /** The run must stop (after recording `outcome`, if there is one). */
-  stop?: Stop;
+type Fetched = Pick<Reply, "outcome" | "stop" | "creditsRemaining"> & {
   /** Requests made, the ones a stop cut short included. */
   attempts: number;
   credits: number;
-  creditsRemaining?: number;
   /** The most one call has cost this run (at least 1). */
   maxCost: number;
-}
+};
 
 /** What {@linkcode fetchTarget} needs. */
 type FetchOptions = Pick<LoopOptions, "policy" | "pacer" | "stats" | "log"> & {
@@ -3803,11 +3803,10 @@ async function refreshAll(
     }
     refusedRow = refused ? refusedRow + 1 : 0;
     return refusedRow >= c.maxConsecutiveInvalid
-      ? {
-        status: "aborted",
-        reason:
-          `${refusedRow} answers in a row were refused by the database (--max-consecutive-invalid); last: ${stored.error}`,
-      }
+      ? stopAs(
+        "aborted",
+        `${refusedRow} answers in a row were refused by the database (--max-consecutive-invalid); last: ${stored.error}`,
+      )
       : undefined;
   };
   const decide = (f: Fetched): Stop | undefined => {
@@ -3821,18 +3820,16 @@ async function refreshAll(
           : 0;
       }
       if (failedRow >= c.maxConsecutiveFailures) {
-        return {
-          status: "aborted",
-          reason:
-            `${failedRow} targets in a row failed (--max-consecutive-failures); last: ${out.error}`,
-        };
+        return stopAs(
+          "aborted",
+          `${failedRow} targets in a row failed (--max-consecutive-failures); last: ${out.error}`,
+        );
       }
       if (invalidRow >= c.maxConsecutiveInvalid) {
-        return {
-          status: "aborted",
-          reason:
-            `${invalidRow} answers in a row failed the vendor checks (--max-consecutive-invalid): do the answers match the schema of the vendor section? last: ${out.error}`,
-        };
+        return stopAs(
+          "aborted",
+          `${invalidRow} answers in a row failed the vendor checks (--max-consecutive-invalid): do the answers match the schema of the vendor section? last: ${out.error}`,
+        );
       }
     }
     if (f.stop) return f.stop;
@@ -3841,27 +3838,25 @@ async function refreshAll(
       c.reserve !== undefined && left === undefined &&
       count.requests >= HEADER_SEEN_WITHIN
     ) {
-      return {
-        status: "aborted",
-        reason:
-          `--reserve ${c.reserve} is set, but none of the first ${count.requests} answers had a readable ${c.creditsHeader} header: stopped rather than spend blind`,
-      };
+      return stopAs(
+        "aborted",
+        `--reserve ${c.reserve} is set, but none of the first ${count.requests} answers had a readable ${c.creditsHeader} header: stopped rather than spend blind`,
+      );
     }
     if (left === 0) {
-      return {
-        status: "credits_exhausted",
-        reason: "the vendor reports 0 credits remaining",
-      };
+      return stopAs(
+        "credits_exhausted",
+        "the vendor reports 0 credits remaining",
+      );
     }
     if (
       left !== undefined && c.reserve !== undefined &&
       left < c.reserve + maxCost
     ) {
-      return {
-        status: "budget_exhausted",
-        reason:
-          `the vendor reports ${left} credit(s) remaining; a call costing up to ${maxCost} would dip into the reserve of ${c.reserve}`,
-      };
+      return stopAs(
+        "budget_exhausted",
+        `the vendor reports ${left} credit(s) remaining; a call costing up to ${maxCost} would dip into the reserve of ${c.reserve}`,
+      );
     }
     return undefined;
   };
