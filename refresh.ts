@@ -26,6 +26,7 @@
 import { parseArgs } from "jsr:@std/cli@1.0.32/parse-args";
 import { retry, RetryError } from "jsr:@std/async@1.5.0/retry";
 import { delay } from "jsr:@std/async@1.5.0/delay";
+import { abortable } from "jsr:@std/async@1.5.0/abortable";
 import postgres from "npm:postgres@3.4.9";
 import * as v from "npm:valibot@1.5.0";
 
@@ -2056,26 +2057,23 @@ class Db {
       // The connection's own timeouts apply (start-up parameters).
       query = inner = statement(this.sql as unknown as Sql);
     }
-    const stopped = Promise.withResolvers<never>();
-    const onAbort = () => {
-      inner?.cancel?.();
-      stopped.reject(abort!.reason);
-    };
-    const timer = setTimeout(() => {
+    const guard = AbortSignal.timeout(guardMs);
+    try {
+      return await abortable(
+        query,
+        abort ? AbortSignal.any([guard, abort]) : guard,
+      );
+    } catch (error) {
+      if (abort?.aborted && error === abort.reason) inner?.cancel?.();
+      if (!guard.aborted || error !== guard.reason) throw error;
       this.reset();
-      stopped.reject(Object.assign(
+      throw Object.assign(
         new Error(
           `no answer from the database within ${formatDuration(guardMs)}`,
         ),
         { code: "CLIENT_TIMEOUT" },
-      ));
-    }, guardMs);
-    abort?.addEventListener("abort", onAbort, { once: true });
-    try {
-      return await Promise.race([query, stopped.promise]);
+      );
     } finally {
-      clearTimeout(timer);
-      abort?.removeEventListener("abort", onAbort);
       query.catch(() => {});
     }
   }
@@ -2147,11 +2145,12 @@ async function connect(
     timeouts,
   );
   const where = `${target.host}:${target.port}`;
-  const late = new Error("no answer in time");
-  const expired = new AbortController();
-  const timer = setTimeout(() => expired.abort(late), connectTimeoutMs);
-  const signal = AbortSignal.any([stop, expired.signal]);
+  const expired = AbortSignal.timeout(connectTimeoutMs);
+  const signal = AbortSignal.any([stop, expired]);
+  // A statement or the retry's wait cut short by the timeout.
+  const late = (e: unknown) => expired.aborted && e === expired.reason;
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
+  const refused = /^(28|3D|42|22023)/;
   let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
@@ -2170,8 +2169,8 @@ async function connect(
         minTimeout: 100,
         maxTimeout: 2000,
         isRetriable: (e) =>
-          e !== late && !stop.aborted &&
-          !/^(28|3D|42|22023)/.test(codeOf(last = e)),
+          !late(e) && !stop.aborted &&
+          !refused.test(codeOf(last = e)),
         signal,
       },
     );
@@ -2180,20 +2179,14 @@ async function connect(
     db.sql.end({ timeout: 0 }).catch(() => {});
     if (stop.aborted) throw stop.reason;
     const code = codeOf(error instanceof RetryError ? error.cause : error);
-    if (/^28/.test(code) && target.password === "") {
+    if (refused.test(code)) {
       return {
         exit: 2,
-        message:
-          `DATABASE_URL: the server at ${where} asks for a password and the URL has none`,
-      };
-    }
-    if (/^(28|3D|42|22023)/.test(code)) {
-      return {
-        exit: 2,
-        message:
-          `DATABASE_URL: the server at ${where} refused the connection: ${
-            describeError(error)
-          }`,
+        message: `DATABASE_URL: the server at ${where} ${
+          /^28/.test(code) && target.password === ""
+            ? "asks for a password and the URL has none"
+            : `refused the connection: ${describeError(error)}`
+        }`,
       };
     }
     const within = `within ${
@@ -2201,16 +2194,14 @@ async function connect(
     } (--connect-timeout)`;
     return {
       exit: 1,
-      message: error !== late
+      message: !late(error)
         ? `cannot connect to the database at ${where}: ${describeError(error)}`
-        : last === undefined || last === late
+        : last === undefined || late(last)
         ? `no answer from PostgreSQL at ${where} ${within}: is it a PostgreSQL server, and reachable?`
         : `cannot connect to the database at ${where} ${within}: ${
           describeError(last)
         }`,
     };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
