@@ -2677,6 +2677,11 @@ function toTarget(s: Selection, row: Record<string, string>): Target {
   return { id: row.id!, values };
 }
 
+/** `ids` as an array of the id column's type: an error if one is not of it. */
+function idArray(sql: Sql, s: Pick<Selection, "idType">, ids: string[]) {
+  return sql`${ids}::text[]::${sql.unsafe(s.idType)}[]`;
+}
+
 /** Not a recent known miss (unless `--retry-misses`). */
 function notKnownMiss(sql: Sql, s: Selection) {
   if (!s.hasState || s.retryMisses) return sql`true`;
@@ -2689,9 +2694,12 @@ function notKnownMiss(sql: Sql, s: Selection) {
   )`;
 }
 
-function stale(sql: Sql, s: Selection) {
-  const at = sql(s.atColumn);
-  return sql`(t.${at} is null or t.${at} < ${s.cutoff}::text::timestamptz)`;
+/** Never refreshed, or refreshed before the cutoff; or only one of the two. */
+function stale(sql: Sql, s: Selection, only?: "never" | "before") {
+  const at = sql`t.${sql(s.atColumn)}`;
+  const never = sql`${at} is null`;
+  const before = sql`${at} < ${s.cutoff}::text::timestamptz`;
+  return only ? { never, before }[only] : sql`(${never} or ${before})`;
 }
 
 /** How many rows lack each lookup value (they are never asked for). */
@@ -2703,17 +2711,13 @@ async function countStale(
   s: Selection,
   abort: AbortSignal,
 ): Promise<{ total: number; without: Without }> {
+  const lacking = s.needs.map((n, i) =>
+    `, count(*) filter (where not ${n.sql})::text as w${i}`
+  );
   const [row] = await db.run((sql) =>
     sql<Record<string, string>[]>`
       select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
-        ${
-      sql.unsafe(
-        s.needs.map((n, i) =>
-          `, count(*) filter (where not ${n.sql})::text as w${i}`
-        )
-          .join(""),
-      )
-    }
+        ${sql.unsafe(lacking.join(""))}
       from ${source(sql, s)}
       where ${stale(sql, s)} and ${notKnownMiss(sql, s)}`, abort);
   return {
@@ -2737,41 +2741,29 @@ async function* staleBatches(
   s: Selection,
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
-  const id = (sql: Sql) => sql(s.idColumn);
-  const at = (sql: Sql) => sql(s.atColumn);
-  let after: string | undefined;
-  while (true) {
-    const rows = await db.run((sql) =>
-      sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${at(sql)} is null
-          ${after === undefined ? sql`` : sql`and t.${id(sql)} > ${after}`}
-          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
-        order by t.${id(sql)} limit ${BATCH_SIZE}`, abort);
-    if (rows.length === 0) break;
-    yield rows.map((row) => toTarget(s, row));
-    after = rows.at(-1)!.id;
-  }
-  let last: { at: string; id: string } | undefined;
-  while (true) {
-    const rows = await db.run((sql) =>
-      sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)}, t.${at(sql)}::text as at from ${
-        source(sql, s)
-      }
-        where t.${at(sql)} < ${s.cutoff}::text::timestamptz
-          ${
-        last === undefined
+  for (const only of ["never", "before"] as const) {
+    let last: Record<string, string> | undefined;
+    while (true) {
+      const prev = last;
+      const rows = await db.run((sql) => {
+        const id = sql`t.${sql(s.idColumn)}`;
+        const at = sql`t.${sql(s.atColumn)}`;
+        const key = only === "never" ? id : sql`${at}, ${id}`;
+        const after = !prev
           ? sql``
-          : sql`and (t.${at(sql)}, t.${
-            id(sql)
-          }) > (${last.at}::text::timestamptz, ${last.id})`
-      }
+          : only === "never"
+          ? sql`and ${id} > ${prev.id!}`
+          : sql`and (${key}) > (${prev.at!}::text::timestamptz, ${prev.id!})`;
+        return sql<Record<string, string>[]>`
+        select ${columnsOf(sql, s)}, ${at}::text as at from ${source(sql, s)}
+        where ${stale(sql, s, only)} ${after}
           and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
-        order by t.${at(sql)}, t.${id(sql)} limit ${BATCH_SIZE}`, abort);
-    if (rows.length === 0) break;
-    yield rows.map((row) => toTarget(s, row));
-    last = { at: rows.at(-1)!.at!, id: rows.at(-1)!.id! };
+        order by ${key} limit ${BATCH_SIZE}`;
+      }, abort);
+      if (rows.length === 0) break;
+      yield rows.map((row) => toTarget(s, row));
+      last = rows.at(-1);
+    }
   }
 }
 
@@ -2794,16 +2786,14 @@ async function resolveIds(
   abort: AbortSignal,
 ): Promise<GivenIds | { bad: string[] }> {
   const type = (sql: Sql) => sql.unsafe(s.idType);
+  const oks = s.needs.map((n, i) => `, ${n.sql} as ok${i}`);
   const bad: string[] = [];
   const found = new Map<string, boolean>();
   const without: Without = Object.fromEntries(s.needs.map((n) => [n.name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
     try {
-      await db.run(
-        (sql) => sql`select ${batch}::text[]::${type(sql)}[]`,
-        abort,
-      );
+      await db.run((sql) => sql`select ${idArray(sql, s, batch)}`, abort);
     } catch (error) {
       if (blame(error) !== "target") throw error;
       for (const id of batch) {
@@ -2815,18 +2805,11 @@ async function resolveIds(
       }
       continue;
     }
-    const rows = await db.run(
-      (sql) =>
-        sql<Record<string, unknown>[]>`
-        select t.${sql(s.idColumn)}::text as id ${
-          sql.unsafe(
-            s.needs.map((n, i) => `, ${n.sql} as ok${i}`).join(""),
-          )
-        }
+    const rows = await db.run((sql) =>
+      sql<Record<string, unknown>[]>`
+        select t.${sql(s.idColumn)}::text as id ${sql.unsafe(oks.join(""))}
         from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${batch}::text[]::${type(sql)}[])`,
-      abort,
-    );
+        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})`, abort);
     for (const row of rows) {
       const lacking = s.needs.filter((_, i) => !row[`ok${i}`]);
       for (const n of lacking) without[n.name]!++;
@@ -2853,9 +2836,7 @@ async function* givenBatches(
     const rows = await db.run((sql) =>
       sql<Record<string, string>[]>`
         select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${batch}::text[]::${
-        sql.unsafe(s.idType)
-      }[])
+        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})
           and ${lookupsPresent(sql, s)}`, abort);
     const byId = new Map(rows.map((row) => [row.id!, toTarget(s, row)]));
     const targets = batch.flatMap((id) => byId.get(id) ?? []);
