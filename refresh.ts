@@ -1908,17 +1908,9 @@ interface Timeouts {
 }
 
 /** Target writes, the lease and the heartbeat. */
-const SHORT: Timeouts = {
-  lock: "5s",
-  statement: "30s",
-  guardMs: 35_000,
-};
+const SHORT: Timeouts = { lock: "5s", statement: "30s", guardMs: 35_000 };
 /** Inspection and selection. */
-const LONG: Timeouts = {
-  lock: "1min",
-  statement: "10min",
-  guardMs: 605_000,
-};
+const LONG: Timeouts = { lock: "1min", statement: "10min", guardMs: 605_000 };
 
 /** The least a bounded statement is given, even at the end of the window. */
 const GUARD_FLOOR_MS = 1000;
@@ -1988,7 +1980,6 @@ class Db {
     const until = performance.now() + (this.retry?.ms ?? 0);
     for (let attempt = 0;; attempt++) {
       try {
-        // A silent connection is given up on by the end of the window.
         const left = until - performance.now();
         const guardMs = this.retry && bounded
           ? Math.min(this.#timeouts.guardMs, Math.max(left, GUARD_FLOOR_MS))
@@ -2123,15 +2114,9 @@ async function connect(
     publications: "alltables",
     backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
     keep_alive: 60,
-    prepare: true,
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-    connection: {
-      ...target.params,
-      lock_timeout: timeouts.lock,
-      statement_timeout: timeouts.statement,
-    },
   };
   const db = new Db(
     (pooled) =>
@@ -2139,7 +2124,11 @@ async function connect(
         {
           ...options,
           prepare: !pooled,
-          connection: pooled ? target.params : options.connection,
+          connection: pooled ? target.params : {
+            ...target.params,
+            lock_timeout: timeouts.lock,
+            statement_timeout: timeouts.statement,
+          },
         } as unknown as postgres.Options<Record<string, never>>,
       ),
     timeouts,
@@ -2243,13 +2232,9 @@ function quoted(name: string): string {
   return name.split(".").map((part) => `"${part}"`).join(".");
 }
 
-interface StateNames {
-  schema: string | undefined;
-  runs: string;
-  state: string;
-}
+type StateNames = ReturnType<typeof stateNames>;
 
-function stateNames(schema: string | undefined): StateNames {
+function stateNames(schema: string | undefined) {
   const prefix = schema ? `${schema}.` : "";
   return {
     schema,
@@ -2406,6 +2391,8 @@ async function migrate(
   abort: AbortSignal,
 ): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
   const statements = migration(n, found, table);
+  const earlier = found.runs || found.state;
+  const tables = `the state tables ${n.runs} and ${n.state}`;
   try {
     await db.transaction(async (tx) => {
       await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
@@ -2414,14 +2401,14 @@ async function migrate(
     }, abort);
   } catch (error) {
     const code = (error as { code?: unknown }).code;
-    const what = `the state tables ${n.runs} and ${n.state} are ${
-      found.runs || found.state ? "of an earlier version" : "missing"
+    const what = `${tables} are ${
+      earlier ? "of an earlier version" : "missing"
     }`;
     if (code === "42501") {
       return {
         exit: 2,
         message: `REFRESH_STATE_SCHEMA: ${what}, and this role may not ${
-          found.runs || found.state ? "migrate" : "create"
+          earlier ? "migrate" : "create"
         } them (${
           describeError(error)
         }): run refresh once as their owner (or as a role that may create in ${
@@ -2441,9 +2428,9 @@ async function migrate(
     throw error;
   }
   return {
-    done: found.runs || found.state
-      ? `migrated the state tables ${n.runs} and ${n.state} to "${STATE_VERSION}"`
-      : `created the state tables ${n.runs} and ${n.state}`,
+    done: earlier
+      ? `migrated ${tables} to "${STATE_VERSION}"`
+      : `created ${tables}`,
   };
 }
 
@@ -2479,15 +2466,7 @@ async function inspectTarget(
   if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
   const columns = await db.run(
     (sql) =>
-      sql<
-        {
-          name: string;
-          type: string;
-          base: string;
-          category: string;
-          typname: string;
-        }[]
-      >`
+      sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
       select attname as name, format_type(atttypid, atttypmod) as type,
         format_type(atttypid, null) as base, t.typcategory as category, t.typname
       from pg_attribute a join pg_type t on t.oid = a.atttypid
@@ -2499,8 +2478,8 @@ async function inspectTarget(
   const check = (
     env: string,
     column: string,
-    ok: (t: typeof columns[0]) => boolean,
-    expected: string,
+    ok = (_: typeof columns[0]) => true,
+    expected = "",
   ) => {
     const found = col.get(column);
     if (!found) {
@@ -2513,7 +2492,7 @@ async function inspectTarget(
   };
   const isJson = (t: { typname: string }) =>
     t.typname === "json" || t.typname === "jsonb";
-  check("REFRESH_ID_COLUMN", c.idColumn, () => true, "any type");
+  check("REFRESH_ID_COLUMN", c.idColumn);
   if (c.dataColumn) {
     check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
   }
@@ -2524,11 +2503,7 @@ async function inspectTarget(
     "timestamptz",
   );
   for (const name of lookups.filter((l) => l !== "id")) {
-    if (!col.has(name)) {
-      problems.push(
-        `REFRESH_API_URL: {${name}}: column ${name} does not exist in ${c.table}`,
-      );
-    }
+    check(`REFRESH_API_URL: {${name}}`, name);
   }
   for (const column of c.map?.keys() ?? []) {
     check(
@@ -2613,12 +2588,10 @@ function lookupNeeds(lookups: string[]): Need[] {
   }];
 }
 
-interface Selection {
+interface Selection extends Pick<TargetInfo, "canonical" | "idType"> {
   table: string;
-  canonical: string;
   idColumn: string;
   atColumn: string;
-  idType: string;
   /** Lookups besides the id, as the URL spells them (`email?` optional). */
   lookups: string[];
   /** What a row needs to be asked for; rows without are left out. */
@@ -2646,16 +2619,11 @@ function columnsRead(s: Read): string[] {
 
 /** The target table, narrowed by `--where` where only its columns are in scope. */
 function source(sql: Sql, s: Read) {
-  return s.where
-    ? sql`(select ${sql(columnsRead(s))} from ${sql(s.table)} where ${
-      whereOf(sql, s.where)
-    }) t`
-    : sql`${sql(s.table)} t`;
-}
-
-/** `--where` as one expression: a trailing comment ends at the newline. */
-function whereOf(sql: Sql, where: string) {
-  return sql.unsafe(`(\n${where}\n)`);
+  if (!s.where) return sql`${sql(s.table)} t`;
+  // One expression: a trailing comment in `--where` ends at the newline.
+  const where = sql.unsafe(`(\n${s.where}\n)`);
+  const columns = sql(columnsRead(s));
+  return sql`(select ${columns} from ${sql(s.table)} where ${where}) t`;
 }
 
 function columnsOf(sql: Sql, s: Selection) {
@@ -2858,15 +2826,11 @@ interface Outcome {
   text?: string;
 }
 
-interface WritePlan {
-  table: string;
-  canonical: string;
-  idColumn: string;
-  atColumn: string;
+interface WritePlan
+  extends
+    Pick<Selection, "table" | "idColumn" | "atColumn" | "state">,
+    Omit<TargetInfo, "idType"> {
   dataColumn: string | null;
-  dataType: string | null;
-  map: TargetInfo["map"];
-  state: StateNames;
   runId: number;
   /** Removes secrets from a text before it is stored. */
   scrub: (text: string) => string;
@@ -2897,12 +2861,9 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
     ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
     ...p.map.map((m, i) => {
       // A JSON null read as json is 'null', not SQL null: nullif for keep.
-      const read = m.json
-        ? `(a.j #> $${10 + i}::text[])`
-        : `(a.j #>> $${10 + i}::text[])`;
-      const value = `${
-        m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read
-      }::${baseType(m.type)}`;
+      const read = `(a.j ${m.json ? "#>" : "#>>"} $${10 + i}::text[])`;
+      const raw = m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read;
+      const value = `${raw}::${baseType(m.type)}`;
       const column = quoted(m.column);
       return `${column} = ${
         m.keep ? `coalesce(${value}, r.${column})` : value
@@ -2951,14 +2912,11 @@ async function refusal(
   error: unknown,
   abort: AbortSignal,
 ): Promise<string> {
-  const fails = async (check: (sql: Sql) => Statement<unknown>) => {
-    try {
-      await db.run(check, abort);
-      return undefined;
-    } catch (e) {
-      return blame(e) === "target" ? describeError(e) : undefined;
-    }
-  };
+  const fails = (check: (sql: Sql) => Statement<unknown>) =>
+    db.run(check, abort).then(
+      () => undefined,
+      (e) => blame(e) === "target" ? describeError(e) : undefined,
+    );
   if (p.map.length > 0) {
     const whole = await fails((sql) => sql`select ${text}::text::jsonb`);
     if (whole) return whole;
@@ -3032,9 +2990,7 @@ async function store(
       if (!row) throw new Error("the write returned no row");
       return row.held
         ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
-        : {
-          stop: LEASE_LOST,
-        };
+        : { stop: LEASE_LOST };
     } catch (error) {
       if (hard.aborted) return { stop: hard.reason as Stop };
       if (error instanceof DbLost) {
@@ -3043,19 +2999,12 @@ async function store(
       if (blame(error) !== "target") throw error;
       if (current.status !== "ok") {
         // Even the state row was refused: the target's outcome, unrecorded.
-        return {
-          id: target.id,
-          stored: {
-            ...current,
-            error: p.scrub(
-              `${current.error}; its state row was refused too: ${
-                describeError(error)
-              }`,
-            ),
-          },
-          refused: true,
-          updated: false,
+        const too = `its state row was refused too: ${describeError(error)}`;
+        const stored = {
+          ...current,
+          error: p.scrub(`${current.error}; ${too}`),
         };
+        return { id: target.id, stored, refused: true, updated: false };
       }
       refused = true;
       const why = await refusal(db, p, current.text!, error, hard);
@@ -3106,18 +3055,11 @@ async function acquireLease(
             lease_ms, (params->>'leaseMs')::bigint, ${leaseMs}
           ) * interval '1 millisecond'
         returning id::text`;
-    const [live] = await tx<{ id: string; started: string; beat: string }[]>`
-        select id::text, started_at::text as started, heartbeat_at::text as beat
+    const [live] = await tx<LiveRun[]>`
+        select id::text, started_at::text as "startedAt",
+          heartbeat_at::text as "heartbeatAt"
         from ${tx(n.runs)} where status = 'running' order by id limit 1`;
-    if (live) {
-      return {
-        live: {
-          id: live.id,
-          startedAt: live.started,
-          heartbeatAt: live.beat,
-        },
-      };
-    }
+    if (live) return { live };
     const cleared = ignoreNotBefore
       ? (await tx`update ${tx(n.runs)} set not_before = null
             where not_before > now()`).count
@@ -3173,6 +3115,7 @@ async function finishRun(
   r: RunReport,
   abort: AbortSignal,
 ): Promise<void> {
+  const wait = Math.round(r.notBeforeMs);
   await db.run(
     (sql) =>
       sql`
@@ -3185,10 +3128,8 @@ async function finishRun(
         p95_request_ms = ${r.p95RequestMs ?? null},
         reason = ${r.reason},
         error = ${r.status === "aborted" ? r.reason : null},
-        not_before = case when ${Math.round(r.notBeforeMs)}::bigint > 0
-          then now() + ${
-        Math.round(r.notBeforeMs)
-      }::bigint * interval '1 millisecond' end
+        not_before = case when ${wait}::bigint > 0
+          then now() + ${wait}::bigint * interval '1 millisecond' end
       where id = ${r.runId} and status = 'running'`,
     abort,
     true,
