@@ -2049,11 +2049,9 @@ class Db {
       query = inner = statement(this.sql as unknown as Sql);
     }
     const guard = AbortSignal.timeout(guardMs);
+    const signal = abort ? AbortSignal.any([guard, abort]) : guard;
     try {
-      return await abortable(
-        query,
-        abort ? AbortSignal.any([guard, abort]) : guard,
-      );
+      return await abortable(query, signal);
     } catch (error) {
       if (abort?.aborted && error === abort.reason) inner?.cancel?.();
       if (!guard.aborted || error !== guard.reason) throw error;
@@ -2216,15 +2214,10 @@ export function blame(error: unknown): "target" | "connection" | "run" {
 
 /** The message of an error, with its code. */
 function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return `${error.message}${
-      typeof code === "string" && !error.message.includes(code)
-        ? ` (${code})`
-        : ""
-    }`;
-  }
-  return String(error);
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  const shown = typeof code === "string" && !error.message.includes(code);
+  return shown ? `${error.message} (${code})` : error.message;
 }
 
 /** A column or table name, double-quoted (names are checked by IDENTIFIER). */
