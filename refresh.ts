@@ -2228,12 +2228,8 @@ function quoted(name: string): string {
 type StateNames = ReturnType<typeof stateNames>;
 
 function stateNames(schema: string | undefined) {
-  const prefix = schema ? `${schema}.` : "";
-  return {
-    schema,
-    runs: `${prefix}refresh_runs`,
-    state: `${prefix}refresh_state`,
-  };
+  const name = (table: string) => schema ? `${schema}.${table}` : table;
+  return { schema, runs: name("refresh_runs"), state: name("refresh_state") };
 }
 
 /**
@@ -2485,16 +2481,12 @@ async function inspectTarget(
   };
   const isJson = (t: { typname: string }) =>
     t.typname === "json" || t.typname === "jsonb";
+  const isTime = (t: { typname: string }) => t.typname.startsWith("timestamp");
   check("REFRESH_ID_COLUMN", c.idColumn);
   if (c.dataColumn) {
     check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
   }
-  check(
-    "REFRESH_AT_COLUMN",
-    c.atColumn,
-    (t) => t.typname.startsWith("timestamp"),
-    "timestamptz",
-  );
+  check("REFRESH_AT_COLUMN", c.atColumn, isTime, "timestamptz");
   for (const name of lookups.filter((l) => l !== "id")) {
     check(`REFRESH_API_URL: {${name}}`, name);
   }
