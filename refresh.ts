@@ -26,6 +26,7 @@
 import { parseArgs } from "jsr:@std/cli@1.0.32/parse-args";
 import { retry, RetryError } from "jsr:@std/async@1.5.0/retry";
 import { delay } from "jsr:@std/async@1.5.0/delay";
+import { abortable } from "jsr:@std/async@1.5.0/abortable";
 import postgres from "npm:postgres@3.4.9";
 import * as v from "npm:valibot@1.5.0";
 
@@ -1666,17 +1667,9 @@ interface Timeouts {
 }
 
 /** Target writes, the lease and the heartbeat. */
-const SHORT: Timeouts = {
-  lock: "5s",
-  statement: "30s",
-  guardMs: 35_000,
-};
+const SHORT: Timeouts = { lock: "5s", statement: "30s", guardMs: 35_000 };
 /** Inspection and selection. */
-const LONG: Timeouts = {
-  lock: "1min",
-  statement: "10min",
-  guardMs: 605_000,
-};
+const LONG: Timeouts = { lock: "1min", statement: "10min", guardMs: 605_000 };
 
 /** The least a bounded statement is given, even at the end of the window. */
 const GUARD_FLOOR_MS = 1000;
@@ -1746,7 +1739,6 @@ class Db {
     const until = performance.now() + (this.retry?.ms ?? 0);
     for (let attempt = 0;; attempt++) {
       try {
-        // A silent connection is given up on by the end of the window.
         const left = until - performance.now();
         const guardMs = this.retry && bounded
           ? Math.min(this.#timeouts.guardMs, Math.max(left, GUARD_FLOOR_MS))
@@ -1815,26 +1807,21 @@ class Db {
       // The connection's own timeouts apply (start-up parameters).
       query = inner = statement(this.sql as unknown as Sql);
     }
-    const stopped = Promise.withResolvers<never>();
-    const onAbort = () => {
-      inner?.cancel?.();
-      stopped.reject(abort!.reason);
-    };
-    const timer = setTimeout(() => {
+    const guard = AbortSignal.timeout(guardMs);
+    const signal = abort ? AbortSignal.any([guard, abort]) : guard;
+    try {
+      return await abortable(query, signal);
+    } catch (error) {
+      if (abort?.aborted && error === abort.reason) inner?.cancel?.();
+      if (!guard.aborted || error !== guard.reason) throw error;
       this.reset();
-      stopped.reject(Object.assign(
+      throw Object.assign(
         new Error(
           `no answer from the database within ${formatDuration(guardMs)}`,
         ),
         { code: "CLIENT_TIMEOUT" },
-      ));
-    }, guardMs);
-    abort?.addEventListener("abort", onAbort, { once: true });
-    try {
-      return await Promise.race([query, stopped.promise]);
+      );
     } finally {
-      clearTimeout(timer);
-      abort?.removeEventListener("abort", onAbort);
       query.catch(() => {});
     }
   }
@@ -1884,15 +1871,9 @@ async function connect(
     publications: "alltables",
     backoff: (n: number) => Math.min(0.05 * 2 ** n, 2),
     keep_alive: 60,
-    prepare: true,
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-    connection: {
-      ...target.params,
-      lock_timeout: timeouts.lock,
-      statement_timeout: timeouts.statement,
-    },
   };
   const db = new Db(
     (pooled) =>
@@ -1900,17 +1881,22 @@ async function connect(
         {
           ...options,
           prepare: !pooled,
-          connection: pooled ? target.params : options.connection,
+          connection: pooled ? target.params : {
+            ...target.params,
+            lock_timeout: timeouts.lock,
+            statement_timeout: timeouts.statement,
+          },
         } as unknown as postgres.Options<Record<string, never>>,
       ),
     timeouts,
   );
   const where = `${target.host}:${target.port}`;
-  const late = new Error("no answer in time");
-  const expired = new AbortController();
-  const timer = setTimeout(() => expired.abort(late), connectTimeoutMs);
-  const signal = AbortSignal.any([stop, expired.signal]);
+  const expired = AbortSignal.timeout(connectTimeoutMs);
+  const signal = AbortSignal.any([stop, expired]);
+  // A statement or the retry's wait cut short by the timeout.
+  const late = (e: unknown) => expired.aborted && e === expired.reason;
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
+  const refused = /^(28|3D|42|22023)/;
   let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
@@ -1929,8 +1915,8 @@ async function connect(
         minTimeout: 100,
         maxTimeout: 2000,
         isRetriable: (e) =>
-          e !== late && !stop.aborted &&
-          !/^(28|3D|42|22023)/.test(codeOf(last = e)),
+          !late(e) && !stop.aborted &&
+          !refused.test(codeOf(last = e)),
         signal,
       },
     );
@@ -1939,20 +1925,14 @@ async function connect(
     db.sql.end({ timeout: 0 }).catch(() => {});
     if (stop.aborted) throw stop.reason;
     const code = codeOf(error instanceof RetryError ? error.cause : error);
-    if (/^28/.test(code) && target.password === "") {
+    if (refused.test(code)) {
       return {
         exit: 2,
-        message:
-          `DATABASE_URL: the server at ${where} asks for a password and the URL has none`,
-      };
-    }
-    if (/^(28|3D|42|22023)/.test(code)) {
-      return {
-        exit: 2,
-        message:
-          `DATABASE_URL: the server at ${where} refused the connection: ${
-            describeError(error)
-          }`,
+        message: `DATABASE_URL: the server at ${where} ${
+          /^28/.test(code) && target.password === ""
+            ? "asks for a password and the URL has none"
+            : `refused the connection: ${describeError(error)}`
+        }`,
       };
     }
     const within = `within ${
@@ -1960,16 +1940,14 @@ async function connect(
     } (--connect-timeout)`;
     return {
       exit: 1,
-      message: error !== late
+      message: !late(error)
         ? `cannot connect to the database at ${where}: ${describeError(error)}`
-        : last === undefined || last === late
+        : last === undefined || late(last)
         ? `no answer from PostgreSQL at ${where} ${within}: is it a PostgreSQL server, and reachable?`
         : `cannot connect to the database at ${where} ${within}: ${
           describeError(last)
         }`,
     };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -1995,15 +1973,10 @@ export function blame(error: unknown): "target" | "connection" | "run" {
 
 /** The message of an error, with its code. */
 function describeError(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return `${error.message}${
-      typeof code === "string" && !error.message.includes(code)
-        ? ` (${code})`
-        : ""
-    }`;
-  }
-  return String(error);
+  if (!(error instanceof Error)) return String(error);
+  const code = (error as { code?: unknown }).code;
+  const shown = typeof code === "string" && !error.message.includes(code);
+  return shown ? `${error.message} (${code})` : error.message;
 }
 
 /** A column or table name, double-quoted (names are checked by IDENTIFIER). */
@@ -2011,19 +1984,11 @@ function quoted(name: string): string {
   return name.split(".").map((part) => `"${part}"`).join(".");
 }
 
-interface StateNames {
-  schema: string | undefined;
-  runs: string;
-  state: string;
-}
+type StateNames = ReturnType<typeof stateNames>;
 
-function stateNames(schema: string | undefined): StateNames {
-  const prefix = schema ? `${schema}.` : "";
-  return {
-    schema,
-    runs: `${prefix}refresh_runs`,
-    state: `${prefix}refresh_state`,
-  };
+function stateNames(schema: string | undefined) {
+  const name = (table: string) => schema ? `${schema}.${table}` : table;
+  return { schema, runs: name("refresh_runs"), state: name("refresh_state") };
 }
 
 /**
@@ -2174,6 +2139,8 @@ async function migrate(
   abort: AbortSignal,
 ): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
   const statements = migration(n, found, table);
+  const earlier = found.runs || found.state;
+  const tables = `the state tables ${n.runs} and ${n.state}`;
   try {
     await db.transaction(async (tx) => {
       await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
@@ -2182,14 +2149,14 @@ async function migrate(
     }, abort);
   } catch (error) {
     const code = (error as { code?: unknown }).code;
-    const what = `the state tables ${n.runs} and ${n.state} are ${
-      found.runs || found.state ? "of an earlier version" : "missing"
+    const what = `${tables} are ${
+      earlier ? "of an earlier version" : "missing"
     }`;
     if (code === "42501") {
       return {
         exit: 2,
         message: `REFRESH_STATE_SCHEMA: ${what}, and this role may not ${
-          found.runs || found.state ? "migrate" : "create"
+          earlier ? "migrate" : "create"
         } them (${
           describeError(error)
         }): run refresh once as their owner (or as a role that may create in ${
@@ -2209,9 +2176,9 @@ async function migrate(
     throw error;
   }
   return {
-    done: found.runs || found.state
-      ? `migrated the state tables ${n.runs} and ${n.state} to "${STATE_VERSION}"`
-      : `created the state tables ${n.runs} and ${n.state}`,
+    done: earlier
+      ? `migrated ${tables} to "${STATE_VERSION}"`
+      : `created ${tables}`,
   };
 }
 
@@ -2247,15 +2214,7 @@ async function inspectTarget(
   if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
   const columns = await db.run(
     (sql) =>
-      sql<
-        {
-          name: string;
-          type: string;
-          base: string;
-          category: string;
-          typname: string;
-        }[]
-      >`
+      sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
       select attname as name, format_type(atttypid, atttypmod) as type,
         format_type(atttypid, null) as base, t.typcategory as category, t.typname
       from pg_attribute a join pg_type t on t.oid = a.atttypid
@@ -2267,8 +2226,8 @@ async function inspectTarget(
   const check = (
     env: string,
     column: string,
-    ok: (t: typeof columns[0]) => boolean,
-    expected: string,
+    ok = (_: typeof columns[0]) => true,
+    expected = "",
   ) => {
     const found = col.get(column);
     if (!found) {
@@ -2281,22 +2240,14 @@ async function inspectTarget(
   };
   const isJson = (t: { typname: string }) =>
     t.typname === "json" || t.typname === "jsonb";
-  check("REFRESH_ID_COLUMN", c.idColumn, () => true, "any type");
+  const isTime = (t: { typname: string }) => t.typname.startsWith("timestamp");
+  check("REFRESH_ID_COLUMN", c.idColumn);
   if (c.dataColumn) {
     check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
   }
-  check(
-    "REFRESH_AT_COLUMN",
-    c.atColumn,
-    (t) => t.typname.startsWith("timestamp"),
-    "timestamptz",
-  );
+  check("REFRESH_AT_COLUMN", c.atColumn, isTime, "timestamptz");
   for (const name of lookups.filter((l) => l !== "id")) {
-    if (!col.has(name)) {
-      problems.push(
-        `REFRESH_API_URL: {${name}}: column ${name} does not exist in ${c.table}`,
-      );
-    }
+    check(`REFRESH_API_URL: {${name}}`, name);
   }
   for (const column of c.map?.keys() ?? []) {
     check(
@@ -2381,12 +2332,10 @@ function lookupNeeds(lookups: string[]): Need[] {
   }];
 }
 
-interface Selection {
+interface Selection extends Pick<TargetInfo, "canonical" | "idType"> {
   table: string;
-  canonical: string;
   idColumn: string;
   atColumn: string;
-  idType: string;
   /** Lookups besides the id, as the URL spells them (`email?` optional). */
   lookups: string[];
   /** What a row needs to be asked for; rows without are left out. */
@@ -2414,16 +2363,11 @@ function columnsRead(s: Read): string[] {
 
 /** The target table, narrowed by `--where` where only its columns are in scope. */
 function source(sql: Sql, s: Read) {
-  return s.where
-    ? sql`(select ${sql(columnsRead(s))} from ${sql(s.table)} where ${
-      whereOf(sql, s.where)
-    }) t`
-    : sql`${sql(s.table)} t`;
-}
-
-/** `--where` as one expression: a trailing comment ends at the newline. */
-function whereOf(sql: Sql, where: string) {
-  return sql.unsafe(`(\n${where}\n)`);
+  if (!s.where) return sql`${sql(s.table)} t`;
+  // One expression: a trailing comment in `--where` ends at the newline.
+  const where = sql.unsafe(`(\n${s.where}\n)`);
+  const columns = sql(columnsRead(s));
+  return sql`(select ${columns} from ${sql(s.table)} where ${where}) t`;
 }
 
 function columnsOf(sql: Sql, s: Selection) {
@@ -2445,6 +2389,11 @@ function toTarget(s: Selection, row: Record<string, string>): Target {
   return { id: row.id!, values };
 }
 
+/** `ids` as an array of the id column's type: an error if one is not of it. */
+function idArray(sql: Sql, s: Pick<Selection, "idType">, ids: string[]) {
+  return sql`${ids}::text[]::${sql.unsafe(s.idType)}[]`;
+}
+
 /** Not a recent known miss (unless `--retry-misses`). */
 function notKnownMiss(sql: Sql, s: Selection) {
   if (!s.hasState || s.retryMisses) return sql`true`;
@@ -2457,9 +2406,12 @@ function notKnownMiss(sql: Sql, s: Selection) {
   )`;
 }
 
-function stale(sql: Sql, s: Selection) {
-  const at = sql(s.atColumn);
-  return sql`(t.${at} is null or t.${at} < ${s.cutoff}::text::timestamptz)`;
+/** Never refreshed, or refreshed before the cutoff; or only one of the two. */
+function stale(sql: Sql, s: Selection, only?: "never" | "before") {
+  const at = sql`t.${sql(s.atColumn)}`;
+  const never = sql`${at} is null`;
+  const before = sql`${at} < ${s.cutoff}::text::timestamptz`;
+  return only ? { never, before }[only] : sql`(${never} or ${before})`;
 }
 
 /** How many rows lack each lookup value (they are never asked for). */
@@ -2471,17 +2423,13 @@ async function countStale(
   s: Selection,
   abort: AbortSignal,
 ): Promise<{ total: number; without: Without }> {
+  const lacking = s.needs.map((n, i) =>
+    `, count(*) filter (where not ${n.sql})::text as w${i}`
+  );
   const [row] = await db.run((sql) =>
     sql<Record<string, string>[]>`
       select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
-        ${
-      sql.unsafe(
-        s.needs.map((n, i) =>
-          `, count(*) filter (where not ${n.sql})::text as w${i}`
-        )
-          .join(""),
-      )
-    }
+        ${sql.unsafe(lacking.join(""))}
       from ${source(sql, s)}
       where ${stale(sql, s)} and ${notKnownMiss(sql, s)}`, abort);
   return {
@@ -2505,41 +2453,29 @@ async function* staleBatches(
   s: Selection,
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
-  const id = (sql: Sql) => sql(s.idColumn);
-  const at = (sql: Sql) => sql(s.atColumn);
-  let after: string | undefined;
-  while (true) {
-    const rows = await db.run((sql) =>
-      sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${at(sql)} is null
-          ${after === undefined ? sql`` : sql`and t.${id(sql)} > ${after}`}
-          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
-        order by t.${id(sql)} limit ${BATCH_SIZE}`, abort);
-    if (rows.length === 0) break;
-    yield rows.map((row) => toTarget(s, row));
-    after = rows.at(-1)!.id;
-  }
-  let last: { at: string; id: string } | undefined;
-  while (true) {
-    const rows = await db.run((sql) =>
-      sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)}, t.${at(sql)}::text as at from ${
-        source(sql, s)
-      }
-        where t.${at(sql)} < ${s.cutoff}::text::timestamptz
-          ${
-        last === undefined
+  for (const only of ["never", "before"] as const) {
+    let last: Record<string, string> | undefined;
+    while (true) {
+      const prev = last;
+      const rows = await db.run((sql) => {
+        const id = sql`t.${sql(s.idColumn)}`;
+        const at = sql`t.${sql(s.atColumn)}`;
+        const key = only === "never" ? id : sql`${at}, ${id}`;
+        const after = !prev
           ? sql``
-          : sql`and (t.${at(sql)}, t.${
-            id(sql)
-          }) > (${last.at}::text::timestamptz, ${last.id})`
-      }
+          : only === "never"
+          ? sql`and ${id} > ${prev.id!}`
+          : sql`and (${key}) > (${prev.at!}::text::timestamptz, ${prev.id!})`;
+        return sql<Record<string, string>[]>`
+        select ${columnsOf(sql, s)}, ${at}::text as at from ${source(sql, s)}
+        where ${stale(sql, s, only)} ${after}
           and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
-        order by t.${at(sql)}, t.${id(sql)} limit ${BATCH_SIZE}`, abort);
-    if (rows.length === 0) break;
-    yield rows.map((row) => toTarget(s, row));
-    last = { at: rows.at(-1)!.at!, id: rows.at(-1)!.id! };
+        order by ${key} limit ${BATCH_SIZE}`;
+      }, abort);
+      if (rows.length === 0) break;
+      yield rows.map((row) => toTarget(s, row));
+      last = rows.at(-1);
+    }
   }
 }
 
@@ -2562,16 +2498,14 @@ async function resolveIds(
   abort: AbortSignal,
 ): Promise<GivenIds | { bad: string[] }> {
   const type = (sql: Sql) => sql.unsafe(s.idType);
+  const oks = s.needs.map((n, i) => `, ${n.sql} as ok${i}`);
   const bad: string[] = [];
   const found = new Map<string, boolean>();
   const without: Without = Object.fromEntries(s.needs.map((n) => [n.name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
     try {
-      await db.run(
-        (sql) => sql`select ${batch}::text[]::${type(sql)}[]`,
-        abort,
-      );
+      await db.run((sql) => sql`select ${idArray(sql, s, batch)}`, abort);
     } catch (error) {
       if (blame(error) !== "target") throw error;
       for (const id of batch) {
@@ -2583,18 +2517,11 @@ async function resolveIds(
       }
       continue;
     }
-    const rows = await db.run(
-      (sql) =>
-        sql<Record<string, unknown>[]>`
-        select t.${sql(s.idColumn)}::text as id ${
-          sql.unsafe(
-            s.needs.map((n, i) => `, ${n.sql} as ok${i}`).join(""),
-          )
-        }
+    const rows = await db.run((sql) =>
+      sql<Record<string, unknown>[]>`
+        select t.${sql(s.idColumn)}::text as id ${sql.unsafe(oks.join(""))}
         from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${batch}::text[]::${type(sql)}[])`,
-      abort,
-    );
+        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})`, abort);
     for (const row of rows) {
       const lacking = s.needs.filter((_, i) => !row[`ok${i}`]);
       for (const n of lacking) without[n.name]!++;
@@ -2621,9 +2548,7 @@ async function* givenBatches(
     const rows = await db.run((sql) =>
       sql<Record<string, string>[]>`
         select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${batch}::text[]::${
-        sql.unsafe(s.idType)
-      }[])
+        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})
           and ${lookupsPresent(sql, s)}`, abort);
     const byId = new Map(rows.map((row) => [row.id!, toTarget(s, row)]));
     const targets = batch.flatMap((id) => byId.get(id) ?? []);
@@ -2645,15 +2570,11 @@ interface Outcome {
   text?: string;
 }
 
-interface WritePlan {
-  table: string;
-  canonical: string;
-  idColumn: string;
-  atColumn: string;
+interface WritePlan
+  extends
+    Pick<Selection, "table" | "idColumn" | "atColumn" | "state">,
+    Omit<TargetInfo, "idType"> {
   dataColumn: string | null;
-  dataType: string | null;
-  map: TargetInfo["map"];
-  state: StateNames;
   runId: number;
   /** Removes secrets from a text before it is stored. */
   scrub: (text: string) => string;
@@ -2684,12 +2605,9 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
     ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
     ...p.map.map((m, i) => {
       // A JSON null read as json is 'null', not SQL null: nullif for keep.
-      const read = m.json
-        ? `(a.j #> $${10 + i}::text[])`
-        : `(a.j #>> $${10 + i}::text[])`;
-      const value = `${
-        m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read
-      }::${baseType(m.type)}`;
+      const read = `(a.j ${m.json ? "#>" : "#>>"} $${10 + i}::text[])`;
+      const raw = m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read;
+      const value = `${raw}::${baseType(m.type)}`;
       const column = quoted(m.column);
       return `${column} = ${
         m.keep ? `coalesce(${value}, r.${column})` : value
@@ -2738,14 +2656,11 @@ async function refusal(
   error: unknown,
   abort: AbortSignal,
 ): Promise<string> {
-  const fails = async (check: (sql: Sql) => Statement<unknown>) => {
-    try {
-      await db.run(check, abort);
-      return undefined;
-    } catch (e) {
-      return blame(e) === "target" ? describeError(e) : undefined;
-    }
-  };
+  const fails = (check: (sql: Sql) => Statement<unknown>) =>
+    db.run(check, abort).then(
+      () => undefined,
+      (e) => blame(e) === "target" ? describeError(e) : undefined,
+    );
   if (p.map.length > 0) {
     const whole = await fails((sql) => sql`select ${text}::text::jsonb`);
     if (whole) return whole;
@@ -2824,9 +2739,7 @@ async function store(
       if (!row) throw new Error("the write returned no row");
       return row.held
         ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
-        : {
-          stop: LEASE_LOST,
-        };
+        : { stop: LEASE_LOST };
     } catch (error) {
       if (hard.aborted) return { stop: hard.reason as Stop };
       if (error instanceof DbLost) {
@@ -2835,19 +2748,12 @@ async function store(
       if (blame(error) !== "target") throw error;
       if (current.status !== "ok") {
         // Even the state row was refused: the target's outcome, unrecorded.
-        return {
-          id: target.id,
-          stored: {
-            ...current,
-            error: p.scrub(
-              `${current.error}; its state row was refused too: ${
-                describeError(error)
-              }`,
-            ),
-          },
-          refused: true,
-          updated: false,
+        const too = `its state row was refused too: ${describeError(error)}`;
+        const stored = {
+          ...current,
+          error: p.scrub(`${current.error}; ${too}`),
         };
+        return { id: target.id, stored, refused: true, updated: false };
       }
       refused = true;
       const why = await refusal(db, p, current.text!, error, hard);
@@ -2898,18 +2804,11 @@ async function acquireLease(
             lease_ms, (params->>'leaseMs')::bigint, ${leaseMs}
           ) * interval '1 millisecond'
         returning id::text`;
-    const [live] = await tx<{ id: string; started: string; beat: string }[]>`
-        select id::text, started_at::text as started, heartbeat_at::text as beat
+    const [live] = await tx<LiveRun[]>`
+        select id::text, started_at::text as "startedAt",
+          heartbeat_at::text as "heartbeatAt"
         from ${tx(n.runs)} where status = 'running' order by id limit 1`;
-    if (live) {
-      return {
-        live: {
-          id: live.id,
-          startedAt: live.started,
-          heartbeatAt: live.beat,
-        },
-      };
-    }
+    if (live) return { live };
     const cleared = ignoreNotBefore
       ? (await tx`update ${tx(n.runs)} set not_before = null
             where not_before > now()`).count
@@ -2965,6 +2864,7 @@ async function finishRun(
   r: RunReport,
   abort: AbortSignal,
 ): Promise<void> {
+  const wait = Math.round(r.notBeforeMs);
   await db.run(
     (sql) =>
       sql`
@@ -2977,10 +2877,8 @@ async function finishRun(
         p95_request_ms = ${r.p95RequestMs ?? null},
         reason = ${r.reason},
         error = ${r.status === "aborted" ? r.reason : null},
-        not_before = case when ${Math.round(r.notBeforeMs)}::bigint > 0
-          then now() + ${
-        Math.round(r.notBeforeMs)
-      }::bigint * interval '1 millisecond' end
+        not_before = case when ${wait}::bigint > 0
+          then now() + ${wait}::bigint * interval '1 millisecond' end
       where id = ${r.runId} and status = 'running'`,
     abort,
     true,
