@@ -3647,7 +3647,17 @@ function writeBehind() {
     pending.catch(() => {});
   };
   return {
-    queue: (write: () => Promise<Written>) => void (queued = write),
+    /**
+     * A vendor faster than a turn of the event loop makes the database the
+     * bottleneck: its write goes out at once. A slower one gets the next
+     * request first, and the write a turn later, so that our database work
+     * never delays that request.
+     */
+    queue: (write: () => Promise<Written>, answeredInMs: number) => {
+      const slow = answeredInMs > SLOW_VENDOR_MS;
+      queued = slow ? () => delay(0).then(write) : write;
+      if (!slow) start();
+    },
     start,
     holds: () => queued !== undefined || pending !== undefined,
     settle: async () => {
@@ -3827,15 +3837,10 @@ async function refreshAll(
             ...f.outcome,
             error: f.outcome.error && o.policy.scrub(hide(f.outcome.error)),
           };
-          // A vendor faster than a turn of the event loop makes the database
-          // the bottleneck: the write goes out at once. A slower one gets the
-          // next request first, and the write a turn later, so that our
-          // database work never delays that request.
-          const slow = performance.now() - asked > SLOW_VENDOR_MS;
-          const write = () =>
-            store(o.db, o.plan, target, out, o.control.hard.signal);
-          writer.queue(slow ? () => delay(0).then(write) : write);
-          if (!slow) writer.start();
+          writer.queue(
+            () => store(o.db, o.plan, target, out, o.control.hard.signal),
+            performance.now() - asked,
+          );
         }
         stop = decide(f);
         if (stop) break outer;
