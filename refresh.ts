@@ -89,37 +89,29 @@ const VENDOR: Vendor = {
 /** Reads a setting's text; the `arg` of its metadata is its placeholder. */
 type Parser = v.GenericSchema<string, unknown>;
 
-/** One setting: its variable, default, help and parser. */
-interface Setting {
-  /** Environment variable: REFRESH_ and the key in snake case, or its own. */
-  env: string;
-  /** Read from the environment only: it has no flag, and is never shown. */
-  secret?: true;
-  /** Placeholder in `--help` and the README: the parser's; "" for a switch. */
-  arg: string;
+/** A setting as written in {@linkcode ROWS}. */
+interface Row {
+  parse: Parser;
   /** The default, as it would be written. */
   default?: string;
+  help: string;
+  /** Its variable, when not REFRESH_ and the key in snake case. */
+  env?: string;
+  /** Read from the environment only: it has no flag, and is never shown. */
+  secret?: true;
   /** A run cannot do without it. */
   required?: true;
-  /** One line of help. */
-  help: string;
-  /** Reads the text given (or the default) into the setting's value. */
-  parse: Parser;
-  /** Its flag: the variable's name after REFRESH_, in kebab case. */
-  flag?: string;
 }
 
-/** A setting as written: what neither its key nor its parser implies. */
-type Row = Omit<Setting, "env" | "arg" | "flag"> & { env?: string };
+/** What a setting's key and parser imply: its variable, flag and placeholder. */
+type Implied = { env: string; flag?: string; arg: string };
+type Setting = Row & Implied;
 
 /** What sets apart the few settings that have no default. */
 type Extra = Pick<Row, "env" | "secret" | "required">;
 type NoExtra = Record<never, never>;
 
-/**
- * A row of {@linkcode SETTINGS}: read by `parse`, with its default (as it
- * would be written) or its {@linkcode Extra}; then its help.
- */
+/** A row: read by `parse`, with its default or its {@linkcode Extra}; then its help. */
 function s<P extends Parser, const E extends string | Extra = NoExtra>(
   parse: P,
   extra?: E,
@@ -492,13 +484,7 @@ export const SETTINGS = Object.fromEntries(
     const arg = String(v.getMetadata(row.parse).arg);
     return [key, { ...row, env, arg, flag }];
   }),
-) as Settings;
-
-type Settings = {
-  [K in keyof typeof ROWS]:
-    & (typeof ROWS)[K]
-    & Pick<Setting, "env" | "arg" | "flag">;
-};
+) as { [K in keyof typeof ROWS]: (typeof ROWS)[K] & Implied };
 
 /** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
