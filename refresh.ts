@@ -125,28 +125,6 @@ function s<P extends Parser, const E extends string | Extra = NoExtra>(
       & (E extends string ? { default: E } : E);
 }
 
-/** Refusal of text that is not `what`: it is quoted, unless secret. */
-const expected =
-  (what: string, secret = false) => (issue: { input: unknown }) =>
-    `expected ${what}, found ${
-      secret ? "something else (value not shown)" : JSON.stringify(issue.input)
-    }`;
-
-/** Text, shown as `arg`, for which `ok` holds; else refused as not `what`. */
-const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
-  v.pipe(v.string(), v.check(ok, expected(what)), v.metadata({ arg }));
-
-/** What `read` makes of the text, shown as `arg`; `undefined` is not `what`. */
-const reading = <T>(
-  arg: string,
-  what: string,
-  read: (raw: string) => T | undefined,
-) =>
-  v.pipe(
-    text(arg, what, (raw) => read(raw) !== undefined),
-    v.transform((raw) => read(raw)!),
-  );
-
 /** What `read` makes of the text, shown as `arg`; an `{ error }` refuses it. */
 const fallible = <T>(
   arg: string,
@@ -154,7 +132,8 @@ const fallible = <T>(
 ) =>
   v.pipe(
     v.string(),
-    v.transform(read),
+    // unknown, or the guard's output would be T | (T & { error: string })
+    v.transform((raw): unknown => read(raw)),
     v.guard(
       (out): out is T =>
         typeof out !== "object" || out === null || !("error" in out),
@@ -162,6 +141,26 @@ const fallible = <T>(
     ),
     v.metadata({ arg }),
   );
+
+/** Like {@linkcode fallible}, refusing `undefined` as not `what` (quoted unless secret). */
+const reading = <T>(
+  arg: string,
+  what: string,
+  read: (raw: string) => T | undefined,
+  secret = false,
+) =>
+  fallible<T>(arg, (raw) => {
+    const out = read(raw);
+    if (out !== undefined) return out;
+    const found = secret
+      ? "something else (value not shown)"
+      : JSON.stringify(raw);
+    return { error: `expected ${what}, found ${found}` };
+  });
+
+/** The text itself, shown as `arg`, when `ok` holds; else refused as not `what`. */
+const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
+  reading(arg, what, (raw) => ok(raw) ? raw : undefined);
 
 /** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -214,43 +213,33 @@ const statuses = (like: string) =>
     },
   );
 
-const apiKey = v.pipe(
-  v.string(),
-  v.regex(
-    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/,
-    expected(
-      "a key of printable ASCII characters, as a header can carry it",
-      true,
-    ),
-  ),
-  v.metadata({ arg: "KEY" }),
+const apiKey = reading(
+  "KEY",
+  "a key of printable ASCII characters, as a header can carry it",
+  (raw) =>
+    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(raw) ? raw : undefined,
+  true,
 );
 const tableName = text(
   "NAME",
   "a table name like people or crm.people",
   (raw) => raw.split(".").length <= 2 && raw.split(".").every(isName),
 );
-const dataColumn = v.pipe(
-  text(
-    "NAME",
-    "a column name, or none",
-    (raw) => raw === "none" || isName(raw),
-  ),
-  v.transform((raw) => raw === "none" ? null : raw),
+const dataColumn = reading(
+  "NAME",
+  "a column name, or none",
+  (raw) => raw === "none" ? null : isName(raw) ? raw : undefined,
 );
 
 /** `column=path,...` (or `column?=path`) into a map from column to path. */
 const columnMap = fallible("COL=PATH,...", (raw) => {
   const map = new Map<string, Mapped>();
   for (const pair of raw.split(",")) {
-    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
-    const keep = left?.endsWith("?") ?? false;
-    const column = keep ? left!.slice(0, -1).trim() : left;
+    const [left = "", path, ...rest] = pair.split("=").map((s) => s.trim());
+    const keep = left.endsWith("?");
+    const column = keep ? left.slice(0, -1).trim() : left;
     const segments = path?.split(".") ?? [""];
-    if (
-      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
-      segments.some((s) => s === "")
-    ) {
+    if (!isName(column) || rest.length > 0 || segments.includes("")) {
       return {
         error: `expected column=path pairs like title=data.job_title, found ${
           JSON.stringify(pair)
@@ -263,9 +252,10 @@ const columnMap = fallible("COL=PATH,...", (raw) => {
   return map;
 });
 
-const condition = v.pipe(
-  text("SQL", "an SQL condition", (raw) => raw.trim() !== ""),
-  v.transform((raw) => raw.trim()),
+const condition = reading(
+  "SQL",
+  "an SQL condition",
+  (raw) => raw.trim() || undefined,
 );
 const ids = reading(
   "ID,ID,...",
@@ -291,9 +281,10 @@ const bytes = reading(
   "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
   (raw) => parseBytes(raw) || undefined,
 );
-const whole = v.pipe(
-  text("N", "a whole number", (raw) => /^\d+$/.test(raw.trim())),
-  v.transform(Number),
+const whole = reading(
+  "N",
+  "a whole number",
+  (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
 );
 const timeZone = reading(
   "TZ",
@@ -311,10 +302,10 @@ const monthDays = reading("N", "a whole number of days from 1 to 31", (raw) => {
   const days = positiveInt(raw);
   return days !== undefined && days <= 31 ? days : undefined;
 });
-const logFormat = v.pipe(
-  v.string(),
-  v.picklist(["text", "json"], expected("text or json")),
-  v.metadata({ arg: "FORMAT" }),
+const logFormat = reading(
+  "FORMAT",
+  "text or json",
+  (raw) => (["text", "json"] as const).find((format) => format === raw),
 );
 
 /** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
