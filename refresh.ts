@@ -492,6 +492,9 @@ export type Config = {
       : undefined);
 };
 
+/** The text of each setting given, or where it came from: by name. */
+type Given = Partial<Record<Name, string>>;
+
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
   | {
@@ -499,16 +502,16 @@ export type ConfigResult =
     config: Config;
     help: boolean;
     /** Where each setting given came from: its flag or variable. */
-    given: Partial<Record<Name, string>>;
+    given: Given;
     /** The text of each setting given. */
-    raw: Partial<Record<Name, string>>;
+    raw: Given;
   }
   | { ok: false; errors: string[] };
 
 /** Where a setting's value came from: its flag, else its variable. */
-function sourceOf(name: Name, given: Partial<Record<Name, string>>): string {
-  const s: Setting = SETTINGS[name];
-  return given[name] ?? (s.flag ? `${s.env} (or --${s.flag})` : s.env);
+function sourceOf(name: Name, given: Given): string {
+  const { env, flag } = SETTINGS[name];
+  return given[name] ?? (flag ? `${env} (or --${flag})` : env);
 }
 
 /**
@@ -543,100 +546,74 @@ export function parseConfig(
       return false;
     },
   }) as Record<string, unknown>;
-  const raw: Partial<Record<Name, string>> = {};
-  const given: Partial<Record<Name, string>> = {};
+  const raw: Given = {};
+  const given: Given = {};
   for (const [name, s] of all) {
-    const values = (s.flag ? parsed[s.flag] : undefined) as
-      | unknown[]
-      | undefined;
-    if (values && values.length > 1) {
-      errors.push(`--${s.flag}: given more than once`);
-    } else if (values?.length === 1) {
-      raw[name] = String(values[0]);
-      given[name] = `--${s.flag}`;
-    } else if (env(s.env)) {
-      raw[name] = env(s.env)!;
-      given[name] = s.env;
-    }
+    const values = (s.flag ? parsed[s.flag] : []) as unknown[];
+    if (values.length > 1) errors.push(`--${s.flag}: given more than once`);
+    else if (values.length === 1) {
+      [raw[name], given[name]] = [String(values[0]), `--${s.flag}`];
+    } else if (env(s.env)) [raw[name], given[name]] = [env(s.env)!, s.env];
   }
-  if (parsed.help) {
-    return errors.length > 0
-      ? { ok: false, errors }
-      : { ok: true, help: true, config: {} as Config, given, raw };
-  }
+  const help = parsed.help === true;
   const config: Partial<Record<Name, unknown>> = {};
-  for (const [name, s] of all) {
+  // --help validates no value: it is how to learn what the values should be
+  for (const [name, s] of help ? [] : all) {
     const text = raw[name] ?? s.default;
-    if (text === undefined) {
-      if (s.required) {
-        errors.push(
-          `${sourceOf(name, given)}: is required (${
-            s.help.split(/[,.;:(]/)[0]!.trim()
-          })`,
-        );
-      }
-      continue;
+    if (text === undefined && !s.required) continue;
+    const result = text === undefined ? undefined : v.safeParse(s.parse, text);
+    if (result?.success) config[name] = result.output;
+    else {
+      const what = s.help.split(/[,.;:(]/)[0]!.trim();
+      const problem = result?.issues[0].message ?? `is required (${what})`;
+      errors.push(`${sourceOf(name, given)}: ${problem}`);
     }
-    const result = v.safeParse(s.parse, text);
-    if (result.success) config[name] = result.output;
-    else errors.push(`${sourceOf(name, given)}: ${result.issues[0].message}`);
   }
-  errors.push(...crossCheck(config as Partial<Config>, given));
+  if (!help) errors.push(...crossCheck(config as Partial<Config>, given));
   return errors.length > 0
     ? { ok: false, errors }
-    : { ok: true, config: config as Config, help: false, given, raw };
+    : { ok: true, config: config as Config, help, given, raw };
 }
 
 /** The earliest time PostgreSQL can hold: 4713-11-24 BC. */
 const PG_EARLIEST_MS = Date.UTC(-4712, 10, 25);
 
 /** Rules between settings, each naming the setting to change. */
-function crossCheck(
-  c: Partial<Config>,
-  given: Partial<Record<Name, string>>,
-): string[] {
+function crossCheck(c: Partial<Config>, given: Given): string[] {
   const at = (name: Name) => sourceOf(name, given);
   const d = formatDuration;
+  /** `name`'s duration `ms` is not `what` (`limit`). */
+  const beyond = (name: Name, ms: number, what: string, limit: number) =>
+    `${at(name)}: expected ${what} (${d(limit)}), found ${d(ms)}`;
+  const { staleAfter = 0, backoff = 0, maxRetryWait = Infinity } = c;
   const { requestTimeout = 0, grace = 0, lease = Infinity, dbRetry = 0 } = c;
   const least = requestTimeout + grace + HEARTBEAT_MS;
   const oldest = Date.now() - PG_EARLIEST_MS;
+  const taken = [c.idColumn, c.atColumn, c.dataColumn];
+  const mapped = [...c.map?.keys() ?? []];
+  const mapAt = at("map");
   return [
-    c.staleAfter! > oldest &&
+    staleAfter > oldest &&
     `${at("staleAfter")}: expected at most ${
       d(oldest)
-    } (PostgreSQL holds no earlier time than 4713 BC), found ${
-      d(c.staleAfter!)
-    }`,
+    } (PostgreSQL holds no earlier time than 4713 BC), found ${d(staleAfter)}`,
     given.ids && given.idsFile &&
     `${at("ids")} and ${at("idsFile")}: give the ids one way, not both`,
     given.reserve && !given.creditsHeader &&
-    `${
-      at("reserve")
-    }: needs REFRESH_CREDITS_HEADER (or --credits-header) to read the remaining credits from`,
-    c.backoff! > c.maxRetryWait! &&
-    `${at("backoff")}: expected at most the max retry wait (${
-      d(c.maxRetryWait!)
-    }), found ${d(c.backoff!)}`,
+    `${at("reserve")}: needs ${
+      at("creditsHeader")
+    } to read the remaining credits from`,
+    backoff > maxRetryWait &&
+    beyond("backoff", backoff, "at most the max retry wait", maxRetryWait),
     lease <= least &&
-    `${at("lease")}: expected more than request timeout + grace + 1s (${
-      d(least)
-    }), found ${d(lease)}`,
+    beyond("lease", lease, "more than request timeout + grace + 1s", least),
     dbRetry >= lease &&
-    `${at("dbRetry")}: expected less than the lease (${d(lease)}), found ${
-      d(dbRetry)
-    }`,
+    beyond("dbRetry", dbRetry, "less than the lease", lease),
     c.dataColumn === null && !given.map &&
-    `${
-      at("dataColumn")
-    }: none needs REFRESH_MAP (or --map): there would be nothing to store`,
-    ...[...c.map?.keys() ?? []].filter((col) =>
-      [c.idColumn, c.atColumn, c.dataColumn].includes(col)
-    )
-      .map((col) =>
-        `${
-          at("map")
-        }: column ${col} is already the id, data or refreshed-at column`
-      ),
+    `${at("dataColumn")}: none needs ${mapAt}: there would be nothing to store`,
+    ...mapped.filter((col) => taken.includes(col)).map((col) =>
+      `${mapAt}: column ${col} is already the id, data or refreshed-at column`
+    ),
     c.apiUrl && VENDOR.lookups(c as VendorSettings).length === 0 &&
     `${at("apiUrl")}: expected a placeholder such as {id} or {email}`,
   ].filter((e): e is string => typeof e === "string");
