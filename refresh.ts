@@ -174,11 +174,10 @@ function duration({ min = 0, timer = true } = {}) {
     : min > 0
     ? ", above 0"
     : "";
+  const most = timer ? ", at most 24d" : "";
   return reading(
     "DURATION",
-    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${
-      timer ? ", at most 24d" : ""
-    }`,
+    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${most}`,
     (raw) => {
       const ms = parseDuration(raw) ?? -1;
       return ms >= min && (!timer || ms <= MAX_TIMER_MS) ? ms : undefined;
@@ -461,9 +460,8 @@ const ROWS = {
 };
 
 /**
- * Every setting, in the order of `--help` and the README table, with the
- * variable, flag and placeholder its key and parser imply. Durations are
- * held in milliseconds.
+ * Every setting: its row in {@linkcode ROWS}, with the variable, flag and
+ * placeholder its key and parser imply. Durations are held in milliseconds.
  */
 export const SETTINGS = Object.fromEntries(
   Object.entries(ROWS).map(([key, row]: [string, Row]) => {
@@ -492,7 +490,7 @@ export type Config = {
       : undefined);
 };
 
-/** The text of each setting given, or where it came from: by name. */
+/** Something of each setting given (its text, or where it came from). */
 type Given = Partial<Record<Name, string>>;
 
 /** The result of {@linkcode parseConfig}. */
@@ -519,10 +517,6 @@ function sourceOf(name: Name, given: Given): string {
  * its variable) and validates them all in one step. Every problem is
  * reported, each naming its flag or variable; secret values are never
  * quoted.
- *
- * @param args The command-line arguments.
- * @param env The environment lookup.
- * @returns The configuration, or every problem found.
  */
 export function parseConfig(
   args: string[],
@@ -679,22 +673,18 @@ interface Mapped {
 
 /** The text of `--help`, made from {@linkcode SETTINGS}. */
 export function usage(): string {
-  const lines = [
+  return [
     "Usage: refresh.ts [flags]   (deno task refresh [flags])",
     "",
     "Refreshes stale rows with a data vendor's API, one request at a time.",
     "Every setting is an environment variable; its flag, when given, wins.",
     "",
-  ];
-  for (const s of Object.values(SETTINGS) as Setting[]) {
-    lines.push(`  ${flagText(s).padEnd(34)} ${s.env}`);
-    lines.push(
+    ...(Object.values(SETTINGS) as Setting[]).flatMap((s) => [
+      `  ${flagText(s).padEnd(34)} ${s.env}`,
       `      ${s.help}${
         s.default !== undefined ? ` [default: ${s.default}]` : ""
       }`,
-    );
-  }
-  lines.push(
+    ]),
     `  ${"--help, -h".padEnd(34)} Show this text.`,
     "",
     "Durations: ms, s, m, h, d and combinations (5h30m).",
@@ -708,8 +698,7 @@ export function usage(): string {
     "  2      configuration or input error; nothing was touched",
     "  3      another run is live (its id, start and heartbeat are printed)",
     "  128+n  stopped by signal n (129 SIGHUP, 130 SIGINT, 143 SIGTERM)",
-  );
-  return lines.join("\n");
+  ].join("\n");
 }
 
 /** How a setting is given on the command line: `--flag ARG`, or env only. */
