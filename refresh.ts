@@ -637,21 +637,14 @@ function positiveInt(raw: string): number | undefined {
 }
 
 /** A window's length by its name, as rates and rate-limit headers spell it. */
-const WINDOWS: Record<string, number> = {
-  s: 1_000,
-  sec: 1_000,
-  second: 1_000,
-  m: 60_000,
-  min: 60_000,
-  minute: 60_000,
-  h: 3_600_000,
-  hour: 3_600_000,
-  hourly: 3_600_000,
-  d: 86_400_000,
-  day: 86_400_000,
-  daily: 86_400_000,
-  "24-hour": 86_400_000,
-};
+const WINDOWS: Record<string, number> = Object.fromEntries(
+  ([
+    [1_000, "s sec second"],
+    [60_000, "m min minute"],
+    [3_600_000, "h hour hourly"],
+    [86_400_000, "d day daily 24-hour"],
+  ] as const).flatMap(([ms, names]) => names.split(" ").map((n) => [n, ms])),
+);
 
 function idList(
   text: string,
