@@ -544,10 +544,12 @@ export function parseConfig(
   const given: Given = {};
   for (const [name, s] of all) {
     const values = (s.flag ? parsed[s.flag] : []) as unknown[];
+    const byFlag = values.length === 1;
     if (values.length > 1) errors.push(`--${s.flag}: given more than once`);
-    else if (values.length === 1) {
-      [raw[name], given[name]] = [String(values[0]), `--${s.flag}`];
-    } else if (env(s.env)) [raw[name], given[name]] = [env(s.env)!, s.env];
+    else if (byFlag || env(s.env)) {
+      raw[name] = byFlag ? String(values[0]) : env(s.env)!;
+      given[name] = byFlag ? `--${s.flag}` : s.env;
+    }
   }
   const help = parsed.help === true;
   const config: Partial<Record<Name, unknown>> = {};
