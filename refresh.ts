@@ -90,37 +90,29 @@ const VENDOR: Vendor = {
 /** Reads a setting's text; the `arg` of its metadata is its placeholder. */
 type Parser = v.GenericSchema<string, unknown>;
 
-/** One setting: its variable, default, help and parser. */
-interface Setting {
-  /** Environment variable: REFRESH_ and the key in snake case, or its own. */
-  env: string;
-  /** Read from the environment only: it has no flag, and is never shown. */
-  secret?: true;
-  /** Placeholder in `--help` and the README: the parser's; "" for a switch. */
-  arg: string;
+/** A setting as written in {@linkcode ROWS}. */
+interface Row {
+  parse: Parser;
   /** The default, as it would be written. */
   default?: string;
+  help: string;
+  /** Its variable, when not REFRESH_ and the key in snake case. */
+  env?: string;
+  /** Read from the environment only: it has no flag, and is never shown. */
+  secret?: true;
   /** A run cannot do without it. */
   required?: true;
-  /** One line of help. */
-  help: string;
-  /** Reads the text given (or the default) into the setting's value. */
-  parse: Parser;
-  /** Its flag: the variable's name after REFRESH_, in kebab case. */
-  flag?: string;
 }
 
-/** A setting as written: what neither its key nor its parser implies. */
-type Row = Omit<Setting, "env" | "arg" | "flag"> & { env?: string };
+/** What a setting's key and parser imply: its variable, flag and placeholder. */
+type Implied = { env: string; flag?: string; arg: string };
+type Setting = Row & Implied;
 
 /** What sets apart the few settings that have no default. */
 type Extra = Pick<Row, "env" | "secret" | "required">;
 type NoExtra = Record<never, never>;
 
-/**
- * A row of {@linkcode SETTINGS}: read by `parse`, with its default (as it
- * would be written) or its {@linkcode Extra}; then its help.
- */
+/** A row: read by `parse`, with its default or its {@linkcode Extra}; then its help. */
 function s<P extends Parser, const E extends string | Extra = NoExtra>(
   parse: P,
   extra?: E,
@@ -134,28 +126,6 @@ function s<P extends Parser, const E extends string | Extra = NoExtra>(
       & (E extends string ? { default: E } : E);
 }
 
-/** Refusal of text that is not `what`: it is quoted, unless secret. */
-const expected =
-  (what: string, secret = false) => (issue: { input: unknown }) =>
-    `expected ${what}, found ${
-      secret ? "something else (value not shown)" : JSON.stringify(issue.input)
-    }`;
-
-/** Text, shown as `arg`, for which `ok` holds; else refused as not `what`. */
-const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
-  v.pipe(v.string(), v.check(ok, expected(what)), v.metadata({ arg }));
-
-/** What `read` makes of the text, shown as `arg`; `undefined` is not `what`. */
-const reading = <T>(
-  arg: string,
-  what: string,
-  read: (raw: string) => T | undefined,
-) =>
-  v.pipe(
-    text(arg, what, (raw) => read(raw) !== undefined),
-    v.transform((raw) => read(raw)!),
-  );
-
 /** What `read` makes of the text, shown as `arg`; an `{ error }` refuses it. */
 const fallible = <T>(
   arg: string,
@@ -163,7 +133,8 @@ const fallible = <T>(
 ) =>
   v.pipe(
     v.string(),
-    v.transform(read),
+    // unknown, or the guard's output would be T | (T & { error: string })
+    v.transform((raw): unknown => read(raw)),
     v.guard(
       (out): out is T =>
         typeof out !== "object" || out === null || !("error" in out),
@@ -171,6 +142,26 @@ const fallible = <T>(
     ),
     v.metadata({ arg }),
   );
+
+/** Like {@linkcode fallible}, refusing `undefined` as not `what` (quoted unless secret). */
+const reading = <T>(
+  arg: string,
+  what: string,
+  read: (raw: string) => T | undefined,
+  secret = false,
+) =>
+  fallible<T>(arg, (raw) => {
+    const out = read(raw);
+    if (out !== undefined) return out;
+    const found = secret
+      ? "something else (value not shown)"
+      : JSON.stringify(raw);
+    return { error: `expected ${what}, found ${found}` };
+  });
+
+/** The text itself, shown as `arg`, when `ok` holds; else refused as not `what`. */
+const text = (arg: string, what: string, ok: (raw: string) => boolean) =>
+  reading(arg, what, (raw) => ok(raw) ? raw : undefined);
 
 /** The longest a timer can wait (setTimeout holds 2^31-1 ms, ~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -184,11 +175,10 @@ function duration({ min = 0, timer = true } = {}) {
     : min > 0
     ? ", above 0"
     : "";
+  const most = timer ? ", at most 24d" : "";
   return reading(
     "DURATION",
-    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${
-      timer ? ", at most 24d" : ""
-    }`,
+    `a duration like 500ms, 30s, 5m, 2h, 25d or 5h30m${least}${most}`,
     (raw) => {
       const ms = parseDuration(raw) ?? -1;
       return ms >= min && (!timer || ms <= MAX_TIMER_MS) ? ms : undefined;
@@ -223,43 +213,33 @@ const statuses = (like: string) =>
     },
   );
 
-const apiKey = v.pipe(
-  v.string(),
-  v.regex(
-    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/,
-    expected(
-      "a key of printable ASCII characters, as a header can carry it",
-      true,
-    ),
-  ),
-  v.metadata({ arg: "KEY" }),
+const apiKey = reading(
+  "KEY",
+  "a key of printable ASCII characters, as a header can carry it",
+  (raw) =>
+    /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(raw) ? raw : undefined,
+  true,
 );
 const tableName = text(
   "NAME",
   "a table name like people or crm.people",
   (raw) => raw.split(".").length <= 2 && raw.split(".").every(isName),
 );
-const dataColumn = v.pipe(
-  text(
-    "NAME",
-    "a column name, or none",
-    (raw) => raw === "none" || isName(raw),
-  ),
-  v.transform((raw) => raw === "none" ? null : raw),
+const dataColumn = reading(
+  "NAME",
+  "a column name, or none",
+  (raw) => raw === "none" ? null : isName(raw) ? raw : undefined,
 );
 
 /** `column=path,...` (or `column?=path`) into a map from column to path. */
 const columnMap = fallible("COL=PATH,...", (raw) => {
   const map = new Map<string, Mapped>();
   for (const pair of raw.split(",")) {
-    const [left, path, ...rest] = pair.split("=").map((s) => s.trim());
-    const keep = left?.endsWith("?") ?? false;
-    const column = keep ? left!.slice(0, -1).trim() : left;
+    const [left = "", path, ...rest] = pair.split("=").map((s) => s.trim());
+    const keep = left.endsWith("?");
+    const column = keep ? left.slice(0, -1).trim() : left;
     const segments = path?.split(".") ?? [""];
-    if (
-      !column || !IDENTIFIER.test(column) || rest.length > 0 ||
-      segments.some((s) => s === "")
-    ) {
+    if (!isName(column) || rest.length > 0 || segments.includes("")) {
       return {
         error: `expected column=path pairs like title=data.job_title, found ${
           JSON.stringify(pair)
@@ -272,9 +252,10 @@ const columnMap = fallible("COL=PATH,...", (raw) => {
   return map;
 });
 
-const condition = v.pipe(
-  text("SQL", "an SQL condition", (raw) => raw.trim() !== ""),
-  v.transform((raw) => raw.trim()),
+const condition = reading(
+  "SQL",
+  "an SQL condition",
+  (raw) => raw.trim() || undefined,
 );
 const ids = reading(
   "ID,ID,...",
@@ -300,9 +281,10 @@ const bytes = reading(
   "a size in bytes like 1048576, 512KiB or 1MiB, above 0",
   (raw) => parseBytes(raw) || undefined,
 );
-const whole = v.pipe(
-  text("N", "a whole number", (raw) => /^\d+$/.test(raw.trim())),
-  v.transform(Number),
+const whole = reading(
+  "N",
+  "a whole number",
+  (raw) => /^\d+$/.test(raw.trim()) ? Number(raw) : undefined,
 );
 const timeZone = reading(
   "TZ",
@@ -320,10 +302,10 @@ const monthDays = reading("N", "a whole number of days from 1 to 31", (raw) => {
   const days = positiveInt(raw);
   return days !== undefined && days <= 31 ? days : undefined;
 });
-const logFormat = v.pipe(
-  v.string(),
-  v.picklist(["text", "json"], expected("text or json")),
-  v.metadata({ arg: "FORMAT" }),
+const logFormat = reading(
+  "FORMAT",
+  "text or json",
+  (raw) => (["text", "json"] as const).find((format) => format === raw),
 );
 
 /** An ISO 8601 instant with a zone; impossible dates (Feb 30) are refused. */
@@ -479,9 +461,8 @@ const ROWS = {
 };
 
 /**
- * Every setting, in the order of `--help` and the README table, with the
- * variable, flag and placeholder its key and parser imply. Durations are
- * held in milliseconds.
+ * Every setting: its row in {@linkcode ROWS}, with the variable, flag and
+ * placeholder its key and parser imply. Durations are held in milliseconds.
  */
 export const SETTINGS = Object.fromEntries(
   Object.entries(ROWS).map(([key, row]: [string, Row]) => {
@@ -493,13 +474,7 @@ export const SETTINGS = Object.fromEntries(
     const arg = String(v.getMetadata(row.parse).arg);
     return [key, { ...row, env, arg, flag }];
   }),
-) as Settings;
-
-type Settings = {
-  [K in keyof typeof ROWS]:
-    & (typeof ROWS)[K]
-    & Pick<Setting, "env" | "arg" | "flag">;
-};
+) as { [K in keyof typeof ROWS]: (typeof ROWS)[K] & Implied };
 
 /** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
@@ -516,6 +491,9 @@ export type Config = {
       : undefined);
 };
 
+/** Something of each setting given (its text, or where it came from). */
+type Given = Partial<Record<Name, string>>;
+
 /** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
   | {
@@ -523,16 +501,16 @@ export type ConfigResult =
     config: Config;
     help: boolean;
     /** Where each setting given came from: its flag or variable. */
-    given: Partial<Record<Name, string>>;
+    given: Given;
     /** The text of each setting given. */
-    raw: Partial<Record<Name, string>>;
+    raw: Given;
   }
   | { ok: false; errors: string[] };
 
 /** Where a setting's value came from: its flag, else its variable. */
-function sourceOf(name: Name, given: Partial<Record<Name, string>>): string {
-  const s: Setting = SETTINGS[name];
-  return given[name] ?? (s.flag ? `${s.env} (or --${s.flag})` : s.env);
+function sourceOf(name: Name, given: Given): string {
+  const { env, flag } = SETTINGS[name];
+  return given[name] ?? (flag ? `${env} (or --${flag})` : env);
 }
 
 /**
@@ -540,10 +518,6 @@ function sourceOf(name: Name, given: Partial<Record<Name, string>>): string {
  * its variable) and validates them all in one step. Every problem is
  * reported, each naming its flag or variable; secret values are never
  * quoted.
- *
- * @param args The command-line arguments.
- * @param env The environment lookup.
- * @returns The configuration, or every problem found.
  */
 export function parseConfig(
   args: string[],
@@ -567,100 +541,76 @@ export function parseConfig(
       return false;
     },
   }) as Record<string, unknown>;
-  const raw: Partial<Record<Name, string>> = {};
-  const given: Partial<Record<Name, string>> = {};
+  const raw: Given = {};
+  const given: Given = {};
   for (const [name, s] of all) {
-    const values = (s.flag ? parsed[s.flag] : undefined) as
-      | unknown[]
-      | undefined;
-    if (values && values.length > 1) {
-      errors.push(`--${s.flag}: given more than once`);
-    } else if (values?.length === 1) {
-      raw[name] = String(values[0]);
-      given[name] = `--${s.flag}`;
-    } else if (env(s.env)) {
-      raw[name] = env(s.env)!;
-      given[name] = s.env;
+    const values = (s.flag ? parsed[s.flag] : []) as unknown[];
+    const byFlag = values.length === 1;
+    if (values.length > 1) errors.push(`--${s.flag}: given more than once`);
+    else if (byFlag || env(s.env)) {
+      raw[name] = byFlag ? String(values[0]) : env(s.env)!;
+      given[name] = byFlag ? `--${s.flag}` : s.env;
     }
   }
-  if (parsed.help) {
-    return errors.length > 0
-      ? { ok: false, errors }
-      : { ok: true, help: true, config: {} as Config, given, raw };
-  }
+  const help = parsed.help === true;
   const config: Partial<Record<Name, unknown>> = {};
-  for (const [name, s] of all) {
+  // --help validates no value: it is how to learn what the values should be
+  for (const [name, s] of help ? [] : all) {
     const text = raw[name] ?? s.default;
-    if (text === undefined) {
-      if (s.required) {
-        errors.push(
-          `${sourceOf(name, given)}: is required (${
-            s.help.split(/[,.;:(]/)[0]!.trim()
-          })`,
-        );
-      }
-      continue;
+    if (text === undefined && !s.required) continue;
+    const result = text === undefined ? undefined : v.safeParse(s.parse, text);
+    if (result?.success) config[name] = result.output;
+    else {
+      const what = s.help.split(/[,.;:(]/)[0]!.trim();
+      const problem = result?.issues[0].message ?? `is required (${what})`;
+      errors.push(`${sourceOf(name, given)}: ${problem}`);
     }
-    const result = v.safeParse(s.parse, text);
-    if (result.success) config[name] = result.output;
-    else errors.push(`${sourceOf(name, given)}: ${result.issues[0].message}`);
   }
-  errors.push(...crossCheck(config as Partial<Config>, given));
+  if (!help) errors.push(...crossCheck(config as Partial<Config>, given));
   return errors.length > 0
     ? { ok: false, errors }
-    : { ok: true, config: config as Config, help: false, given, raw };
+    : { ok: true, config: config as Config, help, given, raw };
 }
 
 /** The earliest time PostgreSQL can hold: 4713-11-24 BC. */
 const PG_EARLIEST_MS = Date.UTC(-4712, 10, 25);
 
 /** Rules between settings, each naming the setting to change. */
-function crossCheck(
-  c: Partial<Config>,
-  given: Partial<Record<Name, string>>,
-): string[] {
+function crossCheck(c: Partial<Config>, given: Given): string[] {
   const at = (name: Name) => sourceOf(name, given);
   const d = formatDuration;
+  /** `name`'s duration `ms` is not `what` (`limit`). */
+  const beyond = (name: Name, ms: number, what: string, limit: number) =>
+    `${at(name)}: expected ${what} (${d(limit)}), found ${d(ms)}`;
+  const { staleAfter = 0, backoff = 0, maxRetryWait = Infinity } = c;
   const { requestTimeout = 0, grace = 0, lease = Infinity, dbRetry = 0 } = c;
   const least = requestTimeout + grace + HEARTBEAT_MS;
   const oldest = Date.now() - PG_EARLIEST_MS;
+  const taken = [c.idColumn, c.atColumn, c.dataColumn];
+  const mapped = [...c.map?.keys() ?? []];
+  const mapAt = at("map");
   return [
-    c.staleAfter! > oldest &&
+    staleAfter > oldest &&
     `${at("staleAfter")}: expected at most ${
       d(oldest)
-    } (PostgreSQL holds no earlier time than 4713 BC), found ${
-      d(c.staleAfter!)
-    }`,
+    } (PostgreSQL holds no earlier time than 4713 BC), found ${d(staleAfter)}`,
     given.ids && given.idsFile &&
     `${at("ids")} and ${at("idsFile")}: give the ids one way, not both`,
     given.reserve && !given.creditsHeader &&
-    `${
-      at("reserve")
-    }: needs REFRESH_CREDITS_HEADER (or --credits-header) to read the remaining credits from`,
-    c.backoff! > c.maxRetryWait! &&
-    `${at("backoff")}: expected at most the max retry wait (${
-      d(c.maxRetryWait!)
-    }), found ${d(c.backoff!)}`,
+    `${at("reserve")}: needs ${
+      at("creditsHeader")
+    } to read the remaining credits from`,
+    backoff > maxRetryWait &&
+    beyond("backoff", backoff, "at most the max retry wait", maxRetryWait),
     lease <= least &&
-    `${at("lease")}: expected more than request timeout + grace + 1s (${
-      d(least)
-    }), found ${d(lease)}`,
+    beyond("lease", lease, "more than request timeout + grace + 1s", least),
     dbRetry >= lease &&
-    `${at("dbRetry")}: expected less than the lease (${d(lease)}), found ${
-      d(dbRetry)
-    }`,
+    beyond("dbRetry", dbRetry, "less than the lease", lease),
     c.dataColumn === null && !given.map &&
-    `${
-      at("dataColumn")
-    }: none needs REFRESH_MAP (or --map): there would be nothing to store`,
-    ...[...c.map?.keys() ?? []].filter((col) =>
-      [c.idColumn, c.atColumn, c.dataColumn].includes(col)
-    )
-      .map((col) =>
-        `${
-          at("map")
-        }: column ${col} is already the id, data or refreshed-at column`
-      ),
+    `${at("dataColumn")}: none needs ${mapAt}: there would be nothing to store`,
+    ...mapped.filter((col) => taken.includes(col)).map((col) =>
+      `${mapAt}: column ${col} is already the id, data or refreshed-at column`
+    ),
     c.apiUrl && VENDOR.lookups(c as VendorSettings).length === 0 &&
     `${at("apiUrl")}: expected a placeholder such as {id} or {email}`,
   ].filter((e): e is string => typeof e === "string");
@@ -690,21 +640,14 @@ function positiveInt(raw: string): number | undefined {
 }
 
 /** A window's length by its name, as rates and rate-limit headers spell it. */
-const WINDOWS: Record<string, number> = {
-  s: 1_000,
-  sec: 1_000,
-  second: 1_000,
-  m: 60_000,
-  min: 60_000,
-  minute: 60_000,
-  h: 3_600_000,
-  hour: 3_600_000,
-  hourly: 3_600_000,
-  d: 86_400_000,
-  day: 86_400_000,
-  daily: 86_400_000,
-  "24-hour": 86_400_000,
-};
+const WINDOWS: Record<string, number> = Object.fromEntries(
+  ([
+    [1_000, "s sec second"],
+    [60_000, "m min minute"],
+    [3_600_000, "h hour hourly"],
+    [86_400_000, "d day daily 24-hour"],
+  ] as const).flatMap(([ms, names]) => names.split(" ").map((n) => [n, ms])),
+);
 
 function idList(
   text: string,
@@ -726,22 +669,18 @@ interface Mapped {
 
 /** The text of `--help`, made from {@linkcode SETTINGS}. */
 export function usage(): string {
-  const lines = [
+  return [
     "Usage: refresh.ts [flags]   (deno task refresh [flags])",
     "",
     "Refreshes stale rows with a data vendor's API, one request at a time.",
     "Every setting is an environment variable; its flag, when given, wins.",
     "",
-  ];
-  for (const s of Object.values(SETTINGS) as Setting[]) {
-    lines.push(`  ${flagText(s).padEnd(34)} ${s.env}`);
-    lines.push(
+    ...(Object.values(SETTINGS) as Setting[]).flatMap((s) => [
+      `  ${flagText(s).padEnd(34)} ${s.env}`,
       `      ${s.help}${
         s.default !== undefined ? ` [default: ${s.default}]` : ""
       }`,
-    );
-  }
-  lines.push(
+    ]),
     `  ${"--help, -h".padEnd(34)} Show this text.`,
     "",
     "Durations: ms, s, m, h, d and combinations (5h30m).",
@@ -755,8 +694,7 @@ export function usage(): string {
     "  2      configuration or input error; nothing was touched",
     "  3      another run is live (its id, start and heartbeat are printed)",
     "  128+n  stopped by signal n (129 SIGHUP, 130 SIGINT, 143 SIGTERM)",
-  );
-  return lines.join("\n");
+  ].join("\n");
 }
 
 /** How a setting is given on the command line: `--flag ARG`, or env only. */
