@@ -70,6 +70,17 @@ Deno.test.sanitizer({ ops: true, resources: true });
 
 const API_KEY = "sk_live_TESTKEY_9f8e7d6c5b4a";
 
+/**
+ * A run's arguments: an array, or one string of them separated by
+ * whitespace (for arguments that hold none).
+ */
+type Args = string[] | string;
+
+/** {@linkcode Args} as an array. */
+function argv(args: Args = []): string[] {
+  return typeof args === "string" ? args.split(/\s+/).filter((a) => a) : args;
+}
+
 // ---------------------------------------------------------------------------
 // Pure helpers
 // ---------------------------------------------------------------------------
@@ -311,6 +322,9 @@ const BASE_ENV: Record<string, string> = {
   REFRESH_API_KEY: API_KEY,
 };
 const lookup = (env: Record<string, string>) => (name: string) => env[name];
+/** parseConfig() of `args`, and of BASE_ENV with `env` over it. */
+const configOf = (args: Args = [], env: Record<string, string> = {}) =>
+  parseConfig(argv(args), lookup({ ...BASE_ENV, ...env }));
 
 /** Every default: its name, as --help shows it, and as parseConfig() applies it. */
 const DEFAULTS: [keyof Config, string, unknown][] = [
@@ -344,7 +358,7 @@ const DEFAULTS: [keyof Config, string, unknown][] = [
 ];
 
 Deno.test("parseConfig() applies every default shown, as shown", () => {
-  const result = parseConfig([], lookup(BASE_ENV));
+  const result = configOf();
   assert(result.ok, JSON.stringify(result));
   assertEquals(
     DEFAULTS.map(([name]) => name),
@@ -361,10 +375,10 @@ Deno.test("parseConfig() applies every default shown, as shown", () => {
 });
 
 Deno.test("parseConfig() lets a flag override its variable", () => {
-  const result = parseConfig(
-    ["--limit", "7", "--stale-after=5h30m", "--table", "crm.people"],
-    lookup({ ...BASE_ENV, REFRESH_LIMIT: "100", REFRESH_STALE_AFTER: "1d" }),
-  );
+  const result = configOf("--limit 7 --stale-after=5h30m --table crm.people", {
+    REFRESH_LIMIT: "100",
+    REFRESH_STALE_AFTER: "1d",
+  });
   assert(result.ok, JSON.stringify(result));
   assertEquals(result.config.limit, 7);
   assertEquals(result.config.staleAfter, 5.5 * 3_600_000);
@@ -503,20 +517,9 @@ Deno.test("parseConfig() refuses a value it cannot honour, naming it, and takes 
     [["--stale-after", "3650d"], {}],
     [["--stale-after", "400d"], {}],
     [["--now", "2028-02-29T10:00:00+01:00"], {}],
-    [[
-      "--lease",
-      "3s",
-      "--request-timeout",
-      "1s",
-      "--grace",
-      "0",
-      "--db-retry",
-      "2s",
-    ], {}],
+    [argv("--lease 3s --request-timeout 1s --grace 0 --db-retry 2s"), {}],
     [[], { REFRESH_API_URL: "https://v.example/p/{id}?email={email?}" }],
   ];
-  const configOf = (args: string[], env: Record<string, string>) =>
-    parseConfig(args, lookup({ ...BASE_ENV, ...env }));
   const nameOf = (args: string[], env: Record<string, string>) =>
     JSON.stringify([...args, ...Object.values(env)]);
   const refused = (cases: Case[], seen: (errors: string[]) => string) => {
@@ -543,7 +546,7 @@ Deno.test("parseConfig() refuses a password with unescaped special characters", 
       "postgres://u:a#b@db/crm",
     ]
   ) {
-    const result = parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+    const result = configOf([], { DATABASE_URL: url });
     assert(!result.ok, url);
     assertStringIncludes(
       result.errors[0]!,
@@ -554,20 +557,15 @@ Deno.test("parseConfig() refuses a password with unescaped special characters", 
         !result.errors[0]!.includes("Blue"),
     );
   }
-  const encoded = parseConfig(
-    [],
-    lookup({
-      ...BASE_ENV,
-      DATABASE_URL: "postgres://u:pw%402024%2FBlue@db/crm",
-    }),
-  );
+  const encoded = configOf([], {
+    DATABASE_URL: "postgres://u:pw%402024%2FBlue@db/crm",
+  });
   assert(encoded.ok);
   assertEquals(encoded.config.databaseUrl.password, "pw@2024/Blue");
 });
 
 Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuses the rest", () => {
-  const withUrl = (url: string) =>
-    parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+  const withUrl = (url: string) => configOf([], { DATABASE_URL: url });
   const ok = withUrl(
     "postgres://u@h/db?sslmode=verify-full&application_name=crm&target_session_attrs=read-write&options=-c%20search_path%3Dcrm&password=pw",
   );
@@ -606,14 +604,7 @@ Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuse
 });
 
 Deno.test("parseConfig() refuses a flag given twice", () => {
-  const result = parseConfig([
-    "--limit",
-    "5",
-    "--limit",
-    "6",
-    "--dry-run",
-    "--dry-run",
-  ], lookup(BASE_ENV));
+  const result = configOf("--limit 5 --limit 6 --dry-run --dry-run");
   assert(!result.ok);
   assertEquals(result.errors, [
     "--limit: given more than once",
@@ -645,7 +636,7 @@ Deno.test("fillUrl() leaves out the pair of an optional placeholder without a va
 
 Deno.test("parseConfig() reads --rate as a count per window", () => {
   const rate = (text: string) => {
-    const result = parseConfig(["--rate", text], lookup(BASE_ENV));
+    const result = configOf(["--rate", text]);
     return result.ok ? result.config.rate : result.errors.join("\n");
   };
   assertEquals(rate("100/min"), { count: 100, windowMs: 60_000 });
@@ -657,16 +648,16 @@ Deno.test("parseConfig() reads --rate as a count per window", () => {
 });
 
 Deno.test("parseConfig() splits, trims and de-duplicates --ids", () => {
-  const result = parseConfig(["--ids", " 3, 1,3,,2 "], lookup(BASE_ENV));
+  const result = configOf(["--ids", " 3, 1,3,,2 "]);
   assert(result.ok);
   assertEquals(result.config.ids, ["3", "1", "2"]);
 });
 
 Deno.test("parseConfig() reads --map into columns and dot paths", () => {
-  const result = parseConfig([
+  const result = configOf([
     "--map",
     "title=data.job_title, email ?= data.emails.0.address",
-  ], lookup(BASE_ENV));
+  ]);
   assert(result.ok, JSON.stringify(result));
   assertEquals([...result.config.map!], [
     ["title", { path: ["data", "job_title"], keep: false }],
@@ -680,11 +671,11 @@ Deno.test("parseConfig() reads --map into columns and dot paths", () => {
       ["id=x", "column id is already the id"],
     ]
   ) {
-    const bad = parseConfig(["--map", map!], lookup(BASE_ENV));
+    const bad = configOf(["--map", map!]);
     assert(!bad.ok, map);
     assertStringIncludes(bad.errors[0]!, expected!);
   }
-  const none = parseConfig(["--data-column", "none"], lookup(BASE_ENV));
+  const none = configOf("--data-column none");
   assert(!none.ok);
   assertStringIncludes(
     none.errors[0]!,
@@ -1021,22 +1012,13 @@ Deno.test("exitCodeFor() maps statuses to the documented exit codes", () => {
 });
 
 Deno.test("parseConfig() validates the run-control settings", () => {
-  const ok = parseConfig(
-    [
-      "--budget",
-      "100",
-      "--billable-statuses",
-      "200,404",
-      "--dry-run",
-      "--log-format",
-      "json",
-    ],
-    lookup({
-      ...BASE_ENV,
+  const ok = configOf(
+    "--budget 100 --billable-statuses 200,404 --dry-run --log-format json",
+    {
       REFRESH_TIMEZONE: "Europe/Berlin",
       REFRESH_MONTH_END_DAYS: "3",
       REFRESH_NOW: "2026-11-28T06:00:00Z",
-    }),
+    },
   );
   assert(ok.ok, JSON.stringify(ok));
   assertEquals(ok.config.budget, 100);
@@ -1046,29 +1028,16 @@ Deno.test("parseConfig() validates the run-control settings", () => {
   assertEquals(ok.config.timezone, "Europe/Berlin");
   assertEquals(ok.config.timeBudget, 5.5 * 3_600_000);
   assertEquals(ok.config.now?.toISOString(), "2026-11-28T06:00:00.000Z");
-  const envBool = parseConfig(
-    [],
-    lookup({ ...BASE_ENV, REFRESH_DRY_RUN: "false" }),
-  );
+  const envBool = configOf([], { REFRESH_DRY_RUN: "false" });
   assert(envBool.ok);
   assertEquals(envBool.config.dryRun, false);
-  const bad = parseConfig(
-    [
-      "--reserve",
-      "5",
-      "--timezone",
-      "Mars/Olympus",
-      "--month-end-days",
-      "40",
-      "--log-format",
-      "xml",
-    ],
-    lookup({
-      ...BASE_ENV,
+  const bad = configOf(
+    "--reserve 5 --timezone Mars/Olympus --month-end-days 40 --log-format xml",
+    {
       REFRESH_BILLABLE_STATUSES: "200,ok",
       REFRESH_DRY_RUN: "maybe",
       REFRESH_NOW: "yesterday",
-    }),
+    },
   );
   assert(!bad.ok);
   const text = bad.errors.join("\n");
@@ -1234,15 +1203,15 @@ async function taskArgs(task: string): Promise<string[]> {
  * without waiting for it; {@linkcode outputOf} gives its output.
  */
 async function spawnRefresh(
-  args: string[],
+  args: Args,
   options: RunOptions = {},
 ): Promise<Deno.ChildProcess> {
   const task = options.task ?? "refresh";
   const env = options.env ?? {};
   const child = new Deno.Command(Deno.execPath(), {
     args: options.direct
-      ? [...await taskArgs(task), ...args]
-      : ["task", "--quiet", task, ...args],
+      ? [...await taskArgs(task), ...argv(args)]
+      : ["task", "--quiet", task, ...argv(args)],
     cwd: options.cwd ?? ROOT,
     clearEnv: true,
     env: childEnv(env),
@@ -1279,7 +1248,7 @@ async function outputOf(child: Deno.ChildProcess): Promise<RunResult> {
 
 /** Runs the job to its end; see {@linkcode spawnRefresh}. */
 async function runRefresh(
-  args: string[],
+  args: Args,
   options: RunOptions = {},
 ): Promise<RunResult> {
   return await outputOf(await spawnRefresh(args, options));
@@ -1322,9 +1291,9 @@ interface Fixture {
   /** The job's variables for this schema, vendor and database. */
   env: Record<string, string>;
   /** Runs the job to its end with `FAST` and `args`, `env` plus `options.env`. */
-  run(args?: string[], options?: RunOptions): Promise<RunResult>;
+  run(args?: Args, options?: RunOptions): Promise<RunResult>;
   /** Starts it the same way; {@linkcode outputOf} gives its output. */
-  spawn(args?: string[], options?: RunOptions): Promise<Deno.ChildProcess>;
+  spawn(args?: Args, options?: RunOptions): Promise<Deno.ChildProcess>;
   /** `<schema>.refresh_state`, by id. */
   state(): Promise<
     {
@@ -1413,8 +1382,8 @@ async function withFixture(
       REFRESH_TABLE: table,
       REFRESH_STATE_SCHEMA: schema,
     };
-    const spawn = async (args: string[] = [], options: RunOptions = {}) => {
-      const child = await spawnRefresh(fast(args), {
+    const spawn = async (args: Args = [], options: RunOptions = {}) => {
+      const child = await spawnRefresh(fast(argv(args)), {
         ...options,
         env: { ...env, ...options.env },
       });
@@ -1616,7 +1585,7 @@ Deno.test(
       async (f) => {
         assertSucceeded(await f.run());
         assertEquals(f.vendor.calls.length, 0);
-        assertSucceeded(await f.run(["--stale-after", "0", "--limit", "3"]));
+        assertSucceeded(await f.run("--stale-after 0 --limit 3"));
         assertEquals(f.vendor.calls.length, 3);
       },
     );
@@ -1637,7 +1606,7 @@ Deno.test(
       return {};
     };
     await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
-      const result = await f.run(["--max-body", "4KiB"]);
+      const result = await f.run("--max-body 4KiB");
       assertSucceeded(result);
       const state = await f.state();
       assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
@@ -1687,7 +1656,7 @@ Deno.test(
         false,
         true,
       ]);
-      assertSucceeded(await f.run(["--ids", "1"]));
+      assertSucceeded(await f.run("--ids 1"));
       const [one] = await successes();
       assertEquals(one, first[0]);
     });
@@ -1698,7 +1667,7 @@ Deno.test(
   "--ids refreshes exactly the given ids and reports unknown ones",
   async () => {
     await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
-      const result = await f.run(["--ids", "4,2,99,100"]);
+      const result = await f.run("--ids 4,2,99,100");
       assertSucceeded(result);
       assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
       assertStringIncludes(result.stderr, "2 id(s) not in");
@@ -1708,9 +1677,7 @@ Deno.test(
       assertStringIncludes(result.stderr, "2 target(s) to refresh");
       // Reading a file takes the refresh:ids task; standard input does not.
       const ids = { task: "refresh:ids" };
-      const fromStdin = await f.run(["--ids-file", "-"], {
-        stdin: "5\n\n1\n",
-      });
+      const fromStdin = await f.run("--ids-file -", { stdin: "5\n\n1\n" });
       assertSucceeded(fromStdin);
       assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
       const file = await Deno.makeTempFile();
@@ -1736,10 +1703,7 @@ Deno.test(
       } finally {
         await Deno.remove(nul);
       }
-      const missing = await f.run(
-        ["--ids-file", "/nonexistent/ids.txt"],
-        ids,
-      );
+      const missing = await f.run("--ids-file /nonexistent/ids.txt", ids);
       assertEquals(missing.code, 2);
       assertStringIncludes(
         missing.stderr,
@@ -1790,12 +1754,7 @@ Deno.test(
     await withFixture(
       { name: "serial", count: 24, script, latencyMs: 5 },
       async (f) => {
-        const result = await f.run([
-          "--request-timeout",
-          "150ms",
-          "--backoff",
-          "1ms",
-        ]);
+        const result = await f.run("--request-timeout 150ms --backoff 1ms");
         assertSucceeded(result);
         assertEquals(
           f.vendor.maxInFlight,
@@ -1824,7 +1783,7 @@ Deno.test("Retry-After is obeyed before the next request", async () => {
       ? { status: 429, headers: { "retry-after": "1" } }
       : {};
   await withFixture({ name: "retry_after", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--backoff", "1ms"]));
+    assertSucceeded(await f.run("--backoff 1ms"));
     const calls = f.vendor.calls;
     assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
     const gap = calls[2]!.startedAt - calls[1]!.startedAt;
@@ -1842,7 +1801,7 @@ Deno.test(
         ? { status: 503, headers: { "retry-after": "3600" } }
         : {};
     await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
-      const result = await f.run(["--max-retry-wait", "1m"]);
+      const result = await f.run("--max-retry-wait 1m");
       assertSucceeded(result);
       assertStringIncludes(result.stdout, "rate_limited");
       assertStringIncludes(result.stderr, "asked to wait 1h");
@@ -1872,7 +1831,7 @@ Deno.test(
     const script: Script = (id) => id === "1" ? { status: 500 } : {};
     await withFixture({ name: "attempts", count: 2, script }, async (f) => {
       assertSucceeded(
-        await f.run(["--max-attempts", "3", "--backoff", "1ms"]),
+        await f.run("--max-attempts 3 --backoff 1ms"),
       );
       assertEquals(f.vendor.callsFor("1"), 3);
       assertEquals(f.vendor.callsFor("2"), 1);
@@ -1920,16 +1879,7 @@ Deno.test(
       async (f) => {
         // A short lease, so that the dead run stops blocking soon.
         const child = await f.spawn(
-          [
-            "--lease",
-            "3s",
-            "--request-timeout",
-            "1s",
-            "--grace",
-            "0",
-            "--db-retry",
-            "2s",
-          ],
+          "--lease 3s --request-timeout 1s --grace 0 --db-retry 2s",
           { direct: true },
         );
         // Progress is visible while the run goes (counters every second).
@@ -1974,12 +1924,7 @@ Deno.test(
   "bad configuration: exit 2, every problem named, nothing touched",
   async () => {
     await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
-      const result = await runRefresh([
-        "--limit",
-        "-3",
-        "--min-interval",
-        "fast",
-      ], {
+      const result = await runRefresh("--limit -3 --min-interval fast", {
         env: {
           DATABASE_URL: f.db.url,
           REFRESH_API_URL: f.vendor.urlTemplate,
@@ -2020,7 +1965,7 @@ Deno.test(
         noTable.stderr,
         `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
       );
-      const noColumn = await f.run(["--data-column", "name"], {
+      const noColumn = await f.run("--data-column name", {
         env: { REFRESH_AT_COLUMN: "nope" },
       });
       assertEquals(noColumn.code, 2);
@@ -2047,7 +1992,7 @@ Deno.test(
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (listener.addr as Deno.NetAddr).port;
     listener.close();
-    const result = await runRefresh(["--connect-timeout", "2s"], {
+    const result = await runRefresh("--connect-timeout 2s", {
       env: {
         DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
         REFRESH_API_URL: "http://127.0.0.1:9/{id}",
@@ -2073,7 +2018,7 @@ Deno.test("--help is the golden text in dev/help.txt, which lists every setting"
 });
 
 Deno.test("--help prints every setting and exits 0", async () => {
-  const result = await runRefresh(["--help"]);
+  const result = await runRefresh("--help");
   assertEquals(result.code, 0);
   assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
   assertStringIncludes(result.stdout, "Exit codes:");
@@ -2084,7 +2029,7 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     id,
   ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
   await withFixture({ name: "budget", count: 20, script }, async (f) => {
-    const result = await f.run(["--budget", "5"]);
+    const result = await f.run("--budget 5");
     assertSucceeded(result);
     assertEquals(okCalls(f.vendor), 5);
     assertStringIncludes(result.stdout, "budget_exhausted");
@@ -2094,7 +2039,7 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     // Misses billed too: 404s count against the budget.
     const before = f.vendor.calls.length;
     assertSucceeded(
-      await f.run(["--budget", "4", "--billable-statuses", "200,404"]),
+      await f.run("--budget 4 --billable-statuses 200,404"),
     );
     const billed = f.vendor.calls.slice(before).filter((c) =>
       c.status === 200 || c.status === 404
@@ -2112,7 +2057,7 @@ Deno.test(
       headers: { "x-credits-remaining": String(--credits) },
     });
     await withFixture({ name: "reserve", count: 20, script }, async (f) => {
-      const result = await f.run(["--reserve", "7"], {
+      const result = await f.run("--reserve 7", {
         env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
       });
       assertSucceeded(result);
@@ -2173,7 +2118,7 @@ Deno.test("--time-budget: no new target starts after it", async () => {
   await withFixture(
     { name: "deadline", count: 50, latencyMs: 100 },
     async (f) => {
-      const result = await f.run(["--time-budget", "1s"]);
+      const result = await f.run("--time-budget 1s");
       assertSucceeded(result);
       assertStringIncludes(result.stdout, "deadline");
       const [run] = await f.runs();
@@ -2204,12 +2149,10 @@ Deno.test(
         // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
         let outputs = "";
         await withStepFiles(async (env, read) => {
-          const result = await f.run([
-            "--now",
-            "2026-12-01T04:59:59Z",
-            "--timezone",
-            "America/New_York",
-          ], { task: "refresh:ci", env });
+          const result = await f.run(
+            "--now 2026-12-01T04:59:59Z --timezone America/New_York",
+            { task: "refresh:ci", env },
+          );
           assertSucceeded(result);
           outputs = (await read()).outputs;
         });
@@ -2231,23 +2174,17 @@ Deno.test(
   "--month-end-days: outside the window a run exits 0 at once",
   async () => {
     await withFixture({ name: "window", count: 3 }, async (f) => {
-      const early = await f.run([
-        "--month-end-days",
-        "3",
-        "--now",
-        "2026-11-20T08:00:00Z",
-      ]);
+      const early = await f.run(
+        "--month-end-days 3 --now 2026-11-20T08:00:00Z",
+      );
       assertSucceeded(early);
       assertStringIncludes(early.stderr, "day 20 of 30");
       assertEquals(f.vendor.calls.length, 0);
       const [run] = await f.runs();
       assertEquals(run!.status, "outside_window");
-      const inside = await f.run([
-        "--month-end-days",
-        "3",
-        "--now",
-        "2026-11-28T08:00:00Z",
-      ]);
+      const inside = await f.run(
+        "--month-end-days 3 --now 2026-11-28T08:00:00Z",
+      );
       assertSucceeded(inside);
       assertEquals(f.vendor.calls.length, 3);
     });
@@ -2259,14 +2196,10 @@ Deno.test(
   async () => {
     const script: Script = () => ({ status: 500 });
     await withFixture({ name: "breaker", count: 20, script }, async (f) => {
-      const result = await f.run([
-        "--max-attempts",
-        "2",
-        "--max-consecutive-failures",
-        "3",
-      ], {
-        env: { GITHUB_ACTIONS: "true" },
-      });
+      const result = await f.run(
+        "--max-attempts 2 --max-consecutive-failures 3",
+        { env: { GITHUB_ACTIONS: "true" } },
+      );
       assertEquals(result.code, 1, result.stderr);
       assertEquals(f.vendor.calls.length, 6);
       const [run] = await f.runs();
@@ -2339,12 +2272,7 @@ Deno.test("a 429 widens the gap between request starts", async () => {
     attempt,
   ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
   await withFixture({ name: "adaptive", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--backoff",
-      "1ms",
-      "--progress-interval",
-      "1h",
-    ]);
+    const result = await f.run("--backoff 1ms --progress-interval 1h");
     assertSucceeded(result);
     const starts = f.vendor.calls.map((c) => c.startedAt);
     // Gap 100ms after the push-back, then halved as successes follow.
@@ -2361,7 +2289,7 @@ Deno.test(
   "one run at a time: a live lease refuses a second run with exit 3",
   async () => {
     await withFixture({ name: "lease", count: 3 }, async (f) => {
-      assertSucceeded(await f.run(["--limit", "1"]));
+      assertSucceeded(await f.run("--limit 1"));
       const runs = f.sql(`${f.schema}.refresh_runs`);
       const [live] = await f.sql<{ id: string }[]>`
         insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
@@ -2378,7 +2306,7 @@ Deno.test(
         .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
         live!.id
       }`;
-      const takeover = await f.run(["--lease", "1m", "--db-retry", "30s"]);
+      const takeover = await f.run("--lease 1m --db-retry 30s");
       assertSucceeded(takeover);
       assertStringIncludes(
         takeover.stderr,
@@ -2427,7 +2355,7 @@ Deno.test(
     await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
       // The refresh process itself receives both signals (as under the
       // workflow's exec); deno task's forwarding is covered above.
-      const child = await f.spawn(["--grace", "30s"], { direct: true });
+      const child = await f.spawn("--grace 30s", { direct: true });
       await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
       const sent = Date.now();
       child.kill("SIGINT");
@@ -2453,7 +2381,7 @@ Deno.test("a signal during a long wait cuts it short", async () => {
       ? { status: 503, headers: { "retry-after": "60" } }
       : {};
   await withFixture({ name: "sigwait", count: 3, script }, async (f) => {
-    const child = await f.spawn(["--max-retry-wait", "5m"]);
+    const child = await f.spawn("--max-retry-wait 5m");
     await waitFor("the 503", () => f.vendor.calls.length === 1);
     await new Promise((r) => setTimeout(r, 300));
     const sent = Date.now();
@@ -2468,7 +2396,7 @@ Deno.test("a signal during a long wait cuts it short", async () => {
 
 Deno.test("--dry-run calls nobody and writes nothing", async () => {
   await withFixture({ name: "dry", count: 25, freshUpTo: 5 }, async (f) => {
-    const first = await f.run(["--dry-run", "--budget", "10"]);
+    const first = await f.run("--dry-run --budget 10");
     assertSucceeded(first);
     assertStringIncludes(first.stdout, "20 would be refreshed");
     assertStringIncludes(
@@ -2481,7 +2409,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
       "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
     );
     assertEquals(f.vendor.calls.length, 0);
-    const given = await f.run(["--dry-run", "--ids", "3,6,99"]);
+    const given = await f.run("--dry-run --ids 3,6,99");
     assertSucceeded(given);
     assertStringIncludes(
       given.stdout,
@@ -2491,7 +2419,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
     const [tables] = await f
       .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
     assertEquals(tables!.runs, null, "a dry run created the state tables");
-    assertSucceeded(await f.run(["--limit", "4"]));
+    assertSucceeded(await f.run("--limit 4"));
     const snapshot = async () =>
       await f.sql`select
           (select count(*) from ${
@@ -2504,7 +2432,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
         f.sql(`${f.schema}.people`)
       } where vendor_data is not null)::int as rows`;
     const before = await snapshot();
-    const second = await f.run(["--dry-run"]);
+    const second = await f.run("--dry-run");
     assertSucceeded(second);
     assertStringIncludes(second.stdout, "16 would be refreshed");
     assertMatch(
@@ -2519,12 +2447,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
 Deno.test("--log-format json: every line is a JSON object", async () => {
   const script: Script = (id) => (id === "2" ? { status: 400 } : {});
   await withFixture({ name: "json", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--log-format",
-      "json",
-      "--progress-interval",
-      "50ms",
-    ]);
+    const result = await f.run("--log-format json --progress-interval 50ms");
     assertSucceeded(result);
     const lines = result.stderr.trim().split("\n");
     const events = lines.map((line) => JSON.parse(line));
@@ -2543,12 +2466,7 @@ Deno.test(
     await withFixture(
       { name: "progress", count: 8, latencyMs: 30 },
       async (f) => {
-        const result = await f.run([
-          "--progress-interval",
-          "100ms",
-          "--budget",
-          "100",
-        ]);
+        const result = await f.run("--progress-interval 100ms --budget 100");
         assertSucceeded(result);
         assertMatch(
           result.stderr,
@@ -2690,7 +2608,7 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       create trigger guard before update on ${f.table}
         for each row execute function ${f.schema}.guard()`);
     await f.sql`alter table ${f.sql(f.table)} add column nick varchar(200)`;
-    const result = await f.run(["--map", "nick=name"]);
+    const result = await f.run("--map nick=name");
     assertSucceeded(result);
     const state = await f.state();
     assertEquals(state.map((s) => [s.target_id, s.status]), [
@@ -2730,7 +2648,7 @@ Deno.test("answers the database refuses again and again abort the run, naming it
   await withFixture({ name: "refused_row", count: 20 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add constraint small
       check (length(vendor_data::text) < 10)`;
-    const result = await f.run(["--max-consecutive-invalid", "3"]);
+    const result = await f.run("--max-consecutive-invalid 3");
     assertEquals(result.code, 1, result.stderr);
     const [run] = await f.runs();
     assertEquals(run!.status, "aborted");
@@ -2750,7 +2668,7 @@ Deno.test("answers the database refuses again and again abort the run, naming it
 Deno.test("answers that fail the vendor checks again and again abort the run", async () => {
   const script: Script = () => ({ body: "[1]" });
   await withFixture({ name: "wrong_schema", count: 20, script }, async (f) => {
-    const result = await f.run(["--max-consecutive-invalid", "3"]);
+    const result = await f.run("--max-consecutive-invalid 3");
     assertEquals(result.code, 1, result.stderr);
     assertEquals(f.vendor.calls.length, 3);
     const [run] = await f.runs();
@@ -2776,7 +2694,7 @@ Deno.test("--retry-misses asks again for targets recorded not_found or invalid",
     assertSucceeded(await f.run());
     assertEquals(f.vendor.calls.length, 3, "known misses were asked again");
     miss = false;
-    assertSucceeded(await f.run(["--retry-misses"]));
+    assertSucceeded(await f.run("--retry-misses"));
     assertEquals(calledIds(f.vendor).slice(3), ["1", "2"]);
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok", "ok"]);
   });
@@ -2844,7 +2762,7 @@ Deno.test("--max-body counts the bytes after decompression", async () => {
       }
       : {};
   await withFixture({ name: "gzip_bomb", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-body", "1MiB"]));
+    assertSucceeded(await f.run("--max-body 1MiB"));
     const state = await f.state();
     assertEquals(state.map((s) => s.status), ["invalid", "ok"]);
     assertStringIncludes(state[0]!.error!, "larger than the 1048576-byte cap");
@@ -2895,15 +2813,10 @@ Deno.test("no id or vendor text can start a line GitHub reads as a command", asy
         f.sql(f.table)
       } (id, name) values (${"x\n::error::from an id"}, 'evil')`;
       for (const format of ["text", "json"]) {
-        const result = await f.run([
-          "--log-format",
-          format,
-          "--retry-misses",
-          "--stale-after",
-          "0",
-        ], {
-          env: { GITHUB_ACTIONS: "true" },
-        });
+        const result = await f.run(
+          `--log-format ${format} --retry-misses --stale-after 0`,
+          { env: { GITHUB_ACTIONS: "true" } },
+        );
         assertSucceeded(result);
         f.vendor.calls.length = 0;
         const lines = `${result.stdout}\n${result.stderr}`.split("\n");
@@ -2941,7 +2854,7 @@ Deno.test("the database lost mid-run: the answer in hand is written once it is b
     { name: "db_lost", count: 30, latencyMs: 30 },
     async (f) => {
       await viaProxy(f, async (proxy, env) => {
-        const child = await f.spawn(["--db-retry", "30s"], { env });
+        const child = await f.spawn("--db-retry 30s", { env });
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         proxy.cut();
         await delay(1500);
@@ -2968,7 +2881,7 @@ Deno.test({
     await withFixture(
       { name: "terminated", count: 30, latencyMs: 30 },
       async (f) => {
-        const child = await f.spawn(["--db-retry", "30s"], {
+        const child = await f.spawn("--db-retry 30s", {
           env: { DATABASE_URL: `${f.db.url}?application_name=${f.schema}` },
         });
         // First all three connections (selection, writes, heartbeat), then
@@ -3001,18 +2914,15 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
       const summary = await Deno.makeTempFile({ suffix: ".md" });
       try {
         await viaProxy(f, async (proxy, env) => {
-          const child = await f.spawn(
-            ["--db-retry", "1s", "--connect-timeout", "1s"],
-            {
-              env: {
-                ...env,
-                GITHUB_ACTIONS: "true",
-                GITHUB_STEP_SUMMARY: summary,
-                GITHUB_OUTPUT: summary,
-              },
-              task: "refresh:ci",
+          const child = await f.spawn("--db-retry 1s --connect-timeout 1s", {
+            env: {
+              ...env,
+              GITHUB_ACTIONS: "true",
+              GITHUB_STEP_SUMMARY: summary,
+              GITHUB_OUTPUT: summary,
             },
-          );
+            task: "refresh:ci",
+          });
           await waitFor("five calls", () => f.vendor.calls.length >= 5);
           proxy.cut();
           const started = Date.now();
@@ -3056,16 +2966,8 @@ Deno.test({
     await withFixture(
       { name: "blocked", count: 10, latencyMs: 20 },
       async (f) => {
-        const args = [
-          "--lease",
-          "20s",
-          "--request-timeout",
-          "2s",
-          "--grace",
-          "1s",
-          "--db-retry",
-          "15s",
-        ];
+        const args =
+          "--lease 20s --request-timeout 2s --grace 1s --db-retry 15s";
         const child = await f.spawn(args);
         await waitFor("three calls", () => f.vendor.calls.length >= 3);
         const holder = f.db.client();
@@ -3184,7 +3086,7 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
         count: 10,
         latencyMs: 20,
       }, async (f) => {
-        const child = await f.spawn(["--grace", "1s"], { direct: true });
+        const child = await f.spawn("--grace 1s", { direct: true });
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
         const holder = f.db.client();
         try {
@@ -3213,7 +3115,7 @@ Deno.test({
     await withFixture(
       { name: "blocked_deadline", count: 100, latencyMs: 20 },
       async (f) => {
-        const child = await f.spawn(["--time-budget", "2s", "--grace", "1s"]);
+        const child = await f.spawn("--time-budget 2s --grace 1s");
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
         const holder = f.db.client();
         try {
@@ -3250,7 +3152,7 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
     try {
       for (const port of [http.addr.port, silentPort]) {
         const started = Date.now();
-        const result = await f.run(["--connect-timeout", "2s"], {
+        const result = await f.run("--connect-timeout 2s", {
           env: urlFor(port),
         });
         assertEquals(result.code, 1, result.stderr);
@@ -3262,7 +3164,7 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
           ),
         );
       }
-      const child = await f.spawn(["--connect-timeout", "1m"], {
+      const child = await f.spawn("--connect-timeout 1m", {
         env: urlFor(silentPort),
         direct: true,
       });
@@ -3344,7 +3246,7 @@ Deno.test("a key the vendor echoes is scrubbed before any excerpt is cut, at eve
   await withFixture(
     { name: "echoed_key", count: offsets.length, script },
     async (f) => {
-      const result = await f.run(["--max-consecutive-failures", "100"], {
+      const result = await f.run("--max-consecutive-failures 100", {
         env: { GITHUB_ACTIONS: "true" },
       });
       assertSucceeded(result);
@@ -3495,14 +3397,9 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
 Deno.test("the requests of a target cut short by a stop are counted", async () => {
   const script: Script = (id) => (id === "2" ? { status: 503 } : {});
   await withFixture({ name: "counted", count: 5, script }, async (f) => {
-    const child = await f.spawn([
-      "--backoff",
-      "3s",
-      "--max-retry-wait",
-      "3s",
-      "--billable-statuses",
-      "200,503",
-    ]);
+    const child = await f.spawn(
+      "--backoff 3s --max-retry-wait 3s --billable-statuses 200,503",
+    );
     await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
     child.kill("SIGTERM");
     assertSucceeded(await outputOf(child), 143);
@@ -3522,20 +3419,20 @@ Deno.test("the vendor's 'not before' outlives the run", async () => {
     return { status: 429, headers: { "retry-after": "3" } };
   };
   await withFixture({ name: "not_before", count: 2, script }, async (f) => {
-    const first = await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]);
+    const first = await f.run("--max-retry-wait 1s --backoff 1ms");
     assertSucceeded(first);
     assertEquals((await f.runs())[0]!.status, "rate_limited");
     const told = f.vendor.calls[0]!.startedAt;
     // At once, still too long to wait: no call at all.
     assertSucceeded(
-      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
+      await f.run("--max-retry-wait 1s --backoff 1ms"),
     );
     assertEquals(f.vendor.calls.length, 1);
     const [, second] = await f.runs();
     assertEquals(second!.status, "rate_limited");
     // Long enough to wait: it waits out the rest, then calls.
     assertSucceeded(
-      await f.run(["--max-retry-wait", "10s", "--backoff", "1ms"]),
+      await f.run("--max-retry-wait 10s --backoff 1ms"),
     );
     assertEquals(f.vendor.calls.length, 3);
     assertGreaterOrEqual(f.vendor.calls[1]!.startedAt - told, 2_900);
@@ -3573,7 +3470,7 @@ Deno.test("a live run that lost its lease starts nothing more and writes nothing
 Deno.test("a request in flight longer than the grace is aborted when the grace ends", async () => {
   const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
   await withFixture({ name: "grace", count: 5, script }, async (f) => {
-    const child = await f.spawn(["--grace", "1s"], { direct: true });
+    const child = await f.spawn("--grace 1s", { direct: true });
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     const sent = Date.now();
     child.kill("SIGTERM");
@@ -3613,16 +3510,9 @@ Deno.test({
     await withFixture(
       { name: "fence", count: 500, latencyMs: 20 },
       async (f) => {
-        const child = await f.spawn([
-          "--lease",
-          "6s",
-          "--request-timeout",
-          "1s",
-          "--grace",
-          "1s",
-          "--db-retry",
-          "2s",
-        ]);
+        const child = await f.spawn(
+          "--lease 6s --request-timeout 1s --grace 1s --db-retry 2s",
+        );
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         const holder = f.db.client();
         let locked = 0;
@@ -3697,7 +3587,7 @@ Deno.test("settings alone: an e-mail-keyed enrichment API with nested data into 
       }/v5/person/enrich?email={email}`,
       REFRESH_MAP: "title=data.job_title,company=data.job_company_name",
     };
-    const dry = await f.run(["--dry-run"], { env });
+    const dry = await f.run("--dry-run", { env });
     assertStringIncludes(dry.stdout, "4 would be refreshed");
     assertStringIncludes(dry.stdout, "left out: 2 without email");
     const result = await f.run([], { env });
@@ -3783,7 +3673,7 @@ Deno.test("--map casts into typed columns in SQL; a value that does not fit name
 Deno.test("--map refuses a column that is missing or of a type a value can't be cast to", async () => {
   await withFixture({ name: "map_check", count: 1 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add column spot point`;
-    const result = await f.run(["--map", "nope=a,spot=b"]);
+    const result = await f.run("--map nope=a,spot=b");
     assertEquals(result.code, 2, result.stderr);
     assertStringIncludes(
       result.stderr,
@@ -3817,7 +3707,7 @@ Deno.test("--where narrows the selection with the target table's columns only", 
 
 Deno.test("--ids compares with the id column's type; an id of another type is a configuration error", async () => {
   await withFixture({ name: "ids_typed", count: 3 }, async (f) => {
-    const result = await f.run(["--ids", "1,abc,2"]);
+    const result = await f.run("--ids 1,abc,2");
     assertEquals(result.code, 2, result.stderr);
     assertStringIncludes(
       result.stderr,
@@ -3873,7 +3763,7 @@ Deno.test("a state table of the earlier version is migrated in place by the firs
       last_success_at timestamptz, run_id bigint)`;
     await f
       .sql`insert into ${state} values ('2', 'not_found', 1, 404, 'HTTP 404', now(), null, null)`;
-    const dry = await f.run(["--dry-run"]);
+    const dry = await f.run("--dry-run");
     assertSucceeded(dry);
     assertStringIncludes(dry.stdout, "first ids: 1, 3");
     assertSucceeded(await f.run());
@@ -4115,7 +4005,7 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
  */
 async function waitAfter(
   dialect: (now: number) => [Record<string, string>, number, number?],
-  args = ["--max-retry-wait", "1m"],
+  args: Args = "--max-retry-wait 1m",
 ) {
   let notBefore = 0;
   let margin = -Infinity;
@@ -4202,7 +4092,7 @@ Deno.test("every rate-limit dialect's spent window is waited out before the next
 Deno.test("x-minute-requests-left: 0 waits for the next minute, or stops when that is too long", async () => {
   const { run } = await waitAfter(
     () => [{ "x-minute-requests-left": "0" }, 0],
-    ["--max-retry-wait", "1ms", "--backoff", "1ms"],
+    "--max-retry-wait 1ms --backoff 1ms",
   );
   assertEquals(run.status, "rate_limited");
   const notBefore = (run.not_before as Date).getTime();
@@ -4218,7 +4108,7 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
       ? { status: 429, headers: { "retry-after": "0" } }
       : {};
   await withFixture({ name: "stated_429", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-attempts", "2"]));
+    assertSucceeded(await f.run("--max-attempts 2"));
     assertEquals(
       (await f.state()).map((s) => [s.status, s.attempts]),
       [["ok", 5], ["ok", 1]],
@@ -4229,7 +4119,7 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
 Deno.test("attempts run out on 429s that never say when: no state row, the run stops rate_limited", async () => {
   const script: Script = (id) => id === "2" ? { status: 429 } : {};
   await withFixture({ name: "silent_429", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-attempts", "3", "--backoff", "1ms"]));
+    assertSucceeded(await f.run("--max-attempts 3 --backoff 1ms"));
     const [run] = await f.runs();
     assertEquals(run!.status, "rate_limited");
     assertStringIncludes(String(run!.reason), "without saying when");
@@ -4244,7 +4134,7 @@ Deno.test("--rate spaces request starts, and a 429 without a wait waits one wind
   const script: Script = (id, attempt) =>
     id === "2" && attempt === 1 ? { status: 429 } : {};
   await withFixture({ name: "rate", count: 4, script }, async (f) => {
-    assertSucceeded(await f.run(["--rate", "4/1s", "--backoff", "1ms"]));
+    assertSucceeded(await f.run("--rate 4/1s --backoff 1ms"));
     const starts = f.vendor.calls.map((c) => c.startedAt);
     const gaps = starts.slice(1).map((at, i) => at - starts[i]!);
     assertEquals(gaps.length, 4);
@@ -4263,12 +4153,7 @@ Deno.test("--credits-spent-header counts what each call cost, and --budget never
   });
   await withFixture({ name: "spent", count: 5, script }, async (f) => {
     assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--budget",
-        "7",
-      ]),
+      await f.run("--credits-spent-header x-call-credits-spent --budget 7"),
     );
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
@@ -4290,14 +4175,9 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
   };
   await withFixture({ name: "reserve3", count: 8, script }, async (f) => {
     assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--credits-header",
-        "x-credits-remaining",
-        "--reserve",
-        "6",
-      ]),
+      await f.run(
+        "--credits-spent-header x-call-credits-spent --credits-header x-credits-remaining --reserve 6",
+      ),
     );
     // At 8 left, a call of 3 would leave 5: below the reserve of 6.
     const [run] = await f.runs();
@@ -4310,7 +4190,7 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
 Deno.test("a timed-out call is counted at its worst case", async () => {
   const script: Script = (_, attempt) => attempt === 1 ? { delayMs: 2000 } : {};
   await withFixture({ name: "timeout_cost", count: 1, script }, async (f) => {
-    assertSucceeded(await f.run(["--request-timeout", "200ms"]));
+    assertSucceeded(await f.run("--request-timeout 200ms"));
     const [run] = await f.runs();
     assertEquals(Number(run!.requests), 2);
     assertEquals(Number(run!.credits_spent), 2);
@@ -4321,7 +4201,7 @@ Deno.test("--credits-exhausted-statuses: another status for out of credits", asy
   const script: Script = (id) =>
     id === "2" ? { status: 422, body: { error: "Insufficient credits" } } : {};
   await withFixture({ name: "exhausted_422", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--credits-exhausted-statuses", "402,422"]));
+    assertSucceeded(await f.run("--credits-exhausted-statuses 402,422"));
     const [run] = await f.runs();
     assertEquals(run!.status, "credits_exhausted");
     assertStringIncludes(
@@ -4337,12 +4217,9 @@ Deno.test("an unreadable rate-limit header, and a configured header never sent, 
     headers: { "x-ratelimit-remaining": "lots", "x-ratelimit-reset": "soon" },
   });
   await withFixture({ name: "unreadable", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--credits-spent-header",
-      "x-cost",
-      "--credits-header",
-      "x-credits-left",
-    ]);
+    const result = await f.run(
+      "--credits-spent-header x-cost --credits-header x-credits-left",
+    );
     assertSucceeded(result);
     const lines = result.stderr.split("\n");
     for (const name of ["x-ratelimit-remaining", "x-ratelimit-reset"]) {
@@ -4369,12 +4246,7 @@ Deno.test("no retry is made that could cross --budget at the largest cost seen",
       : { headers: { "x-call-credits-spent": "3" } };
   await withFixture({ name: "retry_budget", count: 2, script }, async (f) => {
     assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--budget",
-        "5",
-      ]),
+      await f.run("--credits-spent-header x-call-credits-spent --budget 5"),
     );
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
@@ -4390,10 +4262,10 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
       : {};
   await withFixture({ name: "ignore_nb", count: 2, script }, async (f) => {
     assertSucceeded(
-      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
+      await f.run("--max-retry-wait 1s --backoff 1ms"),
     );
     assertEquals((await f.runs())[0]!.status, "rate_limited");
-    const result = await f.run(["--ignore-not-before"]);
+    const result = await f.run("--ignore-not-before");
     assertSucceeded(result);
     assertStringIncludes(result.stderr, "--ignore-not-before: cleared");
     assertEquals((await f.runs()).map((r) => [r.status, r.not_before]), [
@@ -4402,7 +4274,7 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
     ]);
     assertEquals(f.vendor.calls.length, 3);
     // And the next run is not held back either.
-    assertSucceeded(await f.run(["--ids", "1"]));
+    assertSucceeded(await f.run("--ids 1"));
     assertEquals(f.vendor.calls.length, 4);
   });
 });
@@ -4414,12 +4286,9 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
     return { headers: { "x-credits-remaining": `${left + 5}, ${left}` } };
   };
   await withFixture({ name: "dup_credits", count: 6, script }, async (f) => {
-    const result = await f.run([
-      "--credits-header",
-      "x-credits-remaining",
-      "--reserve",
-      "8",
-    ]);
+    const result = await f.run(
+      "--credits-header x-credits-remaining --reserve 8",
+    );
     assertSucceeded(result);
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
@@ -4435,12 +4304,7 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
 
 Deno.test("--reserve with no credits value in the first answers stops aborted, not blind", async () => {
   await withFixture({ name: "reserve_blind", count: 6 }, async (f) => {
-    const result = await f.run([
-      "--credits-header",
-      "x-credits-left",
-      "--reserve",
-      "100",
-    ]);
+    const result = await f.run("--credits-header x-credits-left --reserve 100");
     assertSucceeded(result, 1);
     const [run] = await f.runs();
     assertEquals(run!.status, "aborted");
@@ -4479,7 +4343,7 @@ Deno.test("a database not up yet at start is tried again within --connect-timeou
   await withFixture({ name: "db_late", count: 2 }, async (f) => {
     await viaProxy(f, async (proxy, env) => {
       proxy.cut();
-      const child = await f.spawn(["--connect-timeout", "20s"], { env });
+      const child = await f.spawn("--connect-timeout 20s", { env });
       await delay(2500);
       proxy.restore();
       const result = await outputOf(child);
@@ -4622,7 +4486,7 @@ Deno.test("408 is retried", async () => {
 
 Deno.test("--min-interval spaces request starts", async () => {
   await withFixture({ name: "min_interval", count: 4 }, async (f) => {
-    assertSucceeded(await f.run(["--min-interval", "250ms"]));
+    assertSucceeded(await f.run("--min-interval 250ms"));
     const starts = f.vendor.calls.map((c) => c.startedAt);
     for (let i = 1; i < starts.length; i++) {
       assertGreaterOrEqual(starts[i]! - starts[i - 1]!, 240);
@@ -4635,7 +4499,7 @@ Deno.test("a silent database (open, answering nothing) ends the run within --db-
     { name: "db_silent", count: 30, latencyMs: 30 },
     async (f) => {
       await viaProxy(f, async (proxy, env) => {
-        const child = await f.spawn(["--db-retry", "3s"], { env });
+        const child = await f.spawn("--db-retry 3s", { env });
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         proxy.hold();
         const held = Date.now();
@@ -4657,7 +4521,7 @@ for (const twice of [false, true]) {
     }, async (f) => {
       await viaProxy(f, async (proxy, env) => {
         const grace = twice ? "20s" : "1s";
-        const child = await f.spawn(["--db-retry", "50s", "--grace", grace], {
+        const child = await f.spawn(`--db-retry 50s --grace ${grace}`, {
           env,
           direct: true,
         });
@@ -4709,7 +4573,7 @@ Deno.test({
 }, async () => {
   await withFixture({ name: "state_refused", count: 3 }, async (f) => {
     // The first run creates the state tables; the trigger then refuses id 2.
-    assertSucceeded(await f.run(["--ids", "1"]));
+    assertSucceeded(await f.run("--ids 1"));
     const state = `${f.schema}.refresh_state`;
     await f.sql.unsafe(`
       create function ${f.schema}.refuse() returns trigger language plpgsql as $$
@@ -4721,7 +4585,7 @@ Deno.test({
       end $$;
       create trigger refuse before insert or update on ${state}
         for each row execute function ${f.schema}.refuse();`);
-    const result = await f.run(["--stale-after", "0"]);
+    const result = await f.run("--stale-after 0");
     assertSucceeded(result);
     assertStringIncludes(result.stderr, "its state row was refused too");
     const [, run] = await f.runs();
@@ -4836,7 +4700,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    assertSucceeded(await f.run("--ids 1", { env }));
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
       const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
       assertSucceeded(result);
@@ -4862,7 +4726,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    assertSucceeded(await f.run("--ids 1", { env }));
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
       const result = await f.run([], {
         env: { ...env, DATABASE_URL: url, REFRESH_WHERE: "notes is null" },
@@ -4880,7 +4744,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    assertSucceeded(await f.run("--ids 1", { env }));
     const without = async (role: string) =>
       (await readmeGrants(f, role)).map((g) => g.replace("email, ", ""));
     await asRole(f, without, async (url) => {
@@ -4940,7 +4804,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "reader", count: 3 }, async (f) => {
-    const first = await f.run(["--ids", "1"]);
+    const first = await f.run("--ids 1");
     assertSucceeded(first);
     assertStringIncludes(first.stderr, "created the state tables");
     const release = await holdRuns(f);
@@ -4961,7 +4825,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "old_tables", count: 2 }, async (f) => {
-    assertSucceeded(await f.run(["--ids", "1"]));
+    assertSucceeded(await f.run("--ids 1"));
     const runs = f.sql(`${f.schema}.refresh_runs`);
     await f.sql`comment on table ${runs} is 'refresh state tables v1'`;
     const release = await holdRuns(f);
@@ -4995,7 +4859,7 @@ Deno.test({
     const bouncer = await startPgBouncer(f.db.url);
     try {
       const env = { DATABASE_URL: bouncer.url };
-      const first = await f.run(["--ids", "1,2"], { env });
+      const first = await f.run("--ids 1,2", { env });
       assertSucceeded(first);
       assertStringIncludes(
         first.stderr,
@@ -5025,7 +4889,7 @@ Deno.test({
       let child: Deno.ChildProcess | undefined;
       await holder.begin(async (tx) => {
         await tx`lock table ${tx(f.table)} in exclusive mode`;
-        child = await f.spawn(["--db-retry", "8s"], {
+        child = await f.spawn("--db-retry 8s", {
           env: { DATABASE_URL: bouncer.url },
         });
         // Past the writes' 5 s lock timeout, within --db-retry.
