@@ -1292,6 +1292,14 @@ interface Fixture {
   env: Record<string, string>;
   /** Runs the job to its end with `FAST` and `args`, `env` plus `options.env`. */
   run(args?: Args, options?: RunOptions): Promise<RunResult>;
+  /** Runs it as {@linkcode Fixture.run} does, and fails unless it exits 0. */
+  runOk(args?: Args, options?: RunOptions): Promise<RunResult>;
+  /** The same, failing unless it exits with `code`. */
+  runExits(
+    code: number,
+    args?: Args,
+    options?: RunOptions,
+  ): Promise<RunResult>;
   /** Starts it the same way; {@linkcode outputOf} gives its output. */
   spawn(args?: Args, options?: RunOptions): Promise<Deno.ChildProcess>;
   /** `<schema>.refresh_state`, by id. */
@@ -1343,7 +1351,7 @@ function uniqueSchema(name: string): string {
  *   await withFixture(
  *     { name: "not_found", count: 2, script: () => ({ status: 404 }) },
  *     async (f) => {
- *       assertSucceeded(await f.run());
+ *       await f.runOk();
  *       assertEquals((await f.state())[0]!.status, "not_found");
  *     },
  *   );
@@ -1390,6 +1398,17 @@ async function withFixture(
       spawned.push(child);
       return child;
     };
+    const run = async (args?: Args, options?: RunOptions) =>
+      await outputOf(await spawn(args, options));
+    const runExits = async (
+      code: number,
+      args?: Args,
+      options?: RunOptions,
+    ) => {
+      const result = await run(args, options);
+      assertSucceeded(result, code);
+      return result;
+    };
     await settle(
       () =>
         body({
@@ -1399,8 +1418,9 @@ async function withFixture(
           sql,
           vendor: vendor!,
           env,
-          run: async (args, options) =>
-            await outputOf(await spawn(args, options)),
+          run,
+          runOk: (args, options) => runExits(0, args, options),
+          runExits,
           spawn,
           state: () =>
             sql`select target_id, status, attempts, http_status, error
@@ -1536,8 +1556,7 @@ Deno.test(
         set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
         await f.sql`update ${f.sql(`${f.schema}.people`)}
         set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
-        const result = await f.run();
-        assertSucceeded(result);
+        const result = await f.runOk();
         assertEquals(f.vendor.calls.map((c) => c.id), [
           "5",
           "6",
@@ -1568,8 +1587,7 @@ Deno.test(
         assertMatch(result.stdout, /run \d+ completed/);
         assertStringIncludes(result.stdout, "7 processed: 7 ok");
         // A second run finds nothing to do.
-        const again = await f.run();
-        assertSucceeded(again);
+        const again = await f.runOk();
         assertEquals(f.vendor.calls.length, 7);
         assertStringIncludes(again.stdout, "0 selected");
       },
@@ -1583,9 +1601,9 @@ Deno.test(
     await withFixture(
       { name: "limit", count: 10, freshUpTo: 10 },
       async (f) => {
-        assertSucceeded(await f.run());
+        await f.runOk();
         assertEquals(f.vendor.calls.length, 0);
-        assertSucceeded(await f.run("--stale-after 0 --limit 3"));
+        await f.runOk("--stale-after 0 --limit 3");
         assertEquals(f.vendor.calls.length, 3);
       },
     );
@@ -1606,8 +1624,7 @@ Deno.test(
       return {};
     };
     await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
-      const result = await f.run("--max-body 4KiB");
-      assertSucceeded(result);
+      await f.runOk("--max-body 4KiB");
       const state = await f.state();
       assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
         ["1", "ok", 200],
@@ -1639,7 +1656,7 @@ Deno.test(
       );
       // Next run: only the failed target is tried again.
       const before = f.vendor.calls.length;
-      assertSucceeded(await f.run());
+      await f.runOk();
       assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
       // The last success is kept through a later miss; a miss has none.
       const successes = () =>
@@ -1656,7 +1673,7 @@ Deno.test(
         false,
         true,
       ]);
-      assertSucceeded(await f.run("--ids 1"));
+      await f.runOk("--ids 1");
       const [one] = await successes();
       assertEquals(one, first[0]);
     });
@@ -1667,8 +1684,7 @@ Deno.test(
   "--ids refreshes exactly the given ids and reports unknown ones",
   async () => {
     await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
-      const result = await f.run("--ids 4,2,99,100");
-      assertSucceeded(result);
+      const result = await f.runOk("--ids 4,2,99,100");
       assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
       assertStringIncludes(result.stderr, "2 id(s) not in");
       assertStringIncludes(result.stderr, "99, 100");
@@ -1677,16 +1693,14 @@ Deno.test(
       assertStringIncludes(result.stderr, "2 target(s) to refresh");
       // Reading a file takes the refresh:ids task; standard input does not.
       const ids = { task: "refresh:ids" };
-      const fromStdin = await f.run("--ids-file -", { stdin: "5\n\n1\n" });
-      assertSucceeded(fromStdin);
+      await f.runOk("--ids-file -", { stdin: "5\n\n1\n" });
       assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
       const file = await Deno.makeTempFile();
       try {
         await Deno.writeTextFile(file, "3\r\n");
-        const denied = await f.run(["--ids-file", file]);
-        assertEquals(denied.code, 2, denied.stderr);
+        const denied = await f.runExits(2, ["--ids-file", file]);
         assertStringIncludes(denied.stderr, "deno task refresh:ids");
-        assertSucceeded(await f.run(["--ids-file", file], ids));
+        await f.runOk(["--ids-file", file], ids);
         assertEquals(f.vendor.calls.at(-1)?.id, "3");
       } finally {
         await Deno.remove(file);
@@ -1694,8 +1708,7 @@ Deno.test(
       const nul = await Deno.makeTempFile();
       try {
         await Deno.writeTextFile(nul, "1\n2\u0000x\n");
-        const refused = await f.run(["--ids-file", nul], ids);
-        assertEquals(refused.code, 2, refused.stderr);
+        const refused = await f.runExits(2, ["--ids-file", nul], ids);
         assertStringIncludes(
           refused.stderr,
           "contains a NUL byte, which PostgreSQL cannot take",
@@ -1703,8 +1716,11 @@ Deno.test(
       } finally {
         await Deno.remove(nul);
       }
-      const missing = await f.run("--ids-file /nonexistent/ids.txt", ids);
-      assertEquals(missing.code, 2);
+      const missing = await f.runExits(
+        2,
+        "--ids-file /nonexistent/ids.txt",
+        ids,
+      );
       assertStringIncludes(
         missing.stderr,
         '--ids-file: cannot read "/nonexistent/ids.txt"',
@@ -1719,7 +1735,7 @@ Deno.test("custom columns, text ids and a key header", async () => {
     await f.sql`create table ${contacts} (
         contact_key text primary key, enrichment json, enriched_on timestamptz)`;
     await f.sql`insert into ${contacts} (contact_key) values ('a/1'), ('b 2')`;
-    const result = await f.run([], {
+    await f.runOk([], {
       env: {
         REFRESH_API_KEY_HEADER: "X-Api-Key",
         REFRESH_TABLE: `${f.schema}.Contacts`,
@@ -1728,7 +1744,6 @@ Deno.test("custom columns, text ids and a key header", async () => {
         REFRESH_AT_COLUMN: "enriched_on",
       },
     });
-    assertSucceeded(result);
     assertEquals(f.vendor.calls.map((c) => c.id).sort(), ["a/1", "b 2"]);
     for (const call of f.vendor.calls) {
       assertEquals(call.headers.get("x-api-key"), API_KEY);
@@ -1754,8 +1769,7 @@ Deno.test(
     await withFixture(
       { name: "serial", count: 24, script, latencyMs: 5 },
       async (f) => {
-        const result = await f.run("--request-timeout 150ms --backoff 1ms");
-        assertSucceeded(result);
+        await f.runOk("--request-timeout 150ms --backoff 1ms");
         assertEquals(
           f.vendor.maxInFlight,
           1,
@@ -1783,7 +1797,7 @@ Deno.test("Retry-After is obeyed before the next request", async () => {
       ? { status: 429, headers: { "retry-after": "1" } }
       : {};
   await withFixture({ name: "retry_after", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run("--backoff 1ms"));
+    await f.runOk("--backoff 1ms");
     const calls = f.vendor.calls;
     assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
     const gap = calls[2]!.startedAt - calls[1]!.startedAt;
@@ -1801,8 +1815,7 @@ Deno.test(
         ? { status: 503, headers: { "retry-after": "3600" } }
         : {};
     await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
-      const result = await f.run("--max-retry-wait 1m");
-      assertSucceeded(result);
+      const result = await f.runOk("--max-retry-wait 1m");
       assertStringIncludes(result.stdout, "rate_limited");
       assertStringIncludes(result.stderr, "asked to wait 1h");
       assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
@@ -1815,7 +1828,7 @@ Deno.test(
       await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
         set not_before = now() - interval '1 second'`;
       limited = false;
-      assertSucceeded(await f.run());
+      await f.runOk();
       assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
         "3",
         "4",
@@ -1830,9 +1843,7 @@ Deno.test(
   async () => {
     const script: Script = (id) => id === "1" ? { status: 500 } : {};
     await withFixture({ name: "attempts", count: 2, script }, async (f) => {
-      assertSucceeded(
-        await f.run("--max-attempts 3 --backoff 1ms"),
-      );
+      await f.runOk("--max-attempts 3 --backoff 1ms");
       assertEquals(f.vendor.callsFor("1"), 3);
       assertEquals(f.vendor.callsFor("2"), 1);
       const state = await f.state();
@@ -1859,7 +1870,7 @@ Deno.test(
     });
     try {
       await withFixture({ name: "redirect", count: 1, script }, async (f) => {
-        assertSucceeded(await f.run());
+        await f.runOk();
         assertEquals(other.calls.length, 0);
         assertEquals(f.vendor.callsFor("1"), 1);
         const [state] = await f.state();
@@ -1900,8 +1911,7 @@ Deno.test(
         assertEquals((await f.run()).code, 3);
         // ...until its heartbeat is older than its lease.
         await new Promise((r) => setTimeout(r, 3_100));
-        const result = await f.run();
-        assertSucceeded(result);
+        const result = await f.runOk();
         assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
         const state = await f.state();
         assertEquals(state.length, 150);
@@ -1957,18 +1967,16 @@ Deno.test(
   "a missing table or column is reported by name with exit 2",
   async () => {
     await withFixture({ name: "badtarget", count: 1 }, async (f) => {
-      const noTable = await f.run([], {
+      const noTable = await f.runExits(2, [], {
         env: { REFRESH_TABLE: `${f.schema}.nobody` },
       });
-      assertEquals(noTable.code, 2);
       assertStringIncludes(
         noTable.stderr,
         `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
       );
-      const noColumn = await f.run("--data-column name", {
+      const noColumn = await f.runExits(2, "--data-column name", {
         env: { REFRESH_AT_COLUMN: "nope" },
       });
-      assertEquals(noColumn.code, 2);
       assertStringIncludes(
         noColumn.stderr,
         "REFRESH_DATA_COLUMN: expected column name",
@@ -2029,8 +2037,7 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     id,
   ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
   await withFixture({ name: "budget", count: 20, script }, async (f) => {
-    const result = await f.run("--budget 5");
-    assertSucceeded(result);
+    const result = await f.runOk("--budget 5");
     assertEquals(okCalls(f.vendor), 5);
     assertStringIncludes(result.stdout, "budget_exhausted");
     const [run] = await f.runs();
@@ -2038,9 +2045,7 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     assertEquals(Number(run!.credits_spent), 5);
     // Misses billed too: 404s count against the budget.
     const before = f.vendor.calls.length;
-    assertSucceeded(
-      await f.run("--budget 4 --billable-statuses 200,404"),
-    );
+    await f.runOk("--budget 4 --billable-statuses 200,404");
     const billed = f.vendor.calls.slice(before).filter((c) =>
       c.status === 200 || c.status === 404
     );
@@ -2057,10 +2062,9 @@ Deno.test(
       headers: { "x-credits-remaining": String(--credits) },
     });
     await withFixture({ name: "reserve", count: 20, script }, async (f) => {
-      const result = await f.run("--reserve 7", {
+      await f.runOk("--reserve 7", {
         env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
       });
-      assertSucceeded(result);
       assertEquals(
         f.vendor.calls.length,
         3,
@@ -2087,8 +2091,7 @@ Deno.test(
   async () => {
     const script: Script = (id) => (id === "3" ? { status: 402 } : {});
     await withFixture({ name: "402", count: 6, script }, async (f) => {
-      const result = await f.run();
-      assertSucceeded(result);
+      await f.runOk();
       assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
       const [run] = await f.runs();
       assertEquals(run!.status, "credits_exhausted");
@@ -2103,11 +2106,9 @@ Deno.test(
       headers: { "x-credits-remaining": String(--credits) },
     });
     await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
-      assertSucceeded(
-        await f.run([], {
-          env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-        }),
-      );
+      await f.runOk([], {
+        env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
+      });
       assertEquals(f.vendor.calls.length, 2);
       assertEquals((await f.runs())[0]!.status, "credits_exhausted");
     });
@@ -2118,8 +2119,7 @@ Deno.test("--time-budget: no new target starts after it", async () => {
   await withFixture(
     { name: "deadline", count: 50, latencyMs: 100 },
     async (f) => {
-      const result = await f.run("--time-budget 1s");
-      assertSucceeded(result);
+      const result = await f.runOk("--time-budget 1s");
       assertStringIncludes(result.stdout, "deadline");
       const [run] = await f.runs();
       assertEquals(run!.status, "deadline");
@@ -2149,11 +2149,10 @@ Deno.test(
         // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
         let outputs = "";
         await withStepFiles(async (env, read) => {
-          const result = await f.run(
+          await f.runOk(
             "--now 2026-12-01T04:59:59Z --timezone America/New_York",
             { task: "refresh:ci", env },
           );
-          assertSucceeded(result);
           outputs = (await read()).outputs;
         });
         // Someone should hear of credits left when the period closed.
@@ -2174,18 +2173,14 @@ Deno.test(
   "--month-end-days: outside the window a run exits 0 at once",
   async () => {
     await withFixture({ name: "window", count: 3 }, async (f) => {
-      const early = await f.run(
+      const early = await f.runOk(
         "--month-end-days 3 --now 2026-11-20T08:00:00Z",
       );
-      assertSucceeded(early);
       assertStringIncludes(early.stderr, "day 20 of 30");
       assertEquals(f.vendor.calls.length, 0);
       const [run] = await f.runs();
       assertEquals(run!.status, "outside_window");
-      const inside = await f.run(
-        "--month-end-days 3 --now 2026-11-28T08:00:00Z",
-      );
-      assertSucceeded(inside);
+      await f.runOk("--month-end-days 3 --now 2026-11-28T08:00:00Z");
       assertEquals(f.vendor.calls.length, 3);
     });
   },
@@ -2196,11 +2191,11 @@ Deno.test(
   async () => {
     const script: Script = () => ({ status: 500 });
     await withFixture({ name: "breaker", count: 20, script }, async (f) => {
-      const result = await f.run(
+      const result = await f.runExits(
+        1,
         "--max-attempts 2 --max-consecutive-failures 3",
         { env: { GITHUB_ACTIONS: "true" } },
       );
-      assertEquals(result.code, 1, result.stderr);
       assertEquals(f.vendor.calls.length, 6);
       const [run] = await f.runs();
       assertEquals(run!.status, "aborted");
@@ -2222,8 +2217,7 @@ Deno.test(
   async () => {
     const script: Script = () => ({ status: 401 });
     await withFixture({ name: "401", count: 5, script }, async (f) => {
-      const result = await f.run();
-      assertEquals(result.code, 1);
+      const result = await f.runExits(1);
       assertEquals(f.vendor.calls.length, 1);
       assertEquals((await f.runs())[0]!.status, "aborted");
       assertEquals((await f.state()).length, 0);
@@ -2242,7 +2236,7 @@ Deno.test(
         }
         : {};
     await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
-      assertSucceeded(await f.run());
+      await f.runOk();
       const [, second, third] = f.vendor.calls;
       const gap = third!.startedAt - second!.startedAt;
       assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
@@ -2253,7 +2247,7 @@ Deno.test(
     await withFixture(
       { name: "ratelimit_stop", count: 3, script: longer },
       async (f) => {
-        assertSucceeded(await f.run());
+        await f.runOk();
         assertEquals(f.vendor.calls.length, 2);
         assertEquals((await f.runs())[0]!.status, "rate_limited");
         assertEquals(
@@ -2272,8 +2266,7 @@ Deno.test("a 429 widens the gap between request starts", async () => {
     attempt,
   ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
   await withFixture({ name: "adaptive", count: 4, script }, async (f) => {
-    const result = await f.run("--backoff 1ms --progress-interval 1h");
-    assertSucceeded(result);
+    const result = await f.runOk("--backoff 1ms --progress-interval 1h");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     // Gap 100ms after the push-back, then halved as successes follow.
     for (const [i, least] of [[1, 100], [2, 50], [3, 25], [4, 12]] as const) {
@@ -2289,12 +2282,11 @@ Deno.test(
   "one run at a time: a live lease refuses a second run with exit 3",
   async () => {
     await withFixture({ name: "lease", count: 3 }, async (f) => {
-      assertSucceeded(await f.run("--limit 1"));
+      await f.runOk("--limit 1");
       const runs = f.sql(`${f.schema}.refresh_runs`);
       const [live] = await f.sql<{ id: string }[]>`
         insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
-      const refused = await f.run();
-      assertEquals(refused.code, 3, refused.stderr);
+      const refused = await f.runExits(3);
       assertStringIncludes(
         refused.stderr,
         `another run is live: run ${live!.id}, started `,
@@ -2306,8 +2298,7 @@ Deno.test(
         .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
         live!.id
       }`;
-      const takeover = await f.run("--lease 1m --db-retry 30s");
-      assertSucceeded(takeover);
+      const takeover = await f.runOk("--lease 1m --db-retry 30s");
       assertStringIncludes(
         takeover.stderr,
         `marked run(s) ${live!.id} crashed`,
@@ -2396,8 +2387,7 @@ Deno.test("a signal during a long wait cuts it short", async () => {
 
 Deno.test("--dry-run calls nobody and writes nothing", async () => {
   await withFixture({ name: "dry", count: 25, freshUpTo: 5 }, async (f) => {
-    const first = await f.run("--dry-run --budget 10");
-    assertSucceeded(first);
+    const first = await f.runOk("--dry-run --budget 10");
     assertStringIncludes(first.stdout, "20 would be refreshed");
     assertStringIncludes(
       first.stdout,
@@ -2409,8 +2399,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
       "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
     );
     assertEquals(f.vendor.calls.length, 0);
-    const given = await f.run("--dry-run --ids 3,6,99");
-    assertSucceeded(given);
+    const given = await f.runOk("--dry-run --ids 3,6,99");
     assertStringIncludes(
       given.stdout,
       `2 would be refreshed in ${f.schema}.people; left out: 1 unknown ids`,
@@ -2419,7 +2408,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
     const [tables] = await f
       .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
     assertEquals(tables!.runs, null, "a dry run created the state tables");
-    assertSucceeded(await f.run("--limit 4"));
+    await f.runOk("--limit 4");
     const snapshot = async () =>
       await f.sql`select
           (select count(*) from ${
@@ -2432,8 +2421,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
         f.sql(`${f.schema}.people`)
       } where vendor_data is not null)::int as rows`;
     const before = await snapshot();
-    const second = await f.run("--dry-run");
-    assertSucceeded(second);
+    const second = await f.runOk("--dry-run");
     assertStringIncludes(second.stdout, "16 would be refreshed");
     assertMatch(
       second.stdout,
@@ -2447,8 +2435,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
 Deno.test("--log-format json: every line is a JSON object", async () => {
   const script: Script = (id) => (id === "2" ? { status: 400 } : {});
   await withFixture({ name: "json", count: 4, script }, async (f) => {
-    const result = await f.run("--log-format json --progress-interval 50ms");
-    assertSucceeded(result);
+    const result = await f.runOk("--log-format json --progress-interval 50ms");
     const lines = result.stderr.trim().split("\n");
     const events = lines.map((line) => JSON.parse(line));
     assert(events.some((e) => e.event === "progress" && e.total === 4));
@@ -2466,8 +2453,7 @@ Deno.test(
     await withFixture(
       { name: "progress", count: 8, latencyMs: 30 },
       async (f) => {
-        const result = await f.run("--progress-interval 100ms --budget 100");
-        assertSucceeded(result);
+        const result = await f.runOk("--progress-interval 100ms --budget 100");
         assertMatch(
           result.stderr,
           /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
@@ -2507,8 +2493,7 @@ Deno.test(
   async () => {
     await withFixture({ name: "summary", count: 3 }, async (f) => {
       await withStepFiles(async (env, read) => {
-        const result = await f.run([], { task: "refresh:ci", env });
-        assertSucceeded(result);
+        await f.runOk([], { task: "refresh:ci", env });
         const { summary, outputs } = await read();
         assertMatch(summary, /^### refresh run \d+: completed$/m);
         assertStringIncludes(summary, "| Status | **completed** |");
@@ -2525,11 +2510,10 @@ Deno.test(
 Deno.test("on GitHub a configuration error is an ::error:: annotation, a step summary and the status", async () => {
   await withFixture({ name: "gh_invalid", count: 1 }, async (f) => {
     await withStepFiles(async (files, read) => {
-      const result = await f.run(["--where", "no_such_column = 1"], {
+      const result = await f.runExits(2, ["--where", "no_such_column = 1"], {
         task: "refresh:ci",
         env: { ...files, GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result, 2);
       assertMatch(
         result.stdout,
         /^::error title=refresh%3A invalid configuration::REFRESH_WHERE: column "no_such_column" does not exist/m,
@@ -2547,11 +2531,10 @@ Deno.test("on GitHub a configuration error is an ::error:: annotation, a step su
 Deno.test("on GitHub a dry run (a paused schedule) leaves a notice and a step summary", async () => {
   await withFixture({ name: "gh_paused", count: 2 }, async (f) => {
     await withStepFiles(async (files, read) => {
-      const result = await f.run([], {
+      const result = await f.runOk([], {
         task: "refresh:ci",
         env: { ...files, GITHUB_ACTIONS: "true", REFRESH_DRY_RUN: "true" },
       });
-      assertSucceeded(result);
       assertMatch(
         result.stdout,
         /^::notice title=refresh%3A dry run::a dry run/m,
@@ -2608,8 +2591,7 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       create trigger guard before update on ${f.table}
         for each row execute function ${f.schema}.guard()`);
     await f.sql`alter table ${f.sql(f.table)} add column nick varchar(200)`;
-    const result = await f.run("--map nick=name");
-    assertSucceeded(result);
+    await f.runOk("--map nick=name");
     const state = await f.state();
     assertEquals(state.map((s) => [s.target_id, s.status]), [
       ["1", "ok"],
@@ -2639,7 +2621,7 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       2,
     ]);
     // Known misses: not bought again on the next run.
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(f.vendor.calls.length, 6);
   });
 });
@@ -2648,8 +2630,7 @@ Deno.test("answers the database refuses again and again abort the run, naming it
   await withFixture({ name: "refused_row", count: 20 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add constraint small
       check (length(vendor_data::text) < 10)`;
-    const result = await f.run("--max-consecutive-invalid 3");
-    assertEquals(result.code, 1, result.stderr);
+    await f.runExits(1, "--max-consecutive-invalid 3");
     const [run] = await f.runs();
     assertEquals(run!.status, "aborted");
     assertStringIncludes(
@@ -2668,8 +2649,7 @@ Deno.test("answers the database refuses again and again abort the run, naming it
 Deno.test("answers that fail the vendor checks again and again abort the run", async () => {
   const script: Script = () => ({ body: "[1]" });
   await withFixture({ name: "wrong_schema", count: 20, script }, async (f) => {
-    const result = await f.run("--max-consecutive-invalid 3");
-    assertEquals(result.code, 1, result.stderr);
+    await f.runExits(1, "--max-consecutive-invalid 3");
     assertEquals(f.vendor.calls.length, 3);
     const [run] = await f.runs();
     assertEquals(run!.status, "aborted");
@@ -2690,11 +2670,11 @@ Deno.test("--retry-misses asks again for targets recorded not_found or invalid",
       ? { body: "nope" }
       : {};
   await withFixture({ name: "retry_misses", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run());
-    assertSucceeded(await f.run());
+    await f.runOk();
+    await f.runOk();
     assertEquals(f.vendor.calls.length, 3, "known misses were asked again");
     miss = false;
-    assertSucceeded(await f.run("--retry-misses"));
+    await f.runOk("--retry-misses");
     assertEquals(calledIds(f.vendor).slice(3), ["1", "2"]);
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok", "ok"]);
   });
@@ -2720,8 +2700,7 @@ Deno.test("an unexpected database error ends the run aborted, its cause stored, 
       assertStringIncludes(result.stderr, 'column "vendor_data"');
       // The lease is free: the next run is refused for its configuration, not
       // for a live run.
-      const next = await f.run();
-      assertEquals(next.code, 2, next.stderr);
+      const next = await f.runExits(2);
       assertStringIncludes(
         next.stderr,
         "REFRESH_DATA_COLUMN: column vendor_data does not exist",
@@ -2735,7 +2714,7 @@ Deno.test("what is stored is the text the vendor sent, not what validation made 
     '{"__proto__":{"x":1},"big":123456789012345678901234567890,"id":"1"}';
   const script: Script = () => ({ body: text });
   await withFixture({ name: "verbatim", count: 1, script }, async (f) => {
-    assertSucceeded(await f.run());
+    await f.runOk();
     const [row] = await f.sql`
       select vendor_data->>'big' as big, vendor_data ? '__proto__' as proto
       from ${f.sql(f.table)}`;
@@ -2762,7 +2741,7 @@ Deno.test("--max-body counts the bytes after decompression", async () => {
       }
       : {};
   await withFixture({ name: "gzip_bomb", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run("--max-body 1MiB"));
+    await f.runOk("--max-body 1MiB");
     const state = await f.state();
     assertEquals(state.map((s) => s.status), ["invalid", "ok"]);
     assertStringIncludes(state[0]!.error!, "larger than the 1048576-byte cap");
@@ -2776,7 +2755,7 @@ Deno.test("an id a URL parser would move elsewhere is recorded invalid, never as
       await f.sql`insert into ${
         f.sql(f.table)
       } (id, name) values ('.', 'dot'), ('..', 'dots'), ('', 'empty')`;
-      assertSucceeded(await f.run());
+      await f.runOk();
       assertEquals(calledIds(f.vendor), ["1"]);
       const state = await f.sql<
         { id: string; status: string; error: string }[]
@@ -2813,11 +2792,10 @@ Deno.test("no id or vendor text can start a line GitHub reads as a command", asy
         f.sql(f.table)
       } (id, name) values (${"x\n::error::from an id"}, 'evil')`;
       for (const format of ["text", "json"]) {
-        const result = await f.run(
+        const result = await f.runOk(
           `--log-format ${format} --retry-misses --stale-after 0`,
           { env: { GITHUB_ACTIONS: "true" } },
         );
-        assertSucceeded(result);
         f.vendor.calls.length = 0;
         const lines = `${result.stdout}\n${result.stderr}`.split("\n");
         assert(
@@ -2992,8 +2970,7 @@ Deno.test({
             );
             // Past the lock timeout: the write is retried, still blocked.
             await delay(3_500);
-            const second = await f.run(args);
-            assertEquals(second.code, 3, second.stderr);
+            await f.runExits(3, args);
           });
         } finally {
           await holder.end();
@@ -3038,7 +3015,7 @@ Deno.test({
     };
     await withFixture({ name: "overlap", count: 4, script }, async (f) => {
       stored = await slowWrites(f);
-      assertSucceeded(await f.run());
+      await f.runOk();
       const order = seen.map((s) => s.id);
       const upTo = (n: number) => order.slice(0, Math.max(0, n)).sort();
       for (const [i, s] of seen.entries()) {
@@ -3068,7 +3045,7 @@ Deno.test({
     const setup = { name: "pause", count: 2, script, latencyMs: 50 };
     await withFixture(setup, async (f) => {
       stored = await slowWrites(f);
-      assertSucceeded(await f.run());
+      await f.runOk();
       const [first] = f.vendor.calls;
       assertEquals(atArrival, [[], [first!.id]]);
     });
@@ -3152,10 +3129,9 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
     try {
       for (const port of [http.addr.port, silentPort]) {
         const started = Date.now();
-        const result = await f.run("--connect-timeout 2s", {
+        const result = await f.runExits(1, "--connect-timeout 2s", {
           env: urlFor(port),
         });
-        assertEquals(result.code, 1, result.stderr);
         assertLessOrEqual(Date.now() - started, 10_000);
         assertMatch(
           result.stderr,
@@ -3246,10 +3222,9 @@ Deno.test("a key the vendor echoes is scrubbed before any excerpt is cut, at eve
   await withFixture(
     { name: "echoed_key", count: offsets.length, script },
     async (f) => {
-      const result = await f.run("--max-consecutive-failures 100", {
+      const result = await f.runOk("--max-consecutive-failures 100", {
         env: { GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result);
       assertEquals(
         result.stdout.split("\n").filter((l) => l.startsWith("::warning"))
           .length,
@@ -3301,10 +3276,9 @@ Deno.test("a password a database error quotes is neither printed nor stored", as
         end $$;
         create trigger quote before update on ${f.table}
           for each row execute function ${f.schema}.quote()`);
-      const result = await f.run([], {
+      const result = await f.runOk([], {
         env: { DATABASE_URL: url.href, GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result);
       const state = await f.state();
       assertEquals(state.map((s) => s.status), [
         "invalid",
@@ -3342,10 +3316,9 @@ Deno.test("the stored run parameters hold no secret, wherever the URLs put it", 
     const password = db.password;
     db.password = "";
     db.searchParams.set("password", password);
-    const result = await f.run([], {
+    const result = await f.runOk([], {
       env: { REFRESH_API_URL: apiUrl, DATABASE_URL: db.href },
     });
-    assertSucceeded(result);
     assertEquals(calledIds(f.vendor), ["1"]);
     const [run] = await f.runs();
     const params = JSON.stringify(run!.params);
@@ -3361,10 +3334,9 @@ Deno.test("a key a URL parser percent-encodes (an apostrophe) is neither printed
   await withFixture({ name: "params_quote", count: 1 }, async (f) => {
     const vendor = new URL(f.vendor.urlTemplate);
     const apiUrl = `${vendor.origin}/people/{id}?k=${key}&v=1`;
-    const result = await f.run([], {
+    const result = await f.runOk([], {
       env: { REFRESH_API_URL: apiUrl, REFRESH_API_KEY: key },
     });
-    assertSucceeded(result);
     const [run] = await f.runs();
     const params = JSON.stringify(run!.params);
     for (const form of [key, new URL(apiUrl).search]) {
@@ -3382,8 +3354,7 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
     headers: { "retry-after": "99999999999999999999" },
   });
   await withFixture({ name: "huge_wait", count: 3, script }, async (f) => {
-    const result = await f.run();
-    assertSucceeded(result);
+    const result = await f.runOk();
     // Past the end of the credit period: warned about, then treated as
     // absent; the attempts run out on 429s and no target is failed.
     assertEquals(f.vendor.calls.length, 5);
@@ -3419,21 +3390,16 @@ Deno.test("the vendor's 'not before' outlives the run", async () => {
     return { status: 429, headers: { "retry-after": "3" } };
   };
   await withFixture({ name: "not_before", count: 2, script }, async (f) => {
-    const first = await f.run("--max-retry-wait 1s --backoff 1ms");
-    assertSucceeded(first);
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
     assertEquals((await f.runs())[0]!.status, "rate_limited");
     const told = f.vendor.calls[0]!.startedAt;
     // At once, still too long to wait: no call at all.
-    assertSucceeded(
-      await f.run("--max-retry-wait 1s --backoff 1ms"),
-    );
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
     assertEquals(f.vendor.calls.length, 1);
     const [, second] = await f.runs();
     assertEquals(second!.status, "rate_limited");
     // Long enough to wait: it waits out the rest, then calls.
-    assertSucceeded(
-      await f.run("--max-retry-wait 10s --backoff 1ms"),
-    );
+    await f.runOk("--max-retry-wait 10s --backoff 1ms");
     assertEquals(f.vendor.calls.length, 3);
     assertGreaterOrEqual(f.vendor.calls[1]!.startedAt - told, 2_900);
   });
@@ -3495,7 +3461,7 @@ Deno.test({
         DATABASE_URL: url.href,
         REFRESH_STATE_SCHEMA: "",
       };
-      assertSucceeded(await f.run([], { env }));
+      await f.runOk([], { env });
       assertEquals((await f.runs()).map((r) => r.status), ["completed"]);
       assertEquals((await f.state()).length, 2);
     });
@@ -3590,8 +3556,7 @@ Deno.test("settings alone: an e-mail-keyed enrichment API with nested data into 
     const dry = await f.run("--dry-run", { env });
     assertStringIncludes(dry.stdout, "4 would be refreshed");
     assertStringIncludes(dry.stdout, "left out: 2 without email");
-    const result = await f.run([], { env });
-    assertSucceeded(result);
+    const result = await f.runOk([], { env });
     assertStringIncludes(result.stderr, "4 target(s) to refresh");
     assertStringIncludes(result.stderr, "left out: 2 without email");
     assertStringIncludes(result.stdout, "left out: 2 without email");
@@ -3642,7 +3607,7 @@ Deno.test("--map casts into typed columns in SQL; a value that does not fit name
       add column born date, add column tags jsonb, add column first_email varchar(40)`;
     const map =
       "score=data.score,active=data.active,born=data.born,tags=data.tags,first_email=data.emails.0.address";
-    assertSucceeded(await f.run(["--map", map, "--data-column", "none"]));
+    await f.runOk(["--map", map, "--data-column", "none"]);
     const rows = await f.sql`
       select id::int, score::text, active, born::text, tags, first_email, vendor_data
       from ${f.sql(f.table)} order by id`;
@@ -3673,8 +3638,7 @@ Deno.test("--map casts into typed columns in SQL; a value that does not fit name
 Deno.test("--map refuses a column that is missing or of a type a value can't be cast to", async () => {
   await withFixture({ name: "map_check", count: 1 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add column spot point`;
-    const result = await f.run("--map nope=a,spot=b");
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, "--map nope=a,spot=b");
     assertStringIncludes(
       result.stderr,
       "REFRESH_MAP: column nope does not exist",
@@ -3691,15 +3655,18 @@ Deno.test("--where narrows the selection with the target table's columns only", 
       f.sql(f.table)
     } set status = case when id <= 3 then 'active' else 'gone' end`;
     // refresh_state has a status column too: the condition must not see it.
-    assertSucceeded(await f.run(["--where", "status = 'active'"]));
+    await f.runOk(["--where", "status = 'active'"]);
     assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
-    const given = await f.run(["--where", "status = 'active'", "--ids", "1,4"]);
-    assertSucceeded(given);
+    const given = await f.runOk([
+      "--where",
+      "status = 'active'",
+      "--ids",
+      "1,4",
+    ]);
     assertStringIncludes(given.stderr, "1 id(s) not in");
     assertStringIncludes(given.stderr, "excluded by REFRESH_WHERE");
     assertEquals(calledIds(f.vendor).slice(3), ["1"]);
-    const bad = await f.run(["--where", "status ="]);
-    assertEquals(bad.code, 2, bad.stderr);
+    const bad = await f.runExits(2, ["--where", "status ="]);
     assertStringIncludes(bad.stderr, "REFRESH_WHERE: syntax error");
     assertEquals((await f.runs()).length, 2, "a bad condition touched nothing");
   });
@@ -3707,8 +3674,7 @@ Deno.test("--where narrows the selection with the target table's columns only", 
 
 Deno.test("--ids compares with the id column's type; an id of another type is a configuration error", async () => {
   await withFixture({ name: "ids_typed", count: 3 }, async (f) => {
-    const result = await f.run("--ids 1,abc,2");
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, "--ids 1,abc,2");
     assertStringIncludes(
       result.stderr,
       `--ids: expected ids of the id column's type (bigint), found "abc"`,
@@ -3731,16 +3697,14 @@ Deno.test("two tables share one state schema without one's misses skipping the o
       f.sql(f.table)
     } including all)`;
     await f.sql`insert into ${f.sql(contacts)} select * from ${f.sql(f.table)}`;
-    assertSucceeded(await f.run());
+    await f.runOk();
     const origin = new URL(f.vendor.urlTemplate).origin;
-    assertSucceeded(
-      await f.run([], {
-        env: {
-          REFRESH_TABLE: contacts,
-          REFRESH_API_URL: `${origin}/contacts/people/{id}`,
-        },
-      }),
-    );
+    await f.runOk([], {
+      env: {
+        REFRESH_TABLE: contacts,
+        REFRESH_API_URL: `${origin}/contacts/people/{id}`,
+      },
+    });
     assertEquals(calledIds(f.vendor), ["1", "2", "3", "1", "2", "3"]);
     const rows = await f.sql`
       select target_table, target_id, status from ${
@@ -3763,10 +3727,9 @@ Deno.test("a state table of the earlier version is migrated in place by the firs
       last_success_at timestamptz, run_id bigint)`;
     await f
       .sql`insert into ${state} values ('2', 'not_found', 1, 404, 'HTTP 404', now(), null, null)`;
-    const dry = await f.run("--dry-run");
-    assertSucceeded(dry);
+    const dry = await f.runOk("--dry-run");
     assertStringIncludes(dry.stdout, "first ids: 1, 3");
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(calledIds(f.vendor), ["1", "3"]);
     const rows = await f
       .sql`select target_table, target_id, status from ${state} order by target_id`;
@@ -3800,8 +3763,7 @@ Deno.test("refresh.ts runs alone, copied into an empty folder", async () => {
   await withFixture({ name: "alone", count: 2 }, async (f) => {
     const dir = await copyAlone();
     try {
-      const result = await f.run([], { direct: true, cwd: dir });
-      assertSucceeded(result);
+      await f.runOk([], { direct: true, cwd: dir });
       assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -3957,7 +3919,7 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
       });
       const dir = await copyAlone(vendor);
       try {
-        const result = await f.run([], {
+        const result = await f.runOk([], {
           direct: true,
           cwd: dir,
           env: {
@@ -3967,7 +3929,6 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
               "title?=person.title,company?=person.organization.name",
           },
         });
-        assertSucceeded(result);
         assertStringIncludes(result.stdout, "left out: 1 without email");
       } finally {
         await Deno.remove(dir, { recursive: true });
@@ -4022,7 +3983,7 @@ async function waitAfter(
   };
   let run: Record<string, unknown> = {};
   await withFixture({ name: "dialect", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(args));
+    await f.runOk(args);
     run = (await f.runs())[0]!;
   });
   return { margin, run };
@@ -4108,7 +4069,7 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
       ? { status: 429, headers: { "retry-after": "0" } }
       : {};
   await withFixture({ name: "stated_429", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run("--max-attempts 2"));
+    await f.runOk("--max-attempts 2");
     assertEquals(
       (await f.state()).map((s) => [s.status, s.attempts]),
       [["ok", 5], ["ok", 1]],
@@ -4119,7 +4080,7 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
 Deno.test("attempts run out on 429s that never say when: no state row, the run stops rate_limited", async () => {
   const script: Script = (id) => id === "2" ? { status: 429 } : {};
   await withFixture({ name: "silent_429", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run("--max-attempts 3 --backoff 1ms"));
+    await f.runOk("--max-attempts 3 --backoff 1ms");
     const [run] = await f.runs();
     assertEquals(run!.status, "rate_limited");
     assertStringIncludes(String(run!.reason), "without saying when");
@@ -4134,7 +4095,7 @@ Deno.test("--rate spaces request starts, and a 429 without a wait waits one wind
   const script: Script = (id, attempt) =>
     id === "2" && attempt === 1 ? { status: 429 } : {};
   await withFixture({ name: "rate", count: 4, script }, async (f) => {
-    assertSucceeded(await f.run("--rate 4/1s --backoff 1ms"));
+    await f.runOk("--rate 4/1s --backoff 1ms");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     const gaps = starts.slice(1).map((at, i) => at - starts[i]!);
     assertEquals(gaps.length, 4);
@@ -4152,9 +4113,7 @@ Deno.test("--credits-spent-header counts what each call cost, and --budget never
     headers: { "x-call-credits-spent": "3" },
   });
   await withFixture({ name: "spent", count: 5, script }, async (f) => {
-    assertSucceeded(
-      await f.run("--credits-spent-header x-call-credits-spent --budget 7"),
-    );
+    await f.runOk("--credits-spent-header x-call-credits-spent --budget 7");
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
     assertEquals(Number(run!.credits_spent), 6);
@@ -4174,10 +4133,8 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
     };
   };
   await withFixture({ name: "reserve3", count: 8, script }, async (f) => {
-    assertSucceeded(
-      await f.run(
-        "--credits-spent-header x-call-credits-spent --credits-header x-credits-remaining --reserve 6",
-      ),
+    await f.runOk(
+      "--credits-spent-header x-call-credits-spent --credits-header x-credits-remaining --reserve 6",
     );
     // At 8 left, a call of 3 would leave 5: below the reserve of 6.
     const [run] = await f.runs();
@@ -4190,7 +4147,7 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
 Deno.test("a timed-out call is counted at its worst case", async () => {
   const script: Script = (_, attempt) => attempt === 1 ? { delayMs: 2000 } : {};
   await withFixture({ name: "timeout_cost", count: 1, script }, async (f) => {
-    assertSucceeded(await f.run("--request-timeout 200ms"));
+    await f.runOk("--request-timeout 200ms");
     const [run] = await f.runs();
     assertEquals(Number(run!.requests), 2);
     assertEquals(Number(run!.credits_spent), 2);
@@ -4201,7 +4158,7 @@ Deno.test("--credits-exhausted-statuses: another status for out of credits", asy
   const script: Script = (id) =>
     id === "2" ? { status: 422, body: { error: "Insufficient credits" } } : {};
   await withFixture({ name: "exhausted_422", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run("--credits-exhausted-statuses 402,422"));
+    await f.runOk("--credits-exhausted-statuses 402,422");
     const [run] = await f.runs();
     assertEquals(run!.status, "credits_exhausted");
     assertStringIncludes(
@@ -4217,10 +4174,9 @@ Deno.test("an unreadable rate-limit header, and a configured header never sent, 
     headers: { "x-ratelimit-remaining": "lots", "x-ratelimit-reset": "soon" },
   });
   await withFixture({ name: "unreadable", count: 4, script }, async (f) => {
-    const result = await f.run(
+    const result = await f.runOk(
       "--credits-spent-header x-cost --credits-header x-credits-left",
     );
-    assertSucceeded(result);
     const lines = result.stderr.split("\n");
     for (const name of ["x-ratelimit-remaining", "x-ratelimit-reset"]) {
       assertEquals(
@@ -4245,9 +4201,7 @@ Deno.test("no retry is made that could cross --budget at the largest cost seen",
       ? { status: 503, headers: { "x-call-credits-spent": "3" } }
       : { headers: { "x-call-credits-spent": "3" } };
   await withFixture({ name: "retry_budget", count: 2, script }, async (f) => {
-    assertSucceeded(
-      await f.run("--credits-spent-header x-call-credits-spent --budget 5"),
-    );
+    await f.runOk("--credits-spent-header x-call-credits-spent --budget 5");
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
     assertEquals(Number(run!.credits_spent), 3);
@@ -4261,12 +4215,9 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
       ? { status: 429, headers: { "retry-after": "600" } }
       : {};
   await withFixture({ name: "ignore_nb", count: 2, script }, async (f) => {
-    assertSucceeded(
-      await f.run("--max-retry-wait 1s --backoff 1ms"),
-    );
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
     assertEquals((await f.runs())[0]!.status, "rate_limited");
-    const result = await f.run("--ignore-not-before");
-    assertSucceeded(result);
+    const result = await f.runOk("--ignore-not-before");
     assertStringIncludes(result.stderr, "--ignore-not-before: cleared");
     assertEquals((await f.runs()).map((r) => [r.status, r.not_before]), [
       ["rate_limited", null],
@@ -4274,7 +4225,7 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
     ]);
     assertEquals(f.vendor.calls.length, 3);
     // And the next run is not held back either.
-    assertSucceeded(await f.run("--ids 1"));
+    await f.runOk("--ids 1");
     assertEquals(f.vendor.calls.length, 4);
   });
 });
@@ -4286,10 +4237,9 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
     return { headers: { "x-credits-remaining": `${left + 5}, ${left}` } };
   };
   await withFixture({ name: "dup_credits", count: 6, script }, async (f) => {
-    const result = await f.run(
+    const result = await f.runOk(
       "--credits-header x-credits-remaining --reserve 8",
     );
-    assertSucceeded(result);
     const [run] = await f.runs();
     assertEquals(run!.status, "budget_exhausted");
     assertEquals(Number(run!.credits_remaining), 8);
@@ -4304,8 +4254,7 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
 
 Deno.test("--reserve with no credits value in the first answers stops aborted, not blind", async () => {
   await withFixture({ name: "reserve_blind", count: 6 }, async (f) => {
-    const result = await f.run("--credits-header x-credits-left --reserve 100");
-    assertSucceeded(result, 1);
+    await f.runExits(1, "--credits-header x-credits-left --reserve 100");
     const [run] = await f.runs();
     assertEquals(run!.status, "aborted");
     assertStringIncludes(
@@ -4318,7 +4267,7 @@ Deno.test("--reserve with no credits value in the first answers stops aborted, n
 
 Deno.test("a --where ending in a comment is one expression, as checked", async () => {
   await withFixture({ name: "where_comment", count: 4 }, async (f) => {
-    assertSucceeded(await f.run(["--where", "id > 2 -- only the newer ones"]));
+    await f.runOk(["--where", "id > 2 -- only the newer ones"]);
     assertEquals((await f.state()).map((s) => s.target_id), ["3", "4"]);
   });
 });
@@ -4421,8 +4370,7 @@ Deno.test("the same signal twice within moments is one: the answer in flight is 
 
 Deno.test("a secret a database error quotes outside any write is not printed", async () => {
   await withFixture({ name: "where_secret", count: 2 }, async (f) => {
-    const result = await f.run(["--where", `id = '${API_KEY}'::int`]);
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, ["--where", `id = '${API_KEY}'::int`]);
     assertStringIncludes(result.stderr, "REFRESH_WHERE: invalid input syntax");
     assertNoFragment(result.stderr + result.stdout, API_KEY, "output");
   });
@@ -4464,8 +4412,7 @@ Deno.test("a row deleted while its request is in flight is reported, not recreat
 Deno.test("403 aborts at once, like 401", async () => {
   const script: Script = () => ({ status: 403 });
   await withFixture({ name: "403", count: 3, script }, async (f) => {
-    const result = await f.run();
-    assertEquals(result.code, 1);
+    const result = await f.runExits(1);
     assertEquals(f.vendor.calls.length, 1);
     assertEquals((await f.runs())[0]!.status, "aborted");
     assertStringIncludes(result.stderr, "refused the API key (HTTP 403)");
@@ -4476,7 +4423,7 @@ Deno.test("408 is retried", async () => {
   const script: Script = (id, attempt) =>
     id === "1" && attempt === 1 ? { status: 408 } : {};
   await withFixture({ name: "408", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(
       (await f.state()).map((s) => [s.status, s.attempts]),
       [["ok", 2], ["ok", 1]],
@@ -4486,7 +4433,7 @@ Deno.test("408 is retried", async () => {
 
 Deno.test("--min-interval spaces request starts", async () => {
   await withFixture({ name: "min_interval", count: 4 }, async (f) => {
-    assertSucceeded(await f.run("--min-interval 250ms"));
+    await f.runOk("--min-interval 250ms");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     for (let i = 1; i < starts.length; i++) {
       assertGreaterOrEqual(starts[i]! - starts[i - 1]!, 240);
@@ -4554,8 +4501,7 @@ Deno.test("an id too long to be a state key is left out before any request, and 
       await f.sql`insert into ${
         f.sql(f.table)
       } (id, name) values (${long}, 'x')`;
-      const result = await f.run();
-      assertSucceeded(result);
+      const result = await f.runOk();
       assertStringIncludes(
         result.stdout,
         "left out: 1 without an id of at most 2000 bytes",
@@ -4573,7 +4519,7 @@ Deno.test({
 }, async () => {
   await withFixture({ name: "state_refused", count: 3 }, async (f) => {
     // The first run creates the state tables; the trigger then refuses id 2.
-    assertSucceeded(await f.run("--ids 1"));
+    await f.runOk("--ids 1");
     const state = `${f.schema}.refresh_state`;
     await f.sql.unsafe(`
       create function ${f.schema}.refuse() returns trigger language plpgsql as $$
@@ -4585,8 +4531,7 @@ Deno.test({
       end $$;
       create trigger refuse before insert or update on ${state}
         for each row execute function ${f.schema}.refuse();`);
-    const result = await f.run("--stale-after 0");
-    assertSucceeded(result);
+    const result = await f.runOk("--stale-after 0");
     assertStringIncludes(result.stderr, "its state row was refused too");
     const [, run] = await f.runs();
     assertEquals(run!.status, "completed");
@@ -4700,10 +4645,9 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run("--ids 1", { env }));
+    await f.runOk("--ids 1", { env });
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result);
+      await f.runOk([], { env: { ...env, DATABASE_URL: url } });
     });
     assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
     const rows = await f.sql`select id::int, employer, title
@@ -4726,12 +4670,11 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run("--ids 1", { env }));
+    await f.runOk("--ids 1", { env });
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
-      const result = await f.run([], {
+      const result = await f.runExits(2, [], {
         env: { ...env, DATABASE_URL: url, REFRESH_WHERE: "notes is null" },
       });
-      assertSucceeded(result, 2);
       assertStringIncludes(result.stderr, "REFRESH_WHERE: permission denied");
     });
     assertEquals((await f.runs()).length, 1);
@@ -4744,12 +4687,13 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run("--ids 1", { env }));
+    await f.runOk("--ids 1", { env });
     const without = async (role: string) =>
       (await readmeGrants(f, role)).map((g) => g.replace("email, ", ""));
     await asRole(f, without, async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result, 2);
+      const result = await f.runExits(2, [], {
+        env: { ...env, DATABASE_URL: url },
+      });
       assertStringIncludes(
         result.stderr,
         "REFRESH_TABLE: cannot read the columns a run reads (id, vendor_refreshed_at, email)",
@@ -4770,8 +4714,9 @@ Deno.test({
         !/refresh_(runs|state)/.test(g)
       );
     await asRole(f, grants, async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result, 2);
+      const result = await f.runExits(2, [], {
+        env: { ...env, DATABASE_URL: url },
+      });
       assertStringIncludes(
         result.stderr,
         `REFRESH_STATE_SCHEMA: the state tables ${f.schema}.refresh_runs and ${f.schema}.refresh_state are missing, and this role may not create them`,
@@ -4804,13 +4749,11 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "reader", count: 3 }, async (f) => {
-    const first = await f.run("--ids 1");
-    assertSucceeded(first);
+    const first = await f.runOk("--ids 1");
     assertStringIncludes(first.stderr, "created the state tables");
     const release = await holdRuns(f);
     try {
-      const result = await f.run();
-      assertSucceeded(result);
+      const result = await f.runOk();
       assert(!/created|migrated/.test(result.stderr), result.stderr);
     } finally {
       await release();
@@ -4825,7 +4768,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "old_tables", count: 2 }, async (f) => {
-    assertSucceeded(await f.run("--ids 1"));
+    await f.runOk("--ids 1");
     const runs = f.sql(`${f.schema}.refresh_runs`);
     await f.sql`comment on table ${runs} is 'refresh state tables v1'`;
     const release = await holdRuns(f);
@@ -4843,8 +4786,7 @@ Deno.test({
       blocked.stderr,
       "could not take its locks within 5s (a session is reading or writing them); nothing was changed",
     );
-    const result = await f.run();
-    assertSucceeded(result);
+    const result = await f.runOk();
     assertStringIncludes(result.stderr, "migrated the state tables");
     assertEquals(calledIds(f.vendor), ["1", "2"]);
   });
@@ -4859,13 +4801,12 @@ Deno.test({
     const bouncer = await startPgBouncer(f.db.url);
     try {
       const env = { DATABASE_URL: bouncer.url };
-      const first = await f.run("--ids 1,2", { env });
-      assertSucceeded(first);
+      const first = await f.runOk("--ids 1,2", { env });
       assertStringIncludes(
         first.stderr,
         "the server refused start-up parameters",
       );
-      assertSucceeded(await f.run([], { env }));
+      await f.runOk([], { env });
     } finally {
       await bouncer.close();
     }
