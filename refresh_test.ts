@@ -1543,191 +1543,179 @@ async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
 const okCalls = (vendor: FakeVendor) =>
   vendor.calls.filter((c) => c.status === 200).length;
 
-Deno.test(
-  "refreshes stale targets, never-refreshed first, then stalest first",
-  async () => {
-    await withFixture(
-      { name: "select", count: 12, freshUpTo: 4 },
-      async (f) => {
-        // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
-        const result = await f.runOk();
-        assertEquals(f.vendor.calls.map((c) => c.id), [
-          "5",
-          "6",
-          "7",
-          "8",
-          "12",
-          "10",
-          "9",
-        ]);
-        const rows = await f.sql<
-          { id: string; name: string; fresh: boolean }[]
-        >`
-        select id::text, vendor_data->>'name' as name,
-          vendor_refreshed_at > now() - interval '1 minute' as fresh
-        from ${f.sql(`${f.schema}.people`)} order by id`;
-        assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
-        assertEquals(
-          rows.find((r) => r.id === "11")?.name,
-          null,
-          "a fresh-enough row was refreshed",
-        );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "completed");
-        assertEquals(Number(run!.total), 7);
-        assertEquals(Number(run!.processed), 7);
-        assertEquals(Number(run!.succeeded), 7);
-        assertEquals(Number(run!.credits_spent), 7);
-        assertMatch(result.stdout, /run \d+ completed/);
-        assertStringIncludes(result.stdout, "7 processed: 7 ok");
-        // A second run finds nothing to do.
-        const again = await f.runOk();
-        assertEquals(f.vendor.calls.length, 7);
-        assertStringIncludes(again.stdout, "0 selected");
-      },
-    );
-  },
-);
-
-Deno.test(
-  "--stale-after widens the window and --limit caps the run",
-  async () => {
-    await withFixture(
-      { name: "limit", count: 10, freshUpTo: 10 },
-      async (f) => {
-        await f.runOk();
-        assertEquals(f.vendor.calls.length, 0);
-        await f.runOk("--stale-after 0 --limit 3");
-        assertEquals(f.vendor.calls.length, 3);
-      },
-    );
-  },
-);
-
-Deno.test(
-  "records outcomes: not_found and invalid are skipped next time, failed is retried",
-  async () => {
-    const script: Script = (id, attempt) => {
-      if (id === "2" || (id === "1" && attempt > 1)) return { status: 404 };
-      if (id === "3") return { body: "[1,2,3]" };
-      if (id === "4") return { body: "not json" };
-      if (id === "5") {
-        return { status: 400, body: { error: "bad id format" } };
-      }
-      if (id === "6") return { body: { blob: "x".repeat(5000) } };
-      return {};
-    };
-    await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
-      await f.runOk("--max-body 4KiB");
-      const state = await f.state();
-      assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
-        ["1", "ok", 200],
-        ["2", "not_found", 404],
-        ["3", "invalid", 200],
-        ["4", "invalid", 200],
-        ["5", "failed", 400],
-        ["6", "invalid", 200],
-        ["7", "ok", 200],
+Deno.test("refreshes stale targets, never-refreshed first, then stalest first", async () => {
+  await withFixture(
+    { name: "select", count: 12, freshUpTo: 4 },
+    async (f) => {
+      // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
+      const result = await f.runOk();
+      assertEquals(f.vendor.calls.map((c) => c.id), [
+        "5",
+        "6",
+        "7",
+        "8",
+        "12",
+        "10",
+        "9",
       ]);
-      assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
-      assertStringIncludes(state[3]!.error!, "not JSON");
-      assertStringIncludes(
-        state[4]!.error!,
-        'HTTP 400: {"error":"bad id format"}',
-      );
-      assertStringIncludes(state[5]!.error!, "4096-byte cap");
-      assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
-      const untouched = await f.sql<{ id: string }[]>`
-        select id::text from ${f.sql(`${f.schema}.people`)}
-        where vendor_data is null order by id`;
-      assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
-      const [run] = await f.runs();
+      const rows = await f.sql<
+        { id: string; name: string; fresh: boolean }[]
+      >`
+      select id::text, vendor_data->>'name' as name,
+        vendor_refreshed_at > now() - interval '1 minute' as fresh
+      from ${f.sql(`${f.schema}.people`)} order by id`;
+      assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
       assertEquals(
-        [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
-          Number,
-        ),
-        [2, 1, 3, 1],
+        rows.find((r) => r.id === "11")?.name,
+        null,
+        "a fresh-enough row was refreshed",
       );
-      // Next run: only the failed target is tried again.
-      const before = f.vendor.calls.length;
-      await f.runOk();
-      assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
-      // The last success is kept through a later miss; a miss has none.
-      const successes = () =>
-        f.sql<{ id: string; at: Date | null }[]>`
-          select target_id as id, last_success_at as at
-          from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
-      const first = await successes();
-      assertEquals(first.map((r) => r.at !== null), [
-        true,
-        false,
-        false,
-        false,
-        false,
-        false,
-        true,
-      ]);
-      await f.runOk("--ids 1");
-      const [one] = await successes();
-      assertEquals(one, first[0]);
-    });
-  },
-);
+      const [run] = await f.runs();
+      assertEquals(run!.status, "completed");
+      assertEquals(Number(run!.total), 7);
+      assertEquals(Number(run!.processed), 7);
+      assertEquals(Number(run!.succeeded), 7);
+      assertEquals(Number(run!.credits_spent), 7);
+      assertMatch(result.stdout, /run \d+ completed/);
+      assertStringIncludes(result.stdout, "7 processed: 7 ok");
+      // A second run finds nothing to do.
+      const again = await f.runOk();
+      assertEquals(f.vendor.calls.length, 7);
+      assertStringIncludes(again.stdout, "0 selected");
+    },
+  );
+});
 
-Deno.test(
-  "--ids refreshes exactly the given ids and reports unknown ones",
-  async () => {
-    await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
-      const result = await f.runOk("--ids 4,2,99,100");
-      assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
-      assertStringIncludes(result.stderr, "2 id(s) not in");
-      assertStringIncludes(result.stderr, "99, 100");
-      assertStringIncludes(result.stdout, "left out: 2 unknown ids");
-      // The start line counts only the targets that exist.
-      assertStringIncludes(result.stderr, "2 target(s) to refresh");
-      // Reading a file takes the refresh:ids task; standard input does not.
-      const ids = { task: "refresh:ids" };
-      await f.runOk("--ids-file -", { stdin: "5\n\n1\n" });
-      assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
-      const file = await Deno.makeTempFile();
-      try {
-        await Deno.writeTextFile(file, "3\r\n");
-        const denied = await f.runExits(2, ["--ids-file", file]);
-        assertStringIncludes(denied.stderr, "deno task refresh:ids");
-        await f.runOk(["--ids-file", file], ids);
-        assertEquals(f.vendor.calls.at(-1)?.id, "3");
-      } finally {
-        await Deno.remove(file);
-      }
-      const nul = await Deno.makeTempFile();
-      try {
-        await Deno.writeTextFile(nul, "1\n2\u0000x\n");
-        const refused = await f.runExits(2, ["--ids-file", nul], ids);
-        assertStringIncludes(
-          refused.stderr,
-          "contains a NUL byte, which PostgreSQL cannot take",
-        );
-      } finally {
-        await Deno.remove(nul);
-      }
-      const missing = await f.runExits(
-        2,
-        "--ids-file /nonexistent/ids.txt",
-        ids,
-      );
+Deno.test("--stale-after widens the window and --limit caps the run", async () => {
+  await withFixture(
+    { name: "limit", count: 10, freshUpTo: 10 },
+    async (f) => {
+      await f.runOk();
+      assertEquals(f.vendor.calls.length, 0);
+      await f.runOk("--stale-after 0 --limit 3");
+      assertEquals(f.vendor.calls.length, 3);
+    },
+  );
+});
+
+Deno.test("records outcomes: not_found and invalid are skipped next time, failed is retried", async () => {
+  const script: Script = (id, attempt) => {
+    if (id === "2" || (id === "1" && attempt > 1)) return { status: 404 };
+    if (id === "3") return { body: "[1,2,3]" };
+    if (id === "4") return { body: "not json" };
+    if (id === "5") {
+      return { status: 400, body: { error: "bad id format" } };
+    }
+    if (id === "6") return { body: { blob: "x".repeat(5000) } };
+    return {};
+  };
+  await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
+    await f.runOk("--max-body 4KiB");
+    const state = await f.state();
+    assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
+      ["1", "ok", 200],
+      ["2", "not_found", 404],
+      ["3", "invalid", 200],
+      ["4", "invalid", 200],
+      ["5", "failed", 400],
+      ["6", "invalid", 200],
+      ["7", "ok", 200],
+    ]);
+    assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
+    assertStringIncludes(state[3]!.error!, "not JSON");
+    assertStringIncludes(
+      state[4]!.error!,
+      'HTTP 400: {"error":"bad id format"}',
+    );
+    assertStringIncludes(state[5]!.error!, "4096-byte cap");
+    assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
+    const untouched = await f.sql<{ id: string }[]>`
+      select id::text from ${f.sql(`${f.schema}.people`)}
+      where vendor_data is null order by id`;
+    assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
+    const [run] = await f.runs();
+    assertEquals(
+      [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
+        Number,
+      ),
+      [2, 1, 3, 1],
+    );
+    // Next run: only the failed target is tried again.
+    const before = f.vendor.calls.length;
+    await f.runOk();
+    assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
+    // The last success is kept through a later miss; a miss has none.
+    const successes = () =>
+      f.sql<{ id: string; at: Date | null }[]>`
+        select target_id as id, last_success_at as at
+        from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
+    const first = await successes();
+    assertEquals(first.map((r) => r.at !== null), [
+      true,
+      false,
+      false,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    await f.runOk("--ids 1");
+    const [one] = await successes();
+    assertEquals(one, first[0]);
+  });
+});
+
+Deno.test("--ids refreshes exactly the given ids and reports unknown ones", async () => {
+  await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
+    const result = await f.runOk("--ids 4,2,99,100");
+    assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
+    assertStringIncludes(result.stderr, "2 id(s) not in");
+    assertStringIncludes(result.stderr, "99, 100");
+    assertStringIncludes(result.stdout, "left out: 2 unknown ids");
+    // The start line counts only the targets that exist.
+    assertStringIncludes(result.stderr, "2 target(s) to refresh");
+    // Reading a file takes the refresh:ids task; standard input does not.
+    const ids = { task: "refresh:ids" };
+    await f.runOk("--ids-file -", { stdin: "5\n\n1\n" });
+    assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
+    const file = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(file, "3\r\n");
+      const denied = await f.runExits(2, ["--ids-file", file]);
+      assertStringIncludes(denied.stderr, "deno task refresh:ids");
+      await f.runOk(["--ids-file", file], ids);
+      assertEquals(f.vendor.calls.at(-1)?.id, "3");
+    } finally {
+      await Deno.remove(file);
+    }
+    const nul = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(nul, "1\n2\u0000x\n");
+      const refused = await f.runExits(2, ["--ids-file", nul], ids);
       assertStringIncludes(
-        missing.stderr,
-        '--ids-file: cannot read "/nonexistent/ids.txt"',
+        refused.stderr,
+        "contains a NUL byte, which PostgreSQL cannot take",
       );
-    });
-  },
-);
+    } finally {
+      await Deno.remove(nul);
+    }
+    const missing = await f.runExits(
+      2,
+      "--ids-file /nonexistent/ids.txt",
+      ids,
+    );
+    assertStringIncludes(
+      missing.stderr,
+      '--ids-file: cannot read "/nonexistent/ids.txt"',
+    );
+  });
+});
 
 Deno.test("custom columns, text ids and a key header", async () => {
   await withFixture({ name: "custom" }, async (f) => {
@@ -1756,40 +1744,37 @@ Deno.test("custom columns, text ids and a key header", async () => {
   });
 });
 
-Deno.test(
-  "one request in flight at a time, through timeouts and retries",
-  async () => {
-    const script: Script = (id, attempt) => {
-      const n = Number(id);
-      if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
-      if (n % 3 === 0 && attempt <= 2) return { status: 503 };
-      if (n % 5 === 0 && attempt === 1) return { status: 502 };
-      return { delayMs: 5 };
-    };
-    await withFixture(
-      { name: "serial", count: 24, script, latencyMs: 5 },
-      async (f) => {
-        await f.runOk("--request-timeout 150ms --backoff 1ms");
-        assertEquals(
-          f.vendor.maxInFlight,
-          1,
-          "more than one request in flight",
-        );
-        const state = await f.state();
-        assertEquals(state.filter((s) => s.status === "ok").length, 24);
-        assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
-        assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
-        // Requests never overlap as the server saw them.
-        const calls = [...f.vendor.calls].sort((a, b) =>
-          a.startedAt - b.startedAt
-        );
-        for (let i = 1; i < calls.length; i++) {
-          assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
-        }
-      },
-    );
-  },
-);
+Deno.test("one request in flight at a time, through timeouts and retries", async () => {
+  const script: Script = (id, attempt) => {
+    const n = Number(id);
+    if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
+    if (n % 3 === 0 && attempt <= 2) return { status: 503 };
+    if (n % 5 === 0 && attempt === 1) return { status: 502 };
+    return { delayMs: 5 };
+  };
+  await withFixture(
+    { name: "serial", count: 24, script, latencyMs: 5 },
+    async (f) => {
+      await f.runOk("--request-timeout 150ms --backoff 1ms");
+      assertEquals(
+        f.vendor.maxInFlight,
+        1,
+        "more than one request in flight",
+      );
+      const state = await f.state();
+      assertEquals(state.filter((s) => s.status === "ok").length, 24);
+      assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
+      assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
+      // Requests never overlap as the server saw them.
+      const calls = [...f.vendor.calls].sort((a, b) =>
+        a.startedAt - b.startedAt
+      );
+      for (let i = 1; i < calls.length; i++) {
+        assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
+      }
+    },
+  );
+});
 
 Deno.test("Retry-After is obeyed before the next request", async () => {
   const script: Script = (id, attempt) =>
@@ -1806,213 +1791,192 @@ Deno.test("Retry-After is obeyed before the next request", async () => {
   });
 });
 
-Deno.test(
-  "a Retry-After beyond --max-retry-wait stops the run as rate_limited",
-  async () => {
-    let limited = true;
-    const script: Script = (id) =>
-      id === "3" && limited
-        ? { status: 503, headers: { "retry-after": "3600" } }
-        : {};
-    await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
-      const result = await f.runOk("--max-retry-wait 1m");
-      assertStringIncludes(result.stdout, "rate_limited");
-      assertStringIncludes(result.stderr, "asked to wait 1h");
-      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "rate_limited");
-      assertEquals(Number(run!.processed), 2);
-      assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
-      // The hour the vendor asked for passes; it recovers: the next run
-      // resumes with what is left.
-      await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
-        set not_before = now() - interval '1 second'`;
-      limited = false;
-      await f.runOk();
-      assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
-        "3",
-        "4",
-        "5",
-      ]);
-    });
-  },
-);
+Deno.test("a Retry-After beyond --max-retry-wait stops the run as rate_limited", async () => {
+  let limited = true;
+  const script: Script = (id) =>
+    id === "3" && limited
+      ? { status: 503, headers: { "retry-after": "3600" } }
+      : {};
+  await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
+    const result = await f.runOk("--max-retry-wait 1m");
+    assertStringIncludes(result.stdout, "rate_limited");
+    assertStringIncludes(result.stderr, "asked to wait 1h");
+    assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "rate_limited");
+    assertEquals(Number(run!.processed), 2);
+    assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
+    // The hour the vendor asked for passes; it recovers: the next run
+    // resumes with what is left.
+    await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
+      set not_before = now() - interval '1 second'`;
+    limited = false;
+    await f.runOk();
+    assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
+      "3",
+      "4",
+      "5",
+    ]);
+  });
+});
 
-Deno.test(
-  "a target that exhausts --max-attempts ends failed and the run goes on",
-  async () => {
-    const script: Script = (id) => id === "1" ? { status: 500 } : {};
-    await withFixture({ name: "attempts", count: 2, script }, async (f) => {
-      await f.runOk("--max-attempts 3 --backoff 1ms");
-      assertEquals(f.vendor.callsFor("1"), 3);
-      assertEquals(f.vendor.callsFor("2"), 1);
-      const state = await f.state();
-      assertEquals(state[0]!.status, "failed");
-      assertEquals(state[0]!.attempts, 3);
-      assertStringIncludes(
-        state[0]!.error!,
-        "gave up after 3 attempts; last: HTTP 500",
-      );
-      const [run] = await f.runs();
-      assertEquals(Number(run!.retries), 2);
-      assertEquals(Number(run!.requests), 4);
-    });
-  },
-);
-
-Deno.test(
-  "redirects are not followed, so the key never reaches another host",
-  async () => {
-    const other = await startFakeVendor();
-    const script: Script = () => ({
-      status: 302,
-      headers: { location: other.urlTemplate.replace("{id}", "stolen") },
-    });
-    try {
-      await withFixture({ name: "redirect", count: 1, script }, async (f) => {
-        await f.runOk();
-        assertEquals(other.calls.length, 0);
-        assertEquals(f.vendor.callsFor("1"), 1);
-        const [state] = await f.state();
-        assertEquals(state!.status, "failed");
-      });
-    } finally {
-      await other.close();
-    }
-  },
-);
-
-Deno.test(
-  "kill -9 mid-run, then a rerun: every target recorded once, at most two asked twice",
-  async () => {
-    await withFixture(
-      { name: "kill", count: 150, latencyMs: 25 },
-      async (f) => {
-        // A short lease, so that the dead run stops blocking soon.
-        const child = await f.spawn(
-          "--lease 3s --request-timeout 1s --grace 0 --db-retry 2s",
-          { direct: true },
-        );
-        // Progress is visible while the run goes (counters every second).
-        let live: Record<string, unknown> | undefined;
-        const deadline = Date.now() + 30_000;
-        while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-          [live] = await f.runs().catch(() => []);
-        }
-        assertEquals(live!.status, "running");
-        assertGreaterOrEqual(Number(live!.processed), 5);
-        child.kill("SIGKILL");
-        const killed = await outputOf(child);
-        assertEquals(killed.signal, "SIGKILL");
-        const callsBefore = f.vendor.calls.length;
-        assert(callsBefore < 150, "the run finished before it was killed");
-        // At once, the dead run's lease still holds...
-        assertEquals((await f.run()).code, 3);
-        // ...until its heartbeat is older than its lease.
-        await new Promise((r) => setTimeout(r, 3_100));
-        const result = await f.runOk();
-        assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
-        const state = await f.state();
-        assertEquals(state.length, 150);
-        assert(state.every((s) => s.status === "ok"));
-        // The answer being written and the one in flight (write-behind).
-        const duplicates = askedTwice(f.vendor);
-        assertLessOrEqual(duplicates.length, 2, `called twice: ${duplicates}`);
-        assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
-        const rows = await f.sql`select count(*)::int as n from ${
-          f.sql(`${f.schema}.people`)
-        }
-        where vendor_data is not null`;
-        assertEquals(rows[0]!.n, 150);
-      },
+Deno.test("a target that exhausts --max-attempts ends failed and the run goes on", async () => {
+  const script: Script = (id) => id === "1" ? { status: 500 } : {};
+  await withFixture({ name: "attempts", count: 2, script }, async (f) => {
+    await f.runOk("--max-attempts 3 --backoff 1ms");
+    assertEquals(f.vendor.callsFor("1"), 3);
+    assertEquals(f.vendor.callsFor("2"), 1);
+    const state = await f.state();
+    assertEquals(state[0]!.status, "failed");
+    assertEquals(state[0]!.attempts, 3);
+    assertStringIncludes(
+      state[0]!.error!,
+      "gave up after 3 attempts; last: HTTP 500",
     );
-  },
-);
+    const [run] = await f.runs();
+    assertEquals(Number(run!.retries), 2);
+    assertEquals(Number(run!.requests), 4);
+  });
+});
 
-Deno.test(
-  "bad configuration: exit 2, every problem named, nothing touched",
-  async () => {
-    await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
-      const result = await runRefresh("--limit -3 --min-interval fast", {
-        env: {
-          DATABASE_URL: f.db.url,
-          REFRESH_API_URL: f.vendor.urlTemplate,
-          REFRESH_TABLE: "people; drop table people",
-          REFRESH_STATE_SCHEMA: f.schema,
-          REFRESH_MAX_ATTEMPTS: "many",
-        },
-      });
-      assertEquals(result.code, 2, result.stderr);
-      for (
-        const expected of [
-          "REFRESH_API_KEY: is required",
-          "REFRESH_TABLE: expected a table name",
-          "--min-interval: expected a duration",
-          'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
-        ]
-      ) {
-        assertStringIncludes(result.stderr, expected);
+Deno.test("redirects are not followed, so the key never reaches another host", async () => {
+  const other = await startFakeVendor();
+  const script: Script = () => ({
+    status: 302,
+    headers: { location: other.urlTemplate.replace("{id}", "stolen") },
+  });
+  try {
+    await withFixture({ name: "redirect", count: 1, script }, async (f) => {
+      await f.runOk();
+      assertEquals(other.calls.length, 0);
+      assertEquals(f.vendor.callsFor("1"), 1);
+      const [state] = await f.state();
+      assertEquals(state!.status, "failed");
+    });
+  } finally {
+    await other.close();
+  }
+});
+
+Deno.test("kill -9 mid-run, then a rerun: every target recorded once, at most two asked twice", async () => {
+  await withFixture(
+    { name: "kill", count: 150, latencyMs: 25 },
+    async (f) => {
+      // A short lease, so that the dead run stops blocking soon.
+      const child = await f.spawn(
+        "--lease 3s --request-timeout 1s --grace 0 --db-retry 2s",
+        { direct: true },
+      );
+      // Progress is visible while the run goes (counters every second).
+      let live: Record<string, unknown> | undefined;
+      const deadline = Date.now() + 30_000;
+      while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        [live] = await f.runs().catch(() => []);
       }
-      // "-3" looks like a flag to parseArgs; either way it is reported.
-      assertMatch(result.stderr, /--limit|-3/);
-      assertEquals(f.vendor.calls.length, 0);
-      const [schema] = await f.sql`select to_regnamespace(${f.schema}) as oid`;
-      assertEquals(schema!.oid, null, "the database was touched");
-    });
-  },
-);
+      assertEquals(live!.status, "running");
+      assertGreaterOrEqual(Number(live!.processed), 5);
+      child.kill("SIGKILL");
+      const killed = await outputOf(child);
+      assertEquals(killed.signal, "SIGKILL");
+      const callsBefore = f.vendor.calls.length;
+      assert(callsBefore < 150, "the run finished before it was killed");
+      // At once, the dead run's lease still holds...
+      assertEquals((await f.run()).code, 3);
+      // ...until its heartbeat is older than its lease.
+      await new Promise((r) => setTimeout(r, 3_100));
+      const result = await f.runOk();
+      assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
+      const state = await f.state();
+      assertEquals(state.length, 150);
+      assert(state.every((s) => s.status === "ok"));
+      // The answer being written and the one in flight (write-behind).
+      const duplicates = askedTwice(f.vendor);
+      assertLessOrEqual(duplicates.length, 2, `called twice: ${duplicates}`);
+      assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
+      const rows = await f.sql`select count(*)::int as n from ${
+        f.sql(`${f.schema}.people`)
+      }
+      where vendor_data is not null`;
+      assertEquals(rows[0]!.n, 150);
+    },
+  );
+});
 
-Deno.test(
-  "a missing table or column is reported by name with exit 2",
-  async () => {
-    await withFixture({ name: "badtarget", count: 1 }, async (f) => {
-      const noTable = await f.runExits(2, [], {
-        env: { REFRESH_TABLE: `${f.schema}.nobody` },
-      });
-      assertStringIncludes(
-        noTable.stderr,
-        `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
-      );
-      const noColumn = await f.runExits(2, "--data-column name", {
-        env: { REFRESH_AT_COLUMN: "nope" },
-      });
-      assertStringIncludes(
-        noColumn.stderr,
-        "REFRESH_DATA_COLUMN: expected column name",
-      );
-      assertStringIncludes(
-        noColumn.stderr,
-        "to be jsonb or json, found text",
-      );
-      assertStringIncludes(
-        noColumn.stderr,
-        "REFRESH_AT_COLUMN: column nope does not exist",
-      );
-      assertEquals(f.vendor.calls.length, 0);
-    });
-  },
-);
-
-Deno.test(
-  "an unreachable database: exit 1, no password in the message",
-  async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (listener.addr as Deno.NetAddr).port;
-    listener.close();
-    const result = await runRefresh("--connect-timeout 2s", {
+Deno.test("bad configuration: exit 2, every problem named, nothing touched", async () => {
+  await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
+    const result = await runRefresh("--limit -3 --min-interval fast", {
       env: {
-        DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
-        REFRESH_API_URL: "http://127.0.0.1:9/{id}",
-        REFRESH_API_KEY: API_KEY,
+        DATABASE_URL: f.db.url,
+        REFRESH_API_URL: f.vendor.urlTemplate,
+        REFRESH_TABLE: "people; drop table people",
+        REFRESH_STATE_SCHEMA: f.schema,
+        REFRESH_MAX_ATTEMPTS: "many",
       },
     });
-    assertEquals(result.code, 1, result.stderr);
-    assertStringIncludes(result.stderr, "within 2s (--connect-timeout)");
-    assertStringIncludes(result.stderr, "ECONNREFUSED");
-    assert(!result.stderr.includes("unreachable-PW-123"));
-  },
-);
+    assertEquals(result.code, 2, result.stderr);
+    for (
+      const expected of [
+        "REFRESH_API_KEY: is required",
+        "REFRESH_TABLE: expected a table name",
+        "--min-interval: expected a duration",
+        'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
+      ]
+    ) {
+      assertStringIncludes(result.stderr, expected);
+    }
+    // "-3" looks like a flag to parseArgs; either way it is reported.
+    assertMatch(result.stderr, /--limit|-3/);
+    assertEquals(f.vendor.calls.length, 0);
+    const [schema] = await f.sql`select to_regnamespace(${f.schema}) as oid`;
+    assertEquals(schema!.oid, null, "the database was touched");
+  });
+});
+
+Deno.test("a missing table or column is reported by name with exit 2", async () => {
+  await withFixture({ name: "badtarget", count: 1 }, async (f) => {
+    const noTable = await f.runExits(2, [], {
+      env: { REFRESH_TABLE: `${f.schema}.nobody` },
+    });
+    assertStringIncludes(
+      noTable.stderr,
+      `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
+    );
+    const noColumn = await f.runExits(2, "--data-column name", {
+      env: { REFRESH_AT_COLUMN: "nope" },
+    });
+    assertStringIncludes(
+      noColumn.stderr,
+      "REFRESH_DATA_COLUMN: expected column name",
+    );
+    assertStringIncludes(
+      noColumn.stderr,
+      "to be jsonb or json, found text",
+    );
+    assertStringIncludes(
+      noColumn.stderr,
+      "REFRESH_AT_COLUMN: column nope does not exist",
+    );
+    assertEquals(f.vendor.calls.length, 0);
+  });
+});
+
+Deno.test("an unreachable database: exit 1, no password in the message", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const result = await runRefresh("--connect-timeout 2s", {
+    env: {
+      DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
+      REFRESH_API_URL: "http://127.0.0.1:9/{id}",
+      REFRESH_API_KEY: API_KEY,
+    },
+  });
+  assertEquals(result.code, 1, result.stderr);
+  assertStringIncludes(result.stderr, "within 2s (--connect-timeout)");
+  assertStringIncludes(result.stderr, "ECONNREFUSED");
+  assert(!result.stderr.includes("unreachable-PW-123"));
+});
 
 Deno.test("--help is the golden text in dev/help.txt, which lists every setting", async () => {
   // A default or help line changed in SETTINGS and the README together
@@ -2054,66 +2018,60 @@ Deno.test("--budget is exact: never one billable call more", async () => {
   });
 });
 
-Deno.test(
-  "--reserve stops once the vendor's credits header reaches it",
-  async () => {
-    let credits = 10;
-    const script: Script = () => ({
-      headers: { "x-credits-remaining": String(--credits) },
+Deno.test("--reserve stops once the vendor's credits header reaches it", async () => {
+  let credits = 10;
+  const script: Script = () => ({
+    headers: { "x-credits-remaining": String(--credits) },
+  });
+  await withFixture({ name: "reserve", count: 20, script }, async (f) => {
+    await f.runOk("--reserve 7", {
+      env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
     });
-    await withFixture({ name: "reserve", count: 20, script }, async (f) => {
-      await f.runOk("--reserve 7", {
-        env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-      });
-      assertEquals(
-        f.vendor.calls.length,
-        3,
-        "remaining 9, 8, 7: stop at the reserve",
-      );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "budget_exhausted");
-      assertEquals(Number(run!.credits_remaining), 7);
-      assertStringIncludes(
-        String(run!.reason),
-        "would dip into the reserve of 7",
-      );
-      assertEquals(
-        (await f.state()).length,
-        3,
-        "the last answer was still recorded",
-      );
-    });
-  },
-);
+    assertEquals(
+      f.vendor.calls.length,
+      3,
+      "remaining 9, 8, 7: stop at the reserve",
+    );
+    const [run] = await f.runs();
+    assertEquals(run!.status, "budget_exhausted");
+    assertEquals(Number(run!.credits_remaining), 7);
+    assertStringIncludes(
+      String(run!.reason),
+      "would dip into the reserve of 7",
+    );
+    assertEquals(
+      (await f.state()).length,
+      3,
+      "the last answer was still recorded",
+    );
+  });
+});
 
-Deno.test(
-  "402, or the credits header reaching 0, stops the run as credits_exhausted",
-  async () => {
-    const script: Script = (id) => (id === "3" ? { status: 402 } : {});
-    await withFixture({ name: "402", count: 6, script }, async (f) => {
-      await f.runOk();
-      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
-      assertEquals(
-        (await f.state()).map((s) => s.target_id),
-        ["1", "2"],
-        "402 is no outcome for the target",
-      );
+Deno.test("402, or the credits header reaching 0, stops the run as credits_exhausted", async () => {
+  const script: Script = (id) => (id === "3" ? { status: 402 } : {});
+  await withFixture({ name: "402", count: 6, script }, async (f) => {
+    await f.runOk();
+    assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "credits_exhausted");
+    assertEquals(
+      (await f.state()).map((s) => s.target_id),
+      ["1", "2"],
+      "402 is no outcome for the target",
+    );
+  });
+  let credits = 2;
+  const zero: Script = () => ({
+    headers: { "x-credits-remaining": String(--credits) },
+  });
+  await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
+    await f.runOk([], {
+      env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
     });
-    let credits = 2;
-    const zero: Script = () => ({
-      headers: { "x-credits-remaining": String(--credits) },
-    });
-    await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
-      await f.runOk([], {
-        env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-      });
-      assertEquals(f.vendor.calls.length, 2);
-      assertEquals((await f.runs())[0]!.status, "credits_exhausted");
-    });
-  },
-);
+    assertEquals(f.vendor.calls.length, 2);
+    assertEquals((await f.runs())[0]!.status, "credits_exhausted");
+  });
+});
 
 Deno.test("--time-budget: no new target starts after it", async () => {
   await withFixture(
@@ -2140,125 +2098,110 @@ Deno.test("--time-budget: no new target starts after it", async () => {
   );
 });
 
-Deno.test(
-  "the run stops at the end of the credit period (injected clock), credits left for the workflow to tell",
-  async () => {
-    await withFixture(
-      { name: "period", count: 50, latencyMs: 100 },
-      async (f) => {
-        // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
-        let outputs = "";
-        await withStepFiles(async (env, read) => {
-          await f.runOk(
-            "--now 2026-12-01T04:59:59Z --timezone America/New_York",
-            { task: "refresh:ci", env },
-          );
-          outputs = (await read()).outputs;
-        });
-        // Someone should hear of credits left when the period closed.
-        assertMatch(
-          outputs,
-          /^status=period_end\nexit_code=0\ncredits_left=true\n/,
+Deno.test("the run stops at the end of the credit period (injected clock), credits left for the workflow to tell", async () => {
+  await withFixture(
+    { name: "period", count: 50, latencyMs: 100 },
+    async (f) => {
+      // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
+      let outputs = "";
+      await withStepFiles(async (env, read) => {
+        await f.runOk(
+          "--now 2026-12-01T04:59:59Z --timezone America/New_York",
+          { task: "refresh:ci", env },
         );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "period_end");
-        assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
-        assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
-      },
+        outputs = (await read()).outputs;
+      });
+      // Someone should hear of credits left when the period closed.
+      assertMatch(
+        outputs,
+        /^status=period_end\nexit_code=0\ncredits_left=true\n/,
+      );
+      const [run] = await f.runs();
+      assertEquals(run!.status, "period_end");
+      assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
+      assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
+    },
+  );
+});
+
+Deno.test("--month-end-days: outside the window a run exits 0 at once", async () => {
+  await withFixture({ name: "window", count: 3 }, async (f) => {
+    const early = await f.runOk(
+      "--month-end-days 3 --now 2026-11-20T08:00:00Z",
     );
-  },
-);
+    assertStringIncludes(early.stderr, "day 20 of 30");
+    assertEquals(f.vendor.calls.length, 0);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "outside_window");
+    await f.runOk("--month-end-days 3 --now 2026-11-28T08:00:00Z");
+    assertEquals(f.vendor.calls.length, 3);
+  });
+});
 
-Deno.test(
-  "--month-end-days: outside the window a run exits 0 at once",
-  async () => {
-    await withFixture({ name: "window", count: 3 }, async (f) => {
-      const early = await f.runOk(
-        "--month-end-days 3 --now 2026-11-20T08:00:00Z",
-      );
-      assertStringIncludes(early.stderr, "day 20 of 30");
-      assertEquals(f.vendor.calls.length, 0);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "outside_window");
-      await f.runOk("--month-end-days 3 --now 2026-11-28T08:00:00Z");
-      assertEquals(f.vendor.calls.length, 3);
-    });
-  },
-);
+Deno.test("--max-consecutive-failures aborts a run against a sick vendor", async () => {
+  const script: Script = () => ({ status: 500 });
+  await withFixture({ name: "breaker", count: 20, script }, async (f) => {
+    const result = await f.runExits(
+      1,
+      "--max-attempts 2 --max-consecutive-failures 3",
+      { env: { GITHUB_ACTIONS: "true" } },
+    );
+    assertEquals(f.vendor.calls.length, 6);
+    const [run] = await f.runs();
+    assertEquals(run!.status, "aborted");
+    assertStringIncludes(String(run!.error), "3 targets in a row failed");
+    assertMatch(
+      result.stdout,
+      /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
+    );
+    assertMatch(
+      result.stdout,
+      /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
+    );
+  });
+});
 
-Deno.test(
-  "--max-consecutive-failures aborts a run against a sick vendor",
-  async () => {
-    const script: Script = () => ({ status: 500 });
-    await withFixture({ name: "breaker", count: 20, script }, async (f) => {
-      const result = await f.runExits(
-        1,
-        "--max-attempts 2 --max-consecutive-failures 3",
-        { env: { GITHUB_ACTIONS: "true" } },
-      );
-      assertEquals(f.vendor.calls.length, 6);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "aborted");
-      assertStringIncludes(String(run!.error), "3 targets in a row failed");
-      assertMatch(
-        result.stdout,
-        /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
-      );
-      assertMatch(
-        result.stdout,
-        /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
-      );
-    });
-  },
-);
+Deno.test("401 aborts at once: the key is wrong for every call", async () => {
+  const script: Script = () => ({ status: 401 });
+  await withFixture({ name: "401", count: 5, script }, async (f) => {
+    const result = await f.runExits(1);
+    assertEquals(f.vendor.calls.length, 1);
+    assertEquals((await f.runs())[0]!.status, "aborted");
+    assertEquals((await f.state()).length, 0);
+    assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
+  });
+});
 
-Deno.test(
-  "401 aborts at once: the key is wrong for every call",
-  async () => {
-    const script: Script = () => ({ status: 401 });
-    await withFixture({ name: "401", count: 5, script }, async (f) => {
-      const result = await f.runExits(1);
-      assertEquals(f.vendor.calls.length, 1);
-      assertEquals((await f.runs())[0]!.status, "aborted");
-      assertEquals((await f.state()).length, 0);
-      assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
-    });
-  },
-);
-
-Deno.test(
-  "a rate-limit header that says the window is used up is waited out",
-  async () => {
-    const script: Script = (id) =>
-      id === "2"
-        ? {
-          headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
-        }
-        : {};
-    await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
+Deno.test("a rate-limit header that says the window is used up is waited out", async () => {
+  const script: Script = (id) =>
+    id === "2"
+      ? {
+        headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
+      }
+      : {};
+  await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
+    await f.runOk();
+    const [, second, third] = f.vendor.calls;
+    const gap = third!.startedAt - second!.startedAt;
+    assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+  });
+  const longer: Script = (
+    id,
+  ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
+  await withFixture(
+    { name: "ratelimit_stop", count: 3, script: longer },
+    async (f) => {
       await f.runOk();
-      const [, second, third] = f.vendor.calls;
-      const gap = third!.startedAt - second!.startedAt;
-      assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
-    });
-    const longer: Script = (
-      id,
-    ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
-    await withFixture(
-      { name: "ratelimit_stop", count: 3, script: longer },
-      async (f) => {
-        await f.runOk();
-        assertEquals(f.vendor.calls.length, 2);
-        assertEquals((await f.runs())[0]!.status, "rate_limited");
-        assertEquals(
-          (await f.state()).length,
-          2,
-          "the answer that said so was recorded",
-        );
-      },
-    );
-  },
-);
+      assertEquals(f.vendor.calls.length, 2);
+      assertEquals((await f.runs())[0]!.status, "rate_limited");
+      assertEquals(
+        (await f.state()).length,
+        2,
+        "the answer that said so was recorded",
+      );
+    },
+  );
+});
 
 Deno.test("a 429 widens the gap between request starts", async () => {
   const script: Script = (
@@ -2278,93 +2221,84 @@ Deno.test("a 429 widens the gap between request starts", async () => {
   });
 });
 
-Deno.test(
-  "one run at a time: a live lease refuses a second run with exit 3",
-  async () => {
-    await withFixture({ name: "lease", count: 3 }, async (f) => {
-      await f.runOk("--limit 1");
-      const runs = f.sql(`${f.schema}.refresh_runs`);
-      const [live] = await f.sql<{ id: string }[]>`
-        insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
-      const refused = await f.runExits(3);
-      assertStringIncludes(
-        refused.stderr,
-        `another run is live: run ${live!.id}, started `,
-      );
-      assertStringIncludes(refused.stderr, "last heartbeat");
-      assertEquals(f.vendor.calls.length, 1);
-      // Its heartbeat expires: the next run takes over and marks it crashed.
-      await f
-        .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
-        live!.id
-      }`;
-      const takeover = await f.runOk("--lease 1m --db-retry 30s");
-      assertStringIncludes(
-        takeover.stderr,
-        `marked run(s) ${live!.id} crashed`,
-      );
-      const [old] = await f.sql`select status from ${runs} where id = ${
-        live!.id
-      }`;
-      assertEquals(old!.status, "crashed");
-      assertEquals(f.vendor.calls.length, 3);
-    });
-  },
-);
+Deno.test("one run at a time: a live lease refuses a second run with exit 3", async () => {
+  await withFixture({ name: "lease", count: 3 }, async (f) => {
+    await f.runOk("--limit 1");
+    const runs = f.sql(`${f.schema}.refresh_runs`);
+    const [live] = await f.sql<{ id: string }[]>`
+      insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
+    const refused = await f.runExits(3);
+    assertStringIncludes(
+      refused.stderr,
+      `another run is live: run ${live!.id}, started `,
+    );
+    assertStringIncludes(refused.stderr, "last heartbeat");
+    assertEquals(f.vendor.calls.length, 1);
+    // Its heartbeat expires: the next run takes over and marks it crashed.
+    await f
+      .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
+      live!.id
+    }`;
+    const takeover = await f.runOk("--lease 1m --db-retry 30s");
+    assertStringIncludes(
+      takeover.stderr,
+      `marked run(s) ${live!.id} crashed`,
+    );
+    const [old] = await f.sql`select status from ${runs} where id = ${
+      live!.id
+    }`;
+    assertEquals(old!.status, "crashed");
+    assertEquals(f.vendor.calls.length, 3);
+  });
+});
 
-Deno.test(
-  "SIGTERM mid-request: the answer is committed, the run interrupted, exit 143",
-  async () => {
-    const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
-    await withFixture({ name: "sigterm", count: 10, script }, async (f) => {
-      const child = await f.spawn();
-      await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
-      child.kill("SIGTERM");
-      const result = await outputOf(child);
-      assertEquals(result.code, 143, result.stderr);
-      assertEquals(
-        f.vendor.calls.length,
-        3,
-        "a new request started after SIGTERM",
-      );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "interrupted");
-      assertEquals(Number(run!.processed), 3);
-      assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
-        ["1", "ok"],
-        ["2", "ok"],
-        ["3", "ok"],
-      ]);
-    });
-  },
-);
+Deno.test("SIGTERM mid-request: the answer is committed, the run interrupted, exit 143", async () => {
+  const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
+  await withFixture({ name: "sigterm", count: 10, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
+    child.kill("SIGTERM");
+    const result = await outputOf(child);
+    assertEquals(result.code, 143, result.stderr);
+    assertEquals(
+      f.vendor.calls.length,
+      3,
+      "a new request started after SIGTERM",
+    );
+    const [run] = await f.runs();
+    assertEquals(run!.status, "interrupted");
+    assertEquals(Number(run!.processed), 3);
+    assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
+      ["1", "ok"],
+      ["2", "ok"],
+      ["3", "ok"],
+    ]);
+  });
+});
 
-Deno.test(
-  "a second signal aborts the request in flight; nothing half-written",
-  async () => {
-    const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
-    await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
-      // The refresh process itself receives both signals (as under the
-      // workflow's exec); deno task's forwarding is covered above.
-      const child = await f.spawn("--grace 30s", { direct: true });
-      await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
-      const sent = Date.now();
-      child.kill("SIGINT");
-      // More than the 500ms within which a repeat counts as the same signal.
-      await new Promise((r) => setTimeout(r, 700));
-      child.kill("SIGINT");
-      const result = await outputOf(child);
-      assertEquals(result.code, 130, result.stderr);
-      assertLessOrEqual(Date.now() - sent, 10_000);
-      assertEquals((await f.runs())[0]!.status, "interrupted");
-      assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
-      const [row] = await f.sql`select vendor_data from ${
-        f.sql(`${f.schema}.people`)
-      } where id = 2`;
-      assertEquals(row!.vendor_data, null);
-    });
-  },
-);
+Deno.test("a second signal aborts the request in flight; nothing half-written", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+  await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
+    // The refresh process itself receives both signals (as under the
+    // workflow's exec); deno task's forwarding is covered above.
+    const child = await f.spawn("--grace 30s", { direct: true });
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    const sent = Date.now();
+    child.kill("SIGINT");
+    // More than the 500ms within which a repeat counts as the same signal.
+    await new Promise((r) => setTimeout(r, 700));
+    child.kill("SIGINT");
+    const result = await outputOf(child);
+    assertEquals(result.code, 130, result.stderr);
+    assertLessOrEqual(Date.now() - sent, 10_000);
+    assertEquals((await f.runs())[0]!.status, "interrupted");
+    assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
+    const [row] = await f.sql`select vendor_data from ${
+      f.sql(`${f.schema}.people`)
+    } where id = 2`;
+    assertEquals(row!.vendor_data, null);
+  });
+});
 
 Deno.test("a signal during a long wait cuts it short", async () => {
   const script: Script = (id, attempt) =>
@@ -2447,23 +2381,20 @@ Deno.test("--log-format json: every line is a JSON object", async () => {
   });
 });
 
-Deno.test(
-  "progress lines report pace, credits, gap and forecast",
-  async () => {
-    await withFixture(
-      { name: "progress", count: 8, latencyMs: 30 },
-      async (f) => {
-        const result = await f.runOk("--progress-interval 100ms --budget 100");
-        assertMatch(
-          result.stderr,
-          /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
-        );
-        assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
-        assertStringIncludes(result.stdout, "p95");
-      },
-    );
-  },
-);
+Deno.test("progress lines report pace, credits, gap and forecast", async () => {
+  await withFixture(
+    { name: "progress", count: 8, latencyMs: 30 },
+    async (f) => {
+      const result = await f.runOk("--progress-interval 100ms --budget 100");
+      assertMatch(
+        result.stderr,
+        /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
+      );
+      assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
+      assertStringIncludes(result.stdout, "p95");
+    },
+  );
+});
 
 /** The files of a GitHub step: its summary and outputs, read after it. */
 async function withStepFiles(
@@ -2488,24 +2419,21 @@ async function withStepFiles(
   }
 }
 
-Deno.test(
-  "GITHUB_STEP_SUMMARY receives a markdown summary, GITHUB_OUTPUT the status (refresh:ci task)",
-  async () => {
-    await withFixture({ name: "summary", count: 3 }, async (f) => {
-      await withStepFiles(async (env, read) => {
-        await f.runOk([], { task: "refresh:ci", env });
-        const { summary, outputs } = await read();
-        assertMatch(summary, /^### refresh run \d+: completed$/m);
-        assertStringIncludes(summary, "| Status | **completed** |");
-        assertStringIncludes(summary, "| ok | 3 |");
-        assertMatch(
-          outputs,
-          /^status=completed\nexit_code=0\ncredits_left=false\nsummary<<(refresh_[\w-]+)\n### refresh run \d+: completed\n[\s\S]*\n\1\n$/,
-        );
-      });
+Deno.test("GITHUB_STEP_SUMMARY receives a markdown summary, GITHUB_OUTPUT the status (refresh:ci task)", async () => {
+  await withFixture({ name: "summary", count: 3 }, async (f) => {
+    await withStepFiles(async (env, read) => {
+      await f.runOk([], { task: "refresh:ci", env });
+      const { summary, outputs } = await read();
+      assertMatch(summary, /^### refresh run \d+: completed$/m);
+      assertStringIncludes(summary, "| Status | **completed** |");
+      assertStringIncludes(summary, "| ok | 3 |");
+      assertMatch(
+        outputs,
+        /^status=completed\nexit_code=0\ncredits_left=false\nsummary<<(refresh_[\w-]+)\n### refresh run \d+: completed\n[\s\S]*\n\1\n$/,
+      );
     });
-  },
-);
+  });
+});
 
 Deno.test("on GitHub a configuration error is an ::error:: annotation, a step summary and the status", async () => {
   await withFixture({ name: "gh_invalid", count: 1 }, async (f) => {
