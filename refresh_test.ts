@@ -1314,6 +1314,14 @@ interface Fixture {
   >;
   /** `<schema>.refresh_runs`, by id. */
   runs(): Promise<Record<string, unknown>[]>;
+  /**
+   * The first of them, once it is asserted to hold what `expected` gives;
+   * a number is compared with `Number()` of the column (counters are
+   * bigint, read as text).
+   */
+  firstRun(
+    expected?: Record<string, unknown>,
+  ): Promise<Record<string, unknown>>;
 }
 
 /** Short retry waits, so that tests of retries take milliseconds. */
@@ -1398,6 +1406,8 @@ async function withFixture(
       spawned.push(child);
       return child;
     };
+    const runs = (): Promise<Record<string, unknown>[]> =>
+      sql`select * from ${sql(`${schema}.refresh_runs`)} order by id` as never;
     const run = async (args?: Args, options?: RunOptions) =>
       await outputOf(await spawn(args, options));
     const runExits = async (
@@ -1427,10 +1437,19 @@ async function withFixture(
                 from ${
               sql(`${schema}.refresh_state`)
             } order by target_id::int` as never,
-          runs: () =>
-            sql`select * from ${
-              sql(`${schema}.refresh_runs`)
-            } order by id` as never,
+          runs,
+          firstRun: async (expected = {}) => {
+            const [run] = await runs();
+            assert(run, `no run in ${schema}.refresh_runs`);
+            const got = Object.entries(expected).map((
+              [name, value],
+            ) => [
+              name,
+              typeof value === "number" ? Number(run[name]) : run[name],
+            ]);
+            assertEquals(Object.fromEntries(got), expected, "the first run");
+            return run;
+          },
         }),
       async () => {
         await endChildren(spawned);
@@ -1576,12 +1595,13 @@ Deno.test("refreshes stale targets, never-refreshed first, then stalest first", 
         null,
         "a fresh-enough row was refreshed",
       );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "completed");
-      assertEquals(Number(run!.total), 7);
-      assertEquals(Number(run!.processed), 7);
-      assertEquals(Number(run!.succeeded), 7);
-      assertEquals(Number(run!.credits_spent), 7);
+      await f.firstRun({
+        status: "completed",
+        total: 7,
+        processed: 7,
+        succeeded: 7,
+        credits_spent: 7,
+      });
       assertMatch(result.stdout, /run \d+ completed/);
       assertStringIncludes(result.stdout, "7 processed: 7 ok");
       // A second run finds nothing to do.
@@ -1639,13 +1659,7 @@ Deno.test("records outcomes: not_found and invalid are skipped next time, failed
       select id::text from ${f.sql(`${f.schema}.people`)}
       where vendor_data is null order by id`;
     assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
-    const [run] = await f.runs();
-    assertEquals(
-      [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
-        Number,
-      ),
-      [2, 1, 3, 1],
-    );
+    await f.firstRun({ succeeded: 2, not_found: 1, invalid: 3, failed: 1 });
     // Next run: only the failed target is tried again.
     const before = f.vendor.calls.length;
     await f.runOk();
@@ -1802,9 +1816,7 @@ Deno.test("a Retry-After beyond --max-retry-wait stops the run as rate_limited",
     assertStringIncludes(result.stdout, "rate_limited");
     assertStringIncludes(result.stderr, "asked to wait 1h");
     assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "rate_limited");
-    assertEquals(Number(run!.processed), 2);
+    await f.firstRun({ status: "rate_limited", processed: 2 });
     assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
     // The hour the vendor asked for passes; it recovers: the next run
     // resumes with what is left.
@@ -1833,9 +1845,7 @@ Deno.test("a target that exhausts --max-attempts ends failed and the run goes on
       state[0]!.error!,
       "gave up after 3 attempts; last: HTTP 500",
     );
-    const [run] = await f.runs();
-    assertEquals(Number(run!.retries), 2);
-    assertEquals(Number(run!.requests), 4);
+    await f.firstRun({ retries: 2, requests: 4 });
   });
 });
 
@@ -2004,9 +2014,7 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     const result = await f.runOk("--budget 5");
     assertEquals(okCalls(f.vendor), 5);
     assertStringIncludes(result.stdout, "budget_exhausted");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 5);
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 5 });
     // Misses billed too: 404s count against the budget.
     const before = f.vendor.calls.length;
     await f.runOk("--budget 4 --billable-statuses 200,404");
@@ -2032,11 +2040,12 @@ Deno.test("--reserve stops once the vendor's credits header reaches it", async (
       3,
       "remaining 9, 8, 7: stop at the reserve",
     );
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_remaining), 7);
+    const run = await f.firstRun({
+      status: "budget_exhausted",
+      credits_remaining: 7,
+    });
     assertStringIncludes(
-      String(run!.reason),
+      String(run.reason),
       "would dip into the reserve of 7",
     );
     assertEquals(
@@ -2052,8 +2061,7 @@ Deno.test("402, or the credits header reaching 0, stops the run as credits_exhau
   await withFixture({ name: "402", count: 6, script }, async (f) => {
     await f.runOk();
     assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "credits_exhausted");
+    await f.firstRun({ status: "credits_exhausted" });
     assertEquals(
       (await f.state()).map((s) => s.target_id),
       ["1", "2"],
@@ -2069,7 +2077,7 @@ Deno.test("402, or the credits header reaching 0, stops the run as credits_exhau
       env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
     });
     assertEquals(f.vendor.calls.length, 2);
-    assertEquals((await f.runs())[0]!.status, "credits_exhausted");
+    await f.firstRun({ status: "credits_exhausted" });
   });
 });
 
@@ -2079,8 +2087,7 @@ Deno.test("--time-budget: no new target starts after it", async () => {
     async (f) => {
       const result = await f.runOk("--time-budget 1s");
       assertStringIncludes(result.stdout, "deadline");
-      const [run] = await f.runs();
-      assertEquals(run!.status, "deadline");
+      const run = await f.firstRun({ status: "deadline" });
       const calls = f.vendor.calls;
       assert(calls.length >= 3 && calls.length < 50, `${calls.length} calls`);
       const span = calls.at(-1)!.startedAt - calls[0]!.startedAt;
@@ -2090,7 +2097,7 @@ Deno.test("--time-budget: no new target starts after it", async () => {
         `a request started ${span}ms after the first`,
       );
       assertEquals(
-        Number(run!.processed),
+        Number(run.processed),
         calls.length,
         "the request in flight was recorded",
       );
@@ -2116,9 +2123,8 @@ Deno.test("the run stops at the end of the credit period (injected clock), credi
         outputs,
         /^status=period_end\nexit_code=0\ncredits_left=true\n/,
       );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "period_end");
-      assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
+      const run = await f.firstRun({ status: "period_end" });
+      assertStringIncludes(String(run.reason), "2026-12-01T05:00:00.000Z");
       assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
     },
   );
@@ -2131,8 +2137,7 @@ Deno.test("--month-end-days: outside the window a run exits 0 at once", async ()
     );
     assertStringIncludes(early.stderr, "day 20 of 30");
     assertEquals(f.vendor.calls.length, 0);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "outside_window");
+    await f.firstRun({ status: "outside_window" });
     await f.runOk("--month-end-days 3 --now 2026-11-28T08:00:00Z");
     assertEquals(f.vendor.calls.length, 3);
   });
@@ -2147,9 +2152,8 @@ Deno.test("--max-consecutive-failures aborts a run against a sick vendor", async
       { env: { GITHUB_ACTIONS: "true" } },
     );
     assertEquals(f.vendor.calls.length, 6);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
-    assertStringIncludes(String(run!.error), "3 targets in a row failed");
+    const run = await f.firstRun({ status: "aborted" });
+    assertStringIncludes(String(run.error), "3 targets in a row failed");
     assertMatch(
       result.stdout,
       /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
@@ -2166,7 +2170,7 @@ Deno.test("401 aborts at once: the key is wrong for every call", async () => {
   await withFixture({ name: "401", count: 5, script }, async (f) => {
     const result = await f.runExits(1);
     assertEquals(f.vendor.calls.length, 1);
-    assertEquals((await f.runs())[0]!.status, "aborted");
+    await f.firstRun({ status: "aborted" });
     assertEquals((await f.state()).length, 0);
     assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
   });
@@ -2193,7 +2197,7 @@ Deno.test("a rate-limit header that says the window is used up is waited out", a
     async (f) => {
       await f.runOk();
       assertEquals(f.vendor.calls.length, 2);
-      assertEquals((await f.runs())[0]!.status, "rate_limited");
+      await f.firstRun({ status: "rate_limited" });
       assertEquals(
         (await f.state()).length,
         2,
@@ -2265,9 +2269,7 @@ Deno.test("SIGTERM mid-request: the answer is committed, the run interrupted, ex
       3,
       "a new request started after SIGTERM",
     );
-    const [run] = await f.runs();
-    assertEquals(run!.status, "interrupted");
-    assertEquals(Number(run!.processed), 3);
+    await f.firstRun({ status: "interrupted", processed: 3 });
     assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
       ["1", "ok"],
       ["2", "ok"],
@@ -2291,7 +2293,7 @@ Deno.test("a second signal aborts the request in flight; nothing half-written", 
     const result = await outputOf(child);
     assertEquals(result.code, 130, result.stderr);
     assertLessOrEqual(Date.now() - sent, 10_000);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
     const [row] = await f.sql`select vendor_data from ${
       f.sql(`${f.schema}.people`)
@@ -2315,7 +2317,7 @@ Deno.test("a signal during a long wait cuts it short", async () => {
     assertEquals(result.code, 143, result.stderr);
     assertLessOrEqual(Date.now() - sent, 10_000);
     assertEquals(f.vendor.calls.length, 1);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
   });
 });
 
@@ -2542,12 +2544,7 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
         : "stack depth limit exceeded",
     );
     assertStringIncludes(error("5"), "the guard refuses this row");
-    const [run] = await f.runs();
-    assertEquals([run!.status, Number(run!.invalid), Number(run!.succeeded)], [
-      "completed",
-      4,
-      2,
-    ]);
+    await f.firstRun({ status: "completed", invalid: 4, succeeded: 2 });
     // Known misses: not bought again on the next run.
     await f.runOk();
     assertEquals(f.vendor.calls.length, 6);
@@ -2559,14 +2556,13 @@ Deno.test("answers the database refuses again and again abort the run, naming it
     await f.sql`alter table ${f.sql(f.table)} add constraint small
       check (length(vendor_data::text) < 10)`;
     await f.runExits(1, "--max-consecutive-invalid 3");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       "3 answers in a row were refused by the database",
     );
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       'violates check constraint "small"',
     );
     // Known one target late, with the next request already answered.
@@ -2579,13 +2575,12 @@ Deno.test("answers that fail the vendor checks again and again abort the run", a
   await withFixture({ name: "wrong_schema", count: 20, script }, async (f) => {
     await f.runExits(1, "--max-consecutive-invalid 3");
     assertEquals(f.vendor.calls.length, 3);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       "3 answers in a row failed the vendor checks",
     );
-    assertStringIncludes(String(run!.error), "match the schema");
+    assertStringIncludes(String(run.error), "match the schema");
   });
 });
 
@@ -2619,10 +2614,9 @@ Deno.test("an unexpected database error ends the run aborted, its cause stored, 
       } rename column vendor_data to renamed`;
       const result = await outputOf(child);
       assertEquals(result.code, 1, result.stderr);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "aborted");
+      const run = await f.firstRun({ status: "aborted" });
       assertMatch(
-        String(run!.error),
+        String(run.error),
         /unexpected error: column "vendor_data" .*does not exist/,
       );
       assertStringIncludes(result.stderr, 'column "vendor_data"');
@@ -2773,7 +2767,7 @@ Deno.test("the database lost mid-run: the answer in hand is written once it is b
         const state = await f.state();
         assertEquals(state.length, 30);
         assert(state.every((s) => s.status === "ok"));
-        assertEquals((await f.runs())[0]!.status, "completed");
+        await f.firstRun({ status: "completed" });
       });
     },
   );
@@ -2856,7 +2850,7 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
           assertGreaterOrEqual(state.length, f.vendor.calls.length - 2);
         });
         // Only a database that never came back leaves the row running.
-        assertEquals((await f.runs())[0]!.status, "running");
+        await f.firstRun({ status: "running" });
       } finally {
         await Deno.remove(summary);
       }
@@ -3007,7 +3001,7 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
         } finally {
           await holder.end();
         }
-        assertEquals((await f.runs())[0]!.status, "interrupted");
+        await f.firstRun({ status: "interrupted" });
       });
     },
   });
@@ -3032,7 +3026,7 @@ Deno.test({
         } finally {
           await holder.end();
         }
-        assertEquals((await f.runs())[0]!.status, "deadline");
+        await f.firstRun({ status: "deadline" });
       },
     );
   },
@@ -3286,8 +3280,7 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
     // Past the end of the credit period: warned about, then treated as
     // absent; the attempts run out on 429s and no target is failed.
     assertEquals(f.vendor.calls.length, 5);
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
-    assertEquals((await f.runs())[0]!.not_before, null);
+    await f.firstRun({ status: "rate_limited", not_before: null });
     assertEquals((await f.state()).length, 0);
     assertStringIncludes(result.stderr, "past the end of the credit period");
   });
@@ -3302,11 +3295,12 @@ Deno.test("the requests of a target cut short by a stop are counted", async () =
     await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
     child.kill("SIGTERM");
     assertSucceeded(await outputOf(child), 143);
-    const [run] = await f.runs();
-    assertEquals(Number(run!.requests), f.vendor.calls.length);
-    assertEquals(Number(run!.credits_spent), f.vendor.calls.length);
-    assertEquals(Number(run!.retries), f.vendor.calls.length - 2);
-    assertEquals(Number(run!.processed), 1);
+    await f.firstRun({
+      requests: f.vendor.calls.length,
+      credits_spent: f.vendor.calls.length,
+      retries: f.vendor.calls.length - 2,
+      processed: 1,
+    });
   });
 });
 
@@ -3319,7 +3313,7 @@ Deno.test("the vendor's 'not before' outlives the run", async () => {
   };
   await withFixture({ name: "not_before", count: 2, script }, async (f) => {
     await f.runOk("--max-retry-wait 1s --backoff 1ms");
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    await f.firstRun({ status: "rate_limited" });
     const told = f.vendor.calls[0]!.startedAt;
     // At once, still too long to wait: no call at all.
     await f.runOk("--max-retry-wait 1s --backoff 1ms");
@@ -3780,10 +3774,9 @@ Deno.test("People Data Labs by settings alone: the whole balance, no 429 of ours
         result.stdout,
         "left out: 1 without email or linkedin_url",
       );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
+      const run = await f.firstRun({ status: "credits_exhausted" });
       assertEquals(pdl.balance, 0);
-      assertEquals(Number(run!.credits_spent), pdl.billed);
+      assertEquals(Number(run.credits_spent), pdl.billed);
       assertEquals(pdl.billed, 8);
       assertEquals(pdl.earlyCalls, 0, "a call before a spent window's reset");
       assertEquals(pdl.limited429, 0, "a 429 we caused");
@@ -3861,10 +3854,11 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
-      assertEquals(run!.reason, "Apollo: insufficient credits");
-      assertEquals(Number(run!.credits_spent), apollo.billed);
+      await f.firstRun({
+        status: "credits_exhausted",
+        reason: "Apollo: insufficient credits",
+        credits_spent: apollo.billed,
+      });
       assertEquals(apollo.billed, 3);
       assertEquals(
         apollo.calls.map((c) => [c.lookup.email, c.status]),
@@ -4009,10 +4003,9 @@ Deno.test("attempts run out on 429s that never say when: no state row, the run s
   const script: Script = (id) => id === "2" ? { status: 429 } : {};
   await withFixture({ name: "silent_429", count: 3, script }, async (f) => {
     await f.runOk("--max-attempts 3 --backoff 1ms");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "rate_limited");
-    assertStringIncludes(String(run!.reason), "without saying when");
-    assertEquals(Number(run!.failed), 0);
+    const run = await f.firstRun({ status: "rate_limited" });
+    assertStringIncludes(String(run.reason), "without saying when");
+    assertEquals(Number(run.failed), 0);
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
     assertEquals(f.vendor.callsFor("2"), 3);
     assertEquals(f.vendor.callsFor("3"), 0);
@@ -4042,9 +4035,7 @@ Deno.test("--credits-spent-header counts what each call cost, and --budget never
   });
   await withFixture({ name: "spent", count: 5, script }, async (f) => {
     await f.runOk("--credits-spent-header x-call-credits-spent --budget 7");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 6);
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 6 });
     assertEquals(f.vendor.calls.length, 2);
   });
 });
@@ -4065,9 +4056,7 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
       "--credits-spent-header x-call-credits-spent --credits-header x-credits-remaining --reserve 6",
     );
     // At 8 left, a call of 3 would leave 5: below the reserve of 6.
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_remaining), 8);
+    await f.firstRun({ status: "budget_exhausted", credits_remaining: 8 });
     assertEquals(f.vendor.calls.length, 4);
   });
 });
@@ -4076,9 +4065,7 @@ Deno.test("a timed-out call is counted at its worst case", async () => {
   const script: Script = (_, attempt) => attempt === 1 ? { delayMs: 2000 } : {};
   await withFixture({ name: "timeout_cost", count: 1, script }, async (f) => {
     await f.runOk("--request-timeout 200ms");
-    const [run] = await f.runs();
-    assertEquals(Number(run!.requests), 2);
-    assertEquals(Number(run!.credits_spent), 2);
+    await f.firstRun({ requests: 2, credits_spent: 2 });
   });
 });
 
@@ -4087,10 +4074,9 @@ Deno.test("--credits-exhausted-statuses: another status for out of credits", asy
     id === "2" ? { status: 422, body: { error: "Insufficient credits" } } : {};
   await withFixture({ name: "exhausted_422", count: 3, script }, async (f) => {
     await f.runOk("--credits-exhausted-statuses 402,422");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "credits_exhausted");
+    const run = await f.firstRun({ status: "credits_exhausted" });
     assertStringIncludes(
-      String(run!.reason),
+      String(run.reason),
       'HTTP 422: {"error":"Insufficient credits"}',
     );
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
@@ -4130,9 +4116,7 @@ Deno.test("no retry is made that could cross --budget at the largest cost seen",
       : { headers: { "x-call-credits-spent": "3" } };
   await withFixture({ name: "retry_budget", count: 2, script }, async (f) => {
     await f.runOk("--credits-spent-header x-call-credits-spent --budget 5");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 3);
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 3 });
     assertEquals(f.vendor.calls.length, 1);
   });
 });
@@ -4144,7 +4128,7 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
       : {};
   await withFixture({ name: "ignore_nb", count: 2, script }, async (f) => {
     await f.runOk("--max-retry-wait 1s --backoff 1ms");
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    await f.firstRun({ status: "rate_limited" });
     const result = await f.runOk("--ignore-not-before");
     assertStringIncludes(result.stderr, "--ignore-not-before: cleared");
     assertEquals((await f.runs()).map((r) => [r.status, r.not_before]), [
@@ -4168,9 +4152,7 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
     const result = await f.runOk(
       "--credits-header x-credits-remaining --reserve 8",
     );
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_remaining), 8);
+    await f.firstRun({ status: "budget_exhausted", credits_remaining: 8 });
     assertEquals(
       result.stderr.split("\n").filter((l) =>
         l.includes("x-credits-remaining header more than once")
@@ -4183,10 +4165,9 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
 Deno.test("--reserve with no credits value in the first answers stops aborted, not blind", async () => {
   await withFixture({ name: "reserve_blind", count: 6 }, async (f) => {
     await f.runExits(1, "--credits-header x-credits-left --reserve 100");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.reason),
+      String(run.reason),
       "stopped rather than spend blind",
     );
     assertEquals(f.vendor.calls.length, 3);
@@ -4277,7 +4258,7 @@ Deno.test({
     child.kill("SIGHUP");
     const result = await outputOf(child);
     assertEquals(result.code, 129, result.stderr);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
   });
 });
@@ -4342,7 +4323,7 @@ Deno.test("403 aborts at once, like 401", async () => {
   await withFixture({ name: "403", count: 3, script }, async (f) => {
     const result = await f.runExits(1);
     assertEquals(f.vendor.calls.length, 1);
-    assertEquals((await f.runs())[0]!.status, "aborted");
+    await f.firstRun({ status: "aborted" });
     assertStringIncludes(result.stderr, "refused the API key (HTTP 403)");
   });
 });
@@ -4435,7 +4416,7 @@ Deno.test("an id too long to be a state key is left out before any request, and 
         "left out: 1 without an id of at most 2000 bytes",
       );
       assertEquals(f.vendor.calls.length, 2);
-      assertEquals((await f.runs())[0]!.status, "completed");
+      await f.firstRun({ status: "completed" });
     },
   );
 });
@@ -4477,9 +4458,8 @@ Deno.test("a column renamed mid-run stops it aborted, at most two answers unstor
       rename column vendor_data to vendor_data_old`;
     const result = await outputOf(child);
     assertEquals(result.code, 1, result.stderr);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
-    assertStringIncludes(String(run!.error), "vendor_data");
+    const run = await f.firstRun({ status: "aborted" });
+    assertStringIncludes(String(run.error), "vendor_data");
     const stored = (await f.state()).length;
     assertLessOrEqual(f.vendor.calls.length - stored, 2);
   });
@@ -4500,7 +4480,7 @@ Deno.test({
     const result = await outputOf(child);
     assertEquals(result.code, 143, result.stderr);
     assertLess(Date.now() - sent, 3_000);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
   });
 });
 
