@@ -1246,6 +1246,19 @@ async function outputOf(child: Deno.ChildProcess): Promise<RunResult> {
   return result;
 }
 
+/**
+ * {@linkcode outputOf} a child that must exit with `code`: fails, quoting
+ * its output, if it does not.
+ */
+async function exited(
+  child: Deno.ChildProcess,
+  code = 0,
+): Promise<RunResult> {
+  const result = await outputOf(child);
+  assertSucceeded(result, code);
+  return result;
+}
+
 /** Runs the job to its end; see {@linkcode spawnRefresh}. */
 async function runRefresh(
   args: Args,
@@ -2262,8 +2275,7 @@ Deno.test("SIGTERM mid-request: the answer is committed, the run interrupted, ex
     const child = await f.spawn();
     await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertEquals(
       f.vendor.calls.length,
       3,
@@ -2290,8 +2302,7 @@ Deno.test("a second signal aborts the request in flight; nothing half-written", 
     // More than the 500ms within which a repeat counts as the same signal.
     await new Promise((r) => setTimeout(r, 700));
     child.kill("SIGINT");
-    const result = await outputOf(child);
-    assertEquals(result.code, 130, result.stderr);
+    await exited(child, 130);
     assertLessOrEqual(Date.now() - sent, 10_000);
     await f.firstRun({ status: "interrupted" });
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
@@ -2313,8 +2324,7 @@ Deno.test("a signal during a long wait cuts it short", async () => {
     await new Promise((r) => setTimeout(r, 300));
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertLessOrEqual(Date.now() - sent, 10_000);
     assertEquals(f.vendor.calls.length, 1);
     await f.firstRun({ status: "interrupted" });
@@ -2612,8 +2622,7 @@ Deno.test("an unexpected database error ends the run aborted, its cause stored, 
       await f.sql`alter table ${
         f.sql(f.table)
       } rename column vendor_data to renamed`;
-      const result = await outputOf(child);
-      assertEquals(result.code, 1, result.stderr);
+      const result = await exited(child, 1);
       const run = await f.firstRun({ status: "aborted" });
       assertMatch(
         String(run.error),
@@ -2759,8 +2768,7 @@ Deno.test("the database lost mid-run: the answer in hand is written once it is b
         proxy.cut();
         await delay(1500);
         proxy.restore();
-        const result = await outputOf(child);
-        assertSucceeded(result);
+        const result = await exited(child);
         assertStringIncludes(result.stderr, "retrying for up to 30s");
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(f.vendor.calls.length, 30);
@@ -2796,7 +2804,7 @@ Deno.test({
             where application_name = ${f.schema}`;
           assertGreaterOrEqual(killed.length, least!);
         }
-        assertSucceeded(await outputOf(child));
+        await exited(child);
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(
           (await f.state()).filter((s) => s.status === "ok").length,
@@ -2826,8 +2834,7 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
           await waitFor("five calls", () => f.vendor.calls.length >= 5);
           proxy.cut();
           const started = Date.now();
-          const result = await outputOf(child);
-          assertEquals(result.code, 1, result.stderr);
+          const result = await exited(child, 1);
           assertLessOrEqual(Date.now() - started, 15_000);
           assertStringIncludes(
             result.stderr,
@@ -2897,8 +2904,7 @@ Deno.test({
         } finally {
           await holder.end();
         }
-        const result = await outputOf(child);
-        assertSucceeded(result);
+        await exited(child);
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(
           (await f.state()).filter((s) => s.status === "ok").length,
@@ -3020,8 +3026,7 @@ Deno.test({
         try {
           await holder.begin(async (tx) => {
             await tx`lock table ${tx(f.table)} in exclusive mode`;
-            const result = await outputOf(child);
-            assertSucceeded(result);
+            await exited(child);
           });
         } finally {
           await holder.end();
@@ -3069,8 +3074,7 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
       await delay(1_000);
       const sent = Date.now();
       child.kill("SIGINT");
-      const stopped = await outputOf(child);
-      assertEquals(stopped.code, 130, stopped.stderr);
+      await exited(child, 130);
       assertLessOrEqual(Date.now() - sent, 2_000);
     } finally {
       await http.shutdown();
@@ -3294,7 +3298,7 @@ Deno.test("the requests of a target cut short by a stop are counted", async () =
     );
     await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
     child.kill("SIGTERM");
-    assertSucceeded(await outputOf(child), 143);
+    await exited(child, 143);
     await f.firstRun({
       requests: f.vendor.calls.length,
       credits_spent: f.vendor.calls.length,
@@ -3337,8 +3341,7 @@ Deno.test("a live run that lost its lease starts nothing more and writes nothing
       update ${f.sql(`${f.schema}.refresh_runs`)} set status = 'crashed'
       returning clock_timestamp()::text as at`;
       const calls = f.vendor.calls.length;
-      const result = await outputOf(child);
-      assertEquals(result.code, 1, result.stderr);
+      const result = await exited(child, 1);
       assertStringIncludes(result.stderr, "lost the lease");
       assertLessOrEqual(f.vendor.calls.length, calls + 2);
       const [run] = await f.runs();
@@ -3362,8 +3365,7 @@ Deno.test("a request in flight longer than the grace is aborted when the grace e
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertGreaterOrEqual(Date.now() - sent, 900);
     assertLessOrEqual(Date.now() - sent, 5_000);
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
@@ -3416,8 +3418,7 @@ Deno.test({
         } finally {
           await holder.end();
         }
-        const result = await outputOf(child);
-        assertEquals(result.code, 1, result.stderr);
+        const result = await exited(child, 1);
         assertStringIncludes(result.stderr, "could not renew the lease");
         // The last heartbeat came at most a second before the lock; no
         // request may start 4 s (lease − timeout − grace) after it.
@@ -4204,8 +4205,7 @@ Deno.test("a database not up yet at start is tried again within --connect-timeou
       const child = await f.spawn("--connect-timeout 20s", { env });
       await delay(2500);
       proxy.restore();
-      const result = await outputOf(child);
-      assertSucceeded(result);
+      await exited(child);
       assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
     });
   });
@@ -4256,8 +4256,7 @@ Deno.test({
     const child = await f.spawn([], { direct: true });
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     child.kill("SIGHUP");
-    const result = await outputOf(child);
-    assertEquals(result.code, 129, result.stderr);
+    await exited(child, 129);
     await f.firstRun({ status: "interrupted" });
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
   });
@@ -4271,8 +4270,7 @@ Deno.test("the same signal twice within moments is one: the answer in flight is 
     child.kill("SIGTERM");
     await delay(50);
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
   });
 });
@@ -4294,8 +4292,7 @@ Deno.test("a lost lease aborts a long request at once", async () => {
       f.sql(`${f.schema}.refresh_runs`)
     } set status = 'crashed'`;
     const taken = Date.now();
-    const result = await outputOf(child);
-    assertEquals(result.code, 1, result.stderr);
+    const result = await exited(child, 1);
     assertStringIncludes(result.stderr, "lost the lease");
     assertLess(Date.now() - taken, 5_000);
   });
@@ -4307,8 +4304,7 @@ Deno.test("a row deleted while its request is in flight is reported, not recreat
     const child = await f.spawn();
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     await f.sql`delete from ${f.sql(f.table)} where id = 2`;
-    const result = await outputOf(child);
-    assertSucceeded(result);
+    const result = await exited(child);
     assertStringIncludes(
       result.stderr,
       "target 2: row vanished before its refresh was written",
@@ -4359,8 +4355,7 @@ Deno.test("a silent database (open, answering nothing) ends the run within --db-
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         proxy.hold();
         const held = Date.now();
-        const result = await outputOf(child);
-        assertEquals(result.code, 1, result.stderr);
+        await exited(child, 1);
         assertLess(Date.now() - held, 15_000);
         proxy.restore();
       });
@@ -4390,8 +4385,7 @@ for (const twice of [false, true]) {
           await delay(700);
           child.kill("SIGTERM");
         }
-        const result = await outputOf(child);
-        assertEquals(result.code, 143, result.stderr);
+        await exited(child, 143);
         assertLess(Date.now() - sent, twice ? 4_000 : 6_000);
         proxy.restore();
       });
@@ -4456,8 +4450,7 @@ Deno.test("a column renamed mid-run stops it aborted, at most two answers unstor
     await waitFor("the slow request", () => f.vendor.callsFor("5") === 1);
     await f.sql`alter table ${f.sql(f.table)}
       rename column vendor_data to vendor_data_old`;
-    const result = await outputOf(child);
-    assertEquals(result.code, 1, result.stderr);
+    await exited(child, 1);
     const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(String(run.error), "vendor_data");
     const stored = (await f.state()).length;
@@ -4477,8 +4470,7 @@ Deno.test({
     await delay(1500);
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertLess(Date.now() - sent, 3_000);
     await f.firstRun({ status: "interrupted" });
   });
@@ -4744,8 +4736,7 @@ Deno.test({
         // Past the writes' 5 s lock timeout, within --db-retry.
         await delay(6_500);
       });
-      const result = await outputOf(child!);
-      assertSucceeded(result);
+      const result = await exited(child!);
       assertStringIncludes(result.stderr, "lock timeout");
     } finally {
       await holder.end();
