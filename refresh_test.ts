@@ -2758,6 +2758,22 @@ async function viaProxy(
   }
 }
 
+/**
+ * Runs `body` while a session of its own holds `f.table` locked in
+ * exclusive mode (so that every write of the job waits), then ends it.
+ */
+async function whileLocked(f: Fixture, body: () => Promise<unknown>) {
+  const holder = f.db.client();
+  try {
+    await holder.begin(async (tx) => {
+      await tx`lock table ${tx(f.table)} in exclusive mode`;
+      await body();
+    });
+  } finally {
+    await holder.end();
+  }
+}
+
 Deno.test("the database lost mid-run: the answer in hand is written once it is back, nothing asked twice", async () => {
   await withFixture(
     { name: "db_lost", count: 30, latencyMs: 30 },
@@ -2877,33 +2893,27 @@ Deno.test({
           "--lease 20s --request-timeout 2s --grace 1s --db-retry 15s";
         const child = await f.spawn(args);
         await waitFor("three calls", () => f.vendor.calls.length >= 3);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            const calls = f.vendor.calls.length;
-            const [before] = await f.runs();
-            // Within the 5 s lock timeout of writes, so the write is still
-            // blocked when the heartbeat is looked at.
-            await delay(3_500);
-            const [during] = await f.runs();
-            assert(
-              new Date(String(during!.heartbeat_at)) >
-                new Date(String(before!.heartbeat_at)),
-              "the heartbeat stopped while a write was blocked",
-            );
-            assertLessOrEqual(
-              f.vendor.calls.length,
-              calls + 1,
-              "a request started while a write was blocked",
-            );
-            // Past the lock timeout: the write is retried, still blocked.
-            await delay(3_500);
-            await f.runExits(3, args);
-          });
-        } finally {
-          await holder.end();
-        }
+        await whileLocked(f, async () => {
+          const calls = f.vendor.calls.length;
+          const [before] = await f.runs();
+          // Within the 5 s lock timeout of writes, so the write is still
+          // blocked when the heartbeat is looked at.
+          await delay(3_500);
+          const [during] = await f.runs();
+          assert(
+            new Date(String(during!.heartbeat_at)) >
+              new Date(String(before!.heartbeat_at)),
+            "the heartbeat stopped while a write was blocked",
+          );
+          assertLessOrEqual(
+            f.vendor.calls.length,
+            calls + 1,
+            "a request started while a write was blocked",
+          );
+          // Past the lock timeout: the write is retried, still blocked.
+          await delay(3_500);
+          await f.runExits(3, args);
+        });
         await exited(child);
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(
@@ -2993,20 +3003,13 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
       }, async (f) => {
         const child = await f.spawn("--grace 1s", { direct: true });
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            await delay(1_000);
-            const sent = Date.now();
-            child.kill(signal);
-            const result = await outputOf(child);
-            assertEquals(result.code, code, result.stderr);
-            assertLessOrEqual(Date.now() - sent, 4_000);
-          });
-        } finally {
-          await holder.end();
-        }
+        await whileLocked(f, async () => {
+          await delay(1_000);
+          const sent = Date.now();
+          child.kill(signal);
+          await exited(child, code);
+          assertLessOrEqual(Date.now() - sent, 4_000);
+        });
         await f.firstRun({ status: "interrupted" });
       });
     },
@@ -3022,15 +3025,7 @@ Deno.test({
       async (f) => {
         const child = await f.spawn("--time-budget 2s --grace 1s");
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            await exited(child);
-          });
-        } finally {
-          await holder.end();
-        }
+        await whileLocked(f, () => exited(child));
         await f.firstRun({ status: "deadline" });
       },
     );
@@ -4725,11 +4720,9 @@ Deno.test({
 }, async () => {
   await withFixture({ name: "pgbouncer_lock", count: 1 }, async (f) => {
     const bouncer = await startPgBouncer(f.db.url);
-    const holder = f.db.client();
     try {
       let child: Deno.ChildProcess | undefined;
-      await holder.begin(async (tx) => {
-        await tx`lock table ${tx(f.table)} in exclusive mode`;
+      await whileLocked(f, async () => {
         child = await f.spawn("--db-retry 8s", {
           env: { DATABASE_URL: bouncer.url },
         });
@@ -4739,7 +4732,6 @@ Deno.test({
       const result = await exited(child!);
       assertStringIncludes(result.stderr, "lock timeout");
     } finally {
-      await holder.end();
       await bouncer.close();
     }
   });
