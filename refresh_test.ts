@@ -577,13 +577,7 @@ Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuse
     db.targetSessionAttrs,
     db.params.options,
     db.password,
-  ], [
-    "verify-full",
-    "crm",
-    "read-write",
-    "-c search_path=crm",
-    "pw",
-  ]);
+  ], ["verify-full", "crm", "read-write", "-c search_path=crm", "pw"]);
   assert(!db.redacted.includes("=pw"), db.redacted);
   for (
     const [query, expected] of [
@@ -1572,6 +1566,9 @@ async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
   }
 }
 
+/** The ids the vendor was asked about, in the order asked. */
+const calledIds = (vendor: FakeVendor) => vendor.calls.map((c) => c.id);
+
 const okCalls = (vendor: FakeVendor) =>
   vendor.calls.filter((c) => c.status === 200).length;
 
@@ -1587,15 +1584,7 @@ Deno.test("refreshes stale targets, never-refreshed first, then stalest first", 
       await f.sql`update ${f.sql(`${f.schema}.people`)}
       set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
       const result = await f.runOk();
-      assertEquals(f.vendor.calls.map((c) => c.id), [
-        "5",
-        "6",
-        "7",
-        "8",
-        "12",
-        "10",
-        "9",
-      ]);
+      assertEquals(calledIds(f.vendor), ["5", "6", "7", "8", "12", "10", "9"]);
       const rows = await f.sql<
         { id: string; name: string; fresh: boolean }[]
       >`
@@ -1683,15 +1672,8 @@ Deno.test("records outcomes: not_found and invalid are skipped next time, failed
         select target_id as id, last_success_at as at
         from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
     const first = await successes();
-    assertEquals(first.map((r) => r.at !== null), [
-      true,
-      false,
-      false,
-      false,
-      false,
-      false,
-      true,
-    ]);
+    const kept = first.map((r) => r.at !== null);
+    assertEquals(kept, [true, false, false, false, false, false, true]);
     await f.runOk("--ids 1");
     const [one] = await successes();
     assertEquals(one, first[0]);
@@ -1837,11 +1819,7 @@ Deno.test("a Retry-After beyond --max-retry-wait stops the run as rate_limited",
       set not_before = now() - interval '1 second'`;
     limited = false;
     await f.runOk();
-    assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
-      "3",
-      "4",
-      "5",
-    ]);
+    assertEquals(f.vendor.calls.slice(3).map((c) => c.id), ["3", "4", "5"]);
   });
 });
 
@@ -2494,9 +2472,6 @@ Deno.test("on GitHub a dry run (a paused schedule) leaves a notice and a step su
 
 /** Tests that need a real server (locks, backends, start-up parameters). */
 const POSTGRES_ONLY = { ignore: !Deno.env.get("TEST_DATABASE_URL") };
-
-/** The first `n` people's ids, as the vendor saw them. */
-const calledIds = (vendor: FakeVendor) => vendor.calls.map((c) => c.id);
 
 /** Ids the vendor was asked about more than once. */
 function askedTwice(vendor: FakeVendor): string[] {
