@@ -70,6 +70,17 @@ Deno.test.sanitizer({ ops: true, resources: true });
 
 const API_KEY = "sk_live_TESTKEY_9f8e7d6c5b4a";
 
+/**
+ * A run's arguments: an array, or one string of them separated by
+ * whitespace (for arguments that hold none).
+ */
+type Args = string[] | string;
+
+/** {@linkcode Args} as an array. */
+function argv(args: Args = []): string[] {
+  return typeof args === "string" ? args.split(/\s+/).filter((a) => a) : args;
+}
+
 // ---------------------------------------------------------------------------
 // Pure helpers
 // ---------------------------------------------------------------------------
@@ -311,6 +322,9 @@ const BASE_ENV: Record<string, string> = {
   REFRESH_API_KEY: API_KEY,
 };
 const lookup = (env: Record<string, string>) => (name: string) => env[name];
+/** parseConfig() of `args`, and of BASE_ENV with `env` over it. */
+const configOf = (args: Args = [], env: Record<string, string> = {}) =>
+  parseConfig(argv(args), lookup({ ...BASE_ENV, ...env }));
 
 /** Every default: its name, as --help shows it, and as parseConfig() applies it. */
 const DEFAULTS: [keyof Config, string, unknown][] = [
@@ -344,7 +358,7 @@ const DEFAULTS: [keyof Config, string, unknown][] = [
 ];
 
 Deno.test("parseConfig() applies every default shown, as shown", () => {
-  const result = parseConfig([], lookup(BASE_ENV));
+  const result = configOf();
   assert(result.ok, JSON.stringify(result));
   assertEquals(
     DEFAULTS.map(([name]) => name),
@@ -361,10 +375,10 @@ Deno.test("parseConfig() applies every default shown, as shown", () => {
 });
 
 Deno.test("parseConfig() lets a flag override its variable", () => {
-  const result = parseConfig(
-    ["--limit", "7", "--stale-after=5h30m", "--table", "crm.people"],
-    lookup({ ...BASE_ENV, REFRESH_LIMIT: "100", REFRESH_STALE_AFTER: "1d" }),
-  );
+  const result = configOf("--limit 7 --stale-after=5h30m --table crm.people", {
+    REFRESH_LIMIT: "100",
+    REFRESH_STALE_AFTER: "1d",
+  });
   assert(result.ok, JSON.stringify(result));
   assertEquals(result.config.limit, 7);
   assertEquals(result.config.staleAfter, 5.5 * 3_600_000);
@@ -503,20 +517,9 @@ Deno.test("parseConfig() refuses a value it cannot honour, naming it, and takes 
     [["--stale-after", "3650d"], {}],
     [["--stale-after", "400d"], {}],
     [["--now", "2028-02-29T10:00:00+01:00"], {}],
-    [[
-      "--lease",
-      "3s",
-      "--request-timeout",
-      "1s",
-      "--grace",
-      "0",
-      "--db-retry",
-      "2s",
-    ], {}],
+    [argv("--lease 3s --request-timeout 1s --grace 0 --db-retry 2s"), {}],
     [[], { REFRESH_API_URL: "https://v.example/p/{id}?email={email?}" }],
   ];
-  const configOf = (args: string[], env: Record<string, string>) =>
-    parseConfig(args, lookup({ ...BASE_ENV, ...env }));
   const nameOf = (args: string[], env: Record<string, string>) =>
     JSON.stringify([...args, ...Object.values(env)]);
   const refused = (cases: Case[], seen: (errors: string[]) => string) => {
@@ -543,7 +546,7 @@ Deno.test("parseConfig() refuses a password with unescaped special characters", 
       "postgres://u:a#b@db/crm",
     ]
   ) {
-    const result = parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+    const result = configOf([], { DATABASE_URL: url });
     assert(!result.ok, url);
     assertStringIncludes(
       result.errors[0]!,
@@ -554,20 +557,15 @@ Deno.test("parseConfig() refuses a password with unescaped special characters", 
         !result.errors[0]!.includes("Blue"),
     );
   }
-  const encoded = parseConfig(
-    [],
-    lookup({
-      ...BASE_ENV,
-      DATABASE_URL: "postgres://u:pw%402024%2FBlue@db/crm",
-    }),
-  );
+  const encoded = configOf([], {
+    DATABASE_URL: "postgres://u:pw%402024%2FBlue@db/crm",
+  });
   assert(encoded.ok);
   assertEquals(encoded.config.databaseUrl.password, "pw@2024/Blue");
 });
 
 Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuses the rest", () => {
-  const withUrl = (url: string) =>
-    parseConfig([], lookup({ ...BASE_ENV, DATABASE_URL: url }));
+  const withUrl = (url: string) => configOf([], { DATABASE_URL: url });
   const ok = withUrl(
     "postgres://u@h/db?sslmode=verify-full&application_name=crm&target_session_attrs=read-write&options=-c%20search_path%3Dcrm&password=pw",
   );
@@ -579,13 +577,7 @@ Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuse
     db.targetSessionAttrs,
     db.params.options,
     db.password,
-  ], [
-    "verify-full",
-    "crm",
-    "read-write",
-    "-c search_path=crm",
-    "pw",
-  ]);
+  ], ["verify-full", "crm", "read-write", "-c search_path=crm", "pw"]);
   assert(!db.redacted.includes("=pw"), db.redacted);
   for (
     const [query, expected] of [
@@ -606,14 +598,7 @@ Deno.test("parseConfig() honours sslmode and the libpq parameters it can, refuse
 });
 
 Deno.test("parseConfig() refuses a flag given twice", () => {
-  const result = parseConfig([
-    "--limit",
-    "5",
-    "--limit",
-    "6",
-    "--dry-run",
-    "--dry-run",
-  ], lookup(BASE_ENV));
+  const result = configOf("--limit 5 --limit 6 --dry-run --dry-run");
   assert(!result.ok);
   assertEquals(result.errors, [
     "--limit: given more than once",
@@ -645,7 +630,7 @@ Deno.test("fillUrl() leaves out the pair of an optional placeholder without a va
 
 Deno.test("parseConfig() reads --rate as a count per window", () => {
   const rate = (text: string) => {
-    const result = parseConfig(["--rate", text], lookup(BASE_ENV));
+    const result = configOf(["--rate", text]);
     return result.ok ? result.config.rate : result.errors.join("\n");
   };
   assertEquals(rate("100/min"), { count: 100, windowMs: 60_000 });
@@ -657,16 +642,16 @@ Deno.test("parseConfig() reads --rate as a count per window", () => {
 });
 
 Deno.test("parseConfig() splits, trims and de-duplicates --ids", () => {
-  const result = parseConfig(["--ids", " 3, 1,3,,2 "], lookup(BASE_ENV));
+  const result = configOf(["--ids", " 3, 1,3,,2 "]);
   assert(result.ok);
   assertEquals(result.config.ids, ["3", "1", "2"]);
 });
 
 Deno.test("parseConfig() reads --map into columns and dot paths", () => {
-  const result = parseConfig([
+  const result = configOf([
     "--map",
     "title=data.job_title, email ?= data.emails.0.address",
-  ], lookup(BASE_ENV));
+  ]);
   assert(result.ok, JSON.stringify(result));
   assertEquals([...result.config.map!], [
     ["title", { path: ["data", "job_title"], keep: false }],
@@ -680,11 +665,11 @@ Deno.test("parseConfig() reads --map into columns and dot paths", () => {
       ["id=x", "column id is already the id"],
     ]
   ) {
-    const bad = parseConfig(["--map", map!], lookup(BASE_ENV));
+    const bad = configOf(["--map", map!]);
     assert(!bad.ok, map);
     assertStringIncludes(bad.errors[0]!, expected!);
   }
-  const none = parseConfig(["--data-column", "none"], lookup(BASE_ENV));
+  const none = configOf("--data-column none");
   assert(!none.ok);
   assertStringIncludes(
     none.errors[0]!,
@@ -1021,22 +1006,13 @@ Deno.test("exitCodeFor() maps statuses to the documented exit codes", () => {
 });
 
 Deno.test("parseConfig() validates the run-control settings", () => {
-  const ok = parseConfig(
-    [
-      "--budget",
-      "100",
-      "--billable-statuses",
-      "200,404",
-      "--dry-run",
-      "--log-format",
-      "json",
-    ],
-    lookup({
-      ...BASE_ENV,
+  const ok = configOf(
+    "--budget 100 --billable-statuses 200,404 --dry-run --log-format json",
+    {
       REFRESH_TIMEZONE: "Europe/Berlin",
       REFRESH_MONTH_END_DAYS: "3",
       REFRESH_NOW: "2026-11-28T06:00:00Z",
-    }),
+    },
   );
   assert(ok.ok, JSON.stringify(ok));
   assertEquals(ok.config.budget, 100);
@@ -1046,29 +1022,16 @@ Deno.test("parseConfig() validates the run-control settings", () => {
   assertEquals(ok.config.timezone, "Europe/Berlin");
   assertEquals(ok.config.timeBudget, 5.5 * 3_600_000);
   assertEquals(ok.config.now?.toISOString(), "2026-11-28T06:00:00.000Z");
-  const envBool = parseConfig(
-    [],
-    lookup({ ...BASE_ENV, REFRESH_DRY_RUN: "false" }),
-  );
+  const envBool = configOf([], { REFRESH_DRY_RUN: "false" });
   assert(envBool.ok);
   assertEquals(envBool.config.dryRun, false);
-  const bad = parseConfig(
-    [
-      "--reserve",
-      "5",
-      "--timezone",
-      "Mars/Olympus",
-      "--month-end-days",
-      "40",
-      "--log-format",
-      "xml",
-    ],
-    lookup({
-      ...BASE_ENV,
+  const bad = configOf(
+    "--reserve 5 --timezone Mars/Olympus --month-end-days 40 --log-format xml",
+    {
       REFRESH_BILLABLE_STATUSES: "200,ok",
       REFRESH_DRY_RUN: "maybe",
       REFRESH_NOW: "yesterday",
-    }),
+    },
   );
   assert(!bad.ok);
   const text = bad.errors.join("\n");
@@ -1234,15 +1197,15 @@ async function taskArgs(task: string): Promise<string[]> {
  * without waiting for it; {@linkcode outputOf} gives its output.
  */
 async function spawnRefresh(
-  args: string[],
+  args: Args,
   options: RunOptions = {},
 ): Promise<Deno.ChildProcess> {
   const task = options.task ?? "refresh";
   const env = options.env ?? {};
   const child = new Deno.Command(Deno.execPath(), {
     args: options.direct
-      ? [...await taskArgs(task), ...args]
-      : ["task", "--quiet", task, ...args],
+      ? [...await taskArgs(task), ...argv(args)]
+      : ["task", "--quiet", task, ...argv(args)],
     cwd: options.cwd ?? ROOT,
     clearEnv: true,
     env: childEnv(env),
@@ -1277,9 +1240,22 @@ async function outputOf(child: Deno.ChildProcess): Promise<RunResult> {
   return result;
 }
 
+/**
+ * {@linkcode outputOf} a child that must exit with `code`: fails, quoting
+ * its output, if it does not.
+ */
+async function exited(
+  child: Deno.ChildProcess,
+  code = 0,
+): Promise<RunResult> {
+  const result = await outputOf(child);
+  assertSucceeded(result, code);
+  return result;
+}
+
 /** Runs the job to its end; see {@linkcode spawnRefresh}. */
 async function runRefresh(
-  args: string[],
+  args: Args,
   options: RunOptions = {},
 ): Promise<RunResult> {
   return await outputOf(await spawnRefresh(args, options));
@@ -1322,9 +1298,17 @@ interface Fixture {
   /** The job's variables for this schema, vendor and database. */
   env: Record<string, string>;
   /** Runs the job to its end with `FAST` and `args`, `env` plus `options.env`. */
-  run(args?: string[], options?: RunOptions): Promise<RunResult>;
+  run(args?: Args, options?: RunOptions): Promise<RunResult>;
+  /** Runs it as {@linkcode Fixture.run} does, and fails unless it exits 0. */
+  runOk(args?: Args, options?: RunOptions): Promise<RunResult>;
+  /** The same, failing unless it exits with `code`. */
+  runExits(
+    code: number,
+    args?: Args,
+    options?: RunOptions,
+  ): Promise<RunResult>;
   /** Starts it the same way; {@linkcode outputOf} gives its output. */
-  spawn(args?: string[], options?: RunOptions): Promise<Deno.ChildProcess>;
+  spawn(args?: Args, options?: RunOptions): Promise<Deno.ChildProcess>;
   /** `<schema>.refresh_state`, by id. */
   state(): Promise<
     {
@@ -1337,6 +1321,14 @@ interface Fixture {
   >;
   /** `<schema>.refresh_runs`, by id. */
   runs(): Promise<Record<string, unknown>[]>;
+  /**
+   * The first of them, once it is asserted to hold what `expected` gives;
+   * a number is compared with `Number()` of the column (counters are
+   * bigint, read as text).
+   */
+  firstRun(
+    expected?: Record<string, unknown>,
+  ): Promise<Record<string, unknown>>;
 }
 
 /** Short retry waits, so that tests of retries take milliseconds. */
@@ -1374,7 +1366,7 @@ function uniqueSchema(name: string): string {
  *   await withFixture(
  *     { name: "not_found", count: 2, script: () => ({ status: 404 }) },
  *     async (f) => {
- *       assertSucceeded(await f.run());
+ *       await f.runOk();
  *       assertEquals((await f.state())[0]!.status, "not_found");
  *     },
  *   );
@@ -1413,13 +1405,26 @@ async function withFixture(
       REFRESH_TABLE: table,
       REFRESH_STATE_SCHEMA: schema,
     };
-    const spawn = async (args: string[] = [], options: RunOptions = {}) => {
-      const child = await spawnRefresh(fast(args), {
+    const spawn = async (args: Args = [], options: RunOptions = {}) => {
+      const child = await spawnRefresh(fast(argv(args)), {
         ...options,
         env: { ...env, ...options.env },
       });
       spawned.push(child);
       return child;
+    };
+    const runs = (): Promise<Record<string, unknown>[]> =>
+      sql`select * from ${sql(`${schema}.refresh_runs`)} order by id` as never;
+    const run = async (args?: Args, options?: RunOptions) =>
+      await outputOf(await spawn(args, options));
+    const runExits = async (
+      code: number,
+      args?: Args,
+      options?: RunOptions,
+    ) => {
+      const result = await run(args, options);
+      assertSucceeded(result, code);
+      return result;
     };
     await settle(
       () =>
@@ -1430,18 +1435,28 @@ async function withFixture(
           sql,
           vendor: vendor!,
           env,
-          run: async (args, options) =>
-            await outputOf(await spawn(args, options)),
+          run,
+          runOk: (args, options) => runExits(0, args, options),
+          runExits,
           spawn,
           state: () =>
             sql`select target_id, status, attempts, http_status, error
                 from ${
               sql(`${schema}.refresh_state`)
             } order by target_id::int` as never,
-          runs: () =>
-            sql`select * from ${
-              sql(`${schema}.refresh_runs`)
-            } order by id` as never,
+          runs,
+          firstRun: async (expected = {}) => {
+            const [run] = await runs();
+            assert(run, `no run in ${schema}.refresh_runs`);
+            const got = Object.entries(expected).map((
+              [name, value],
+            ) => [
+              name,
+              typeof value === "number" ? Number(run[name]) : run[name],
+            ]);
+            assertEquals(Object.fromEntries(got), expected, "the first run");
+            return run;
+          },
         }),
       async () => {
         await endChildren(spawned);
@@ -1551,203 +1566,165 @@ async function waitFor(what: string, ok: () => boolean, ms = 30_000) {
   }
 }
 
+/** The ids the vendor was asked about, in the order asked. */
+const calledIds = (vendor: FakeVendor) => vendor.calls.map((c) => c.id);
+
 const okCalls = (vendor: FakeVendor) =>
   vendor.calls.filter((c) => c.status === 200).length;
 
-Deno.test(
-  "refreshes stale targets, never-refreshed first, then stalest first",
-  async () => {
-    await withFixture(
-      { name: "select", count: 12, freshUpTo: 4 },
-      async (f) => {
-        // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
-        await f.sql`update ${f.sql(`${f.schema}.people`)}
-        set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
-        const result = await f.run();
-        assertSucceeded(result);
-        assertEquals(f.vendor.calls.map((c) => c.id), [
-          "5",
-          "6",
-          "7",
-          "8",
-          "12",
-          "10",
-          "9",
-        ]);
-        const rows = await f.sql<
-          { id: string; name: string; fresh: boolean }[]
-        >`
-        select id::text, vendor_data->>'name' as name,
-          vendor_refreshed_at > now() - interval '1 minute' as fresh
-        from ${f.sql(`${f.schema}.people`)} order by id`;
-        assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
-        assertEquals(
-          rows.find((r) => r.id === "11")?.name,
-          null,
-          "a fresh-enough row was refreshed",
-        );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "completed");
-        assertEquals(Number(run!.total), 7);
-        assertEquals(Number(run!.processed), 7);
-        assertEquals(Number(run!.succeeded), 7);
-        assertEquals(Number(run!.credits_spent), 7);
-        assertMatch(result.stdout, /run \d+ completed/);
-        assertStringIncludes(result.stdout, "7 processed: 7 ok");
-        // A second run finds nothing to do.
-        const again = await f.run();
-        assertSucceeded(again);
-        assertEquals(f.vendor.calls.length, 7);
-        assertStringIncludes(again.stdout, "0 selected");
-      },
-    );
-  },
-);
-
-Deno.test(
-  "--stale-after widens the window and --limit caps the run",
-  async () => {
-    await withFixture(
-      { name: "limit", count: 10, freshUpTo: 10 },
-      async (f) => {
-        assertSucceeded(await f.run());
-        assertEquals(f.vendor.calls.length, 0);
-        assertSucceeded(await f.run(["--stale-after", "0", "--limit", "3"]));
-        assertEquals(f.vendor.calls.length, 3);
-      },
-    );
-  },
-);
-
-Deno.test(
-  "records outcomes: not_found and invalid are skipped next time, failed is retried",
-  async () => {
-    const script: Script = (id, attempt) => {
-      if (id === "2" || (id === "1" && attempt > 1)) return { status: 404 };
-      if (id === "3") return { body: "[1,2,3]" };
-      if (id === "4") return { body: "not json" };
-      if (id === "5") {
-        return { status: 400, body: { error: "bad id format" } };
-      }
-      if (id === "6") return { body: { blob: "x".repeat(5000) } };
-      return {};
-    };
-    await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
-      const result = await f.run(["--max-body", "4KiB"]);
-      assertSucceeded(result);
-      const state = await f.state();
-      assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
-        ["1", "ok", 200],
-        ["2", "not_found", 404],
-        ["3", "invalid", 200],
-        ["4", "invalid", 200],
-        ["5", "failed", 400],
-        ["6", "invalid", 200],
-        ["7", "ok", 200],
-      ]);
-      assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
-      assertStringIncludes(state[3]!.error!, "not JSON");
-      assertStringIncludes(
-        state[4]!.error!,
-        'HTTP 400: {"error":"bad id format"}',
-      );
-      assertStringIncludes(state[5]!.error!, "4096-byte cap");
-      assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
-      const untouched = await f.sql<{ id: string }[]>`
-        select id::text from ${f.sql(`${f.schema}.people`)}
-        where vendor_data is null order by id`;
-      assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
-      const [run] = await f.runs();
+Deno.test("refreshes stale targets, never-refreshed first, then stalest first", async () => {
+  await withFixture(
+    { name: "select", count: 12, freshUpTo: 4 },
+    async (f) => {
+      // ids 1-4 fresh; make 9 and 10 stale (10 staler), the rest never refreshed.
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '40 days' where id = 9`;
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '60 days' where id = 10`;
+      await f.sql`update ${f.sql(`${f.schema}.people`)}
+      set vendor_refreshed_at = now() - interval '10 days' where id = 11`;
+      const result = await f.runOk();
+      assertEquals(calledIds(f.vendor), ["5", "6", "7", "8", "12", "10", "9"]);
+      const rows = await f.sql<
+        { id: string; name: string; fresh: boolean }[]
+      >`
+      select id::text, vendor_data->>'name' as name,
+        vendor_refreshed_at > now() - interval '1 minute' as fresh
+      from ${f.sql(`${f.schema}.people`)} order by id`;
+      assertEquals(rows.find((r) => r.id === "5")?.name, "Person 5");
       assertEquals(
-        [run!.succeeded, run!.not_found, run!.invalid, run!.failed].map(
-          Number,
-        ),
-        [2, 1, 3, 1],
+        rows.find((r) => r.id === "11")?.name,
+        null,
+        "a fresh-enough row was refreshed",
       );
-      // Next run: only the failed target is tried again.
-      const before = f.vendor.calls.length;
-      assertSucceeded(await f.run());
-      assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
-      // The last success is kept through a later miss; a miss has none.
-      const successes = () =>
-        f.sql<{ id: string; at: Date | null }[]>`
-          select target_id as id, last_success_at as at
-          from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
-      const first = await successes();
-      assertEquals(first.map((r) => r.at !== null), [
-        true,
-        false,
-        false,
-        false,
-        false,
-        false,
-        true,
-      ]);
-      assertSucceeded(await f.run(["--ids", "1"]));
-      const [one] = await successes();
-      assertEquals(one, first[0]);
-    });
-  },
-);
-
-Deno.test(
-  "--ids refreshes exactly the given ids and reports unknown ones",
-  async () => {
-    await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
-      const result = await f.run(["--ids", "4,2,99,100"]);
-      assertSucceeded(result);
-      assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
-      assertStringIncludes(result.stderr, "2 id(s) not in");
-      assertStringIncludes(result.stderr, "99, 100");
-      assertStringIncludes(result.stdout, "left out: 2 unknown ids");
-      // The start line counts only the targets that exist.
-      assertStringIncludes(result.stderr, "2 target(s) to refresh");
-      // Reading a file takes the refresh:ids task; standard input does not.
-      const ids = { task: "refresh:ids" };
-      const fromStdin = await f.run(["--ids-file", "-"], {
-        stdin: "5\n\n1\n",
+      await f.firstRun({
+        status: "completed",
+        total: 7,
+        processed: 7,
+        succeeded: 7,
+        credits_spent: 7,
       });
-      assertSucceeded(fromStdin);
-      assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
-      const file = await Deno.makeTempFile();
-      try {
-        await Deno.writeTextFile(file, "3\r\n");
-        const denied = await f.run(["--ids-file", file]);
-        assertEquals(denied.code, 2, denied.stderr);
-        assertStringIncludes(denied.stderr, "deno task refresh:ids");
-        assertSucceeded(await f.run(["--ids-file", file], ids));
-        assertEquals(f.vendor.calls.at(-1)?.id, "3");
-      } finally {
-        await Deno.remove(file);
-      }
-      const nul = await Deno.makeTempFile();
-      try {
-        await Deno.writeTextFile(nul, "1\n2\u0000x\n");
-        const refused = await f.run(["--ids-file", nul], ids);
-        assertEquals(refused.code, 2, refused.stderr);
-        assertStringIncludes(
-          refused.stderr,
-          "contains a NUL byte, which PostgreSQL cannot take",
-        );
-      } finally {
-        await Deno.remove(nul);
-      }
-      const missing = await f.run(
-        ["--ids-file", "/nonexistent/ids.txt"],
-        ids,
-      );
-      assertEquals(missing.code, 2);
+      assertMatch(result.stdout, /run \d+ completed/);
+      assertStringIncludes(result.stdout, "7 processed: 7 ok");
+      // A second run finds nothing to do.
+      const again = await f.runOk();
+      assertEquals(f.vendor.calls.length, 7);
+      assertStringIncludes(again.stdout, "0 selected");
+    },
+  );
+});
+
+Deno.test("--stale-after widens the window and --limit caps the run", async () => {
+  await withFixture(
+    { name: "limit", count: 10, freshUpTo: 10 },
+    async (f) => {
+      await f.runOk();
+      assertEquals(f.vendor.calls.length, 0);
+      await f.runOk("--stale-after 0 --limit 3");
+      assertEquals(f.vendor.calls.length, 3);
+    },
+  );
+});
+
+Deno.test("records outcomes: not_found and invalid are skipped next time, failed is retried", async () => {
+  const script: Script = (id, attempt) => {
+    if (id === "2" || (id === "1" && attempt > 1)) return { status: 404 };
+    if (id === "3") return { body: "[1,2,3]" };
+    if (id === "4") return { body: "not json" };
+    if (id === "5") {
+      return { status: 400, body: { error: "bad id format" } };
+    }
+    if (id === "6") return { body: { blob: "x".repeat(5000) } };
+    return {};
+  };
+  await withFixture({ name: "outcomes", count: 7, script }, async (f) => {
+    await f.runOk("--max-body 4KiB");
+    const state = await f.state();
+    assertEquals(state.map((s) => [s.target_id, s.status, s.http_status]), [
+      ["1", "ok", 200],
+      ["2", "not_found", 404],
+      ["3", "invalid", 200],
+      ["4", "invalid", 200],
+      ["5", "failed", 400],
+      ["6", "invalid", 200],
+      ["7", "ok", 200],
+    ]);
+    assertStringIncludes(state[2]!.error!, "unexpected shape at (root)");
+    assertStringIncludes(state[3]!.error!, "not JSON");
+    assertStringIncludes(
+      state[4]!.error!,
+      'HTTP 400: {"error":"bad id format"}',
+    );
+    assertStringIncludes(state[5]!.error!, "4096-byte cap");
+    assertEquals(f.vendor.callsFor("5"), 1, "a 400 must not be retried");
+    const untouched = await f.sql<{ id: string }[]>`
+      select id::text from ${f.sql(`${f.schema}.people`)}
+      where vendor_data is null order by id`;
+    assertEquals(untouched.map((r) => r.id), ["2", "3", "4", "5", "6"]);
+    await f.firstRun({ succeeded: 2, not_found: 1, invalid: 3, failed: 1 });
+    // Next run: only the failed target is tried again.
+    const before = f.vendor.calls.length;
+    await f.runOk();
+    assertEquals(f.vendor.calls.slice(before).map((c) => c.id), ["5"]);
+    // The last success is kept through a later miss; a miss has none.
+    const successes = () =>
+      f.sql<{ id: string; at: Date | null }[]>`
+        select target_id as id, last_success_at as at
+        from ${f.sql(`${f.schema}.refresh_state`)} order by target_id`;
+    const first = await successes();
+    const kept = first.map((r) => r.at !== null);
+    assertEquals(kept, [true, false, false, false, false, false, true]);
+    await f.runOk("--ids 1");
+    const [one] = await successes();
+    assertEquals(one, first[0]);
+  });
+});
+
+Deno.test("--ids refreshes exactly the given ids and reports unknown ones", async () => {
+  await withFixture({ name: "ids", count: 5, freshUpTo: 5 }, async (f) => {
+    const result = await f.runOk("--ids 4,2,99,100");
+    assertEquals(f.vendor.calls.map((c) => c.id), ["4", "2"]);
+    assertStringIncludes(result.stderr, "2 id(s) not in");
+    assertStringIncludes(result.stderr, "99, 100");
+    assertStringIncludes(result.stdout, "left out: 2 unknown ids");
+    // The start line counts only the targets that exist.
+    assertStringIncludes(result.stderr, "2 target(s) to refresh");
+    // Reading a file takes the refresh:ids task; standard input does not.
+    const ids = { task: "refresh:ids" };
+    await f.runOk("--ids-file -", { stdin: "5\n\n1\n" });
+    assertEquals(f.vendor.calls.slice(2).map((c) => c.id), ["5", "1"]);
+    const file = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(file, "3\r\n");
+      const denied = await f.runExits(2, ["--ids-file", file]);
+      assertStringIncludes(denied.stderr, "deno task refresh:ids");
+      await f.runOk(["--ids-file", file], ids);
+      assertEquals(f.vendor.calls.at(-1)?.id, "3");
+    } finally {
+      await Deno.remove(file);
+    }
+    const nul = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(nul, "1\n2\u0000x\n");
+      const refused = await f.runExits(2, ["--ids-file", nul], ids);
       assertStringIncludes(
-        missing.stderr,
-        '--ids-file: cannot read "/nonexistent/ids.txt"',
+        refused.stderr,
+        "contains a NUL byte, which PostgreSQL cannot take",
       );
-    });
-  },
-);
+    } finally {
+      await Deno.remove(nul);
+    }
+    const missing = await f.runExits(
+      2,
+      "--ids-file /nonexistent/ids.txt",
+      ids,
+    );
+    assertStringIncludes(
+      missing.stderr,
+      '--ids-file: cannot read "/nonexistent/ids.txt"',
+    );
+  });
+});
 
 Deno.test("custom columns, text ids and a key header", async () => {
   await withFixture({ name: "custom" }, async (f) => {
@@ -1755,7 +1732,7 @@ Deno.test("custom columns, text ids and a key header", async () => {
     await f.sql`create table ${contacts} (
         contact_key text primary key, enrichment json, enriched_on timestamptz)`;
     await f.sql`insert into ${contacts} (contact_key) values ('a/1'), ('b 2')`;
-    const result = await f.run([], {
+    await f.runOk([], {
       env: {
         REFRESH_API_KEY_HEADER: "X-Api-Key",
         REFRESH_TABLE: `${f.schema}.Contacts`,
@@ -1764,7 +1741,6 @@ Deno.test("custom columns, text ids and a key header", async () => {
         REFRESH_AT_COLUMN: "enriched_on",
       },
     });
-    assertSucceeded(result);
     assertEquals(f.vendor.calls.map((c) => c.id).sort(), ["a/1", "b 2"]);
     for (const call of f.vendor.calls) {
       assertEquals(call.headers.get("x-api-key"), API_KEY);
@@ -1777,46 +1753,37 @@ Deno.test("custom columns, text ids and a key header", async () => {
   });
 });
 
-Deno.test(
-  "one request in flight at a time, through timeouts and retries",
-  async () => {
-    const script: Script = (id, attempt) => {
-      const n = Number(id);
-      if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
-      if (n % 3 === 0 && attempt <= 2) return { status: 503 };
-      if (n % 5 === 0 && attempt === 1) return { status: 502 };
-      return { delayMs: 5 };
-    };
-    await withFixture(
-      { name: "serial", count: 24, script, latencyMs: 5 },
-      async (f) => {
-        const result = await f.run([
-          "--request-timeout",
-          "150ms",
-          "--backoff",
-          "1ms",
-        ]);
-        assertSucceeded(result);
-        assertEquals(
-          f.vendor.maxInFlight,
-          1,
-          "more than one request in flight",
-        );
-        const state = await f.state();
-        assertEquals(state.filter((s) => s.status === "ok").length, 24);
-        assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
-        assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
-        // Requests never overlap as the server saw them.
-        const calls = [...f.vendor.calls].sort((a, b) =>
-          a.startedAt - b.startedAt
-        );
-        for (let i = 1; i < calls.length; i++) {
-          assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
-        }
-      },
-    );
-  },
-);
+Deno.test("one request in flight at a time, through timeouts and retries", async () => {
+  const script: Script = (id, attempt) => {
+    const n = Number(id);
+    if (n % 4 === 0 && attempt === 1) return { delayMs: 400 }; // times out
+    if (n % 3 === 0 && attempt <= 2) return { status: 503 };
+    if (n % 5 === 0 && attempt === 1) return { status: 502 };
+    return { delayMs: 5 };
+  };
+  await withFixture(
+    { name: "serial", count: 24, script, latencyMs: 5 },
+    async (f) => {
+      await f.runOk("--request-timeout 150ms --backoff 1ms");
+      assertEquals(
+        f.vendor.maxInFlight,
+        1,
+        "more than one request in flight",
+      );
+      const state = await f.state();
+      assertEquals(state.filter((s) => s.status === "ok").length, 24);
+      assertEquals(state.find((s) => s.target_id === "3")?.attempts, 3);
+      assertEquals(state.find((s) => s.target_id === "4")?.attempts, 2);
+      // Requests never overlap as the server saw them.
+      const calls = [...f.vendor.calls].sort((a, b) =>
+        a.startedAt - b.startedAt
+      );
+      for (let i = 1; i < calls.length; i++) {
+        assertGreaterOrEqual(calls[i]!.startedAt, calls[i - 1]!.endedAt!);
+      }
+    },
+  );
+});
 
 Deno.test("Retry-After is obeyed before the next request", async () => {
   const script: Script = (id, attempt) =>
@@ -1824,7 +1791,7 @@ Deno.test("Retry-After is obeyed before the next request", async () => {
       ? { status: 429, headers: { "retry-after": "1" } }
       : {};
   await withFixture({ name: "retry_after", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--backoff", "1ms"]));
+    await f.runOk("--backoff 1ms");
     const calls = f.vendor.calls;
     assertEquals(calls.map((c) => c.id), ["1", "2", "2", "3"]);
     const gap = calls[2]!.startedAt - calls[1]!.startedAt;
@@ -1833,233 +1800,184 @@ Deno.test("Retry-After is obeyed before the next request", async () => {
   });
 });
 
-Deno.test(
-  "a Retry-After beyond --max-retry-wait stops the run as rate_limited",
-  async () => {
-    let limited = true;
-    const script: Script = (id) =>
-      id === "3" && limited
-        ? { status: 503, headers: { "retry-after": "3600" } }
-        : {};
-    await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
-      const result = await f.run(["--max-retry-wait", "1m"]);
-      assertSucceeded(result);
-      assertStringIncludes(result.stdout, "rate_limited");
-      assertStringIncludes(result.stderr, "asked to wait 1h");
-      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "rate_limited");
-      assertEquals(Number(run!.processed), 2);
-      assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
-      // The hour the vendor asked for passes; it recovers: the next run
-      // resumes with what is left.
-      await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
-        set not_before = now() - interval '1 second'`;
-      limited = false;
-      assertSucceeded(await f.run());
-      assertEquals(f.vendor.calls.slice(3).map((c) => c.id), [
-        "3",
-        "4",
-        "5",
-      ]);
-    });
-  },
-);
+Deno.test("a Retry-After beyond --max-retry-wait stops the run as rate_limited", async () => {
+  let limited = true;
+  const script: Script = (id) =>
+    id === "3" && limited
+      ? { status: 503, headers: { "retry-after": "3600" } }
+      : {};
+  await withFixture({ name: "rate_limited", count: 5, script }, async (f) => {
+    const result = await f.runOk("--max-retry-wait 1m");
+    assertStringIncludes(result.stdout, "rate_limited");
+    assertStringIncludes(result.stderr, "asked to wait 1h");
+    assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+    await f.firstRun({ status: "rate_limited", processed: 2 });
+    assertEquals((await f.state()).map((s) => s.target_id), ["1", "2"]);
+    // The hour the vendor asked for passes; it recovers: the next run
+    // resumes with what is left.
+    await f.sql`update ${f.sql(`${f.schema}.refresh_runs`)}
+      set not_before = now() - interval '1 second'`;
+    limited = false;
+    await f.runOk();
+    assertEquals(f.vendor.calls.slice(3).map((c) => c.id), ["3", "4", "5"]);
+  });
+});
 
-Deno.test(
-  "a target that exhausts --max-attempts ends failed and the run goes on",
-  async () => {
-    const script: Script = (id) => id === "1" ? { status: 500 } : {};
-    await withFixture({ name: "attempts", count: 2, script }, async (f) => {
-      assertSucceeded(
-        await f.run(["--max-attempts", "3", "--backoff", "1ms"]),
-      );
-      assertEquals(f.vendor.callsFor("1"), 3);
-      assertEquals(f.vendor.callsFor("2"), 1);
-      const state = await f.state();
-      assertEquals(state[0]!.status, "failed");
-      assertEquals(state[0]!.attempts, 3);
-      assertStringIncludes(
-        state[0]!.error!,
-        "gave up after 3 attempts; last: HTTP 500",
-      );
-      const [run] = await f.runs();
-      assertEquals(Number(run!.retries), 2);
-      assertEquals(Number(run!.requests), 4);
-    });
-  },
-);
-
-Deno.test(
-  "redirects are not followed, so the key never reaches another host",
-  async () => {
-    const other = await startFakeVendor();
-    const script: Script = () => ({
-      status: 302,
-      headers: { location: other.urlTemplate.replace("{id}", "stolen") },
-    });
-    try {
-      await withFixture({ name: "redirect", count: 1, script }, async (f) => {
-        assertSucceeded(await f.run());
-        assertEquals(other.calls.length, 0);
-        assertEquals(f.vendor.callsFor("1"), 1);
-        const [state] = await f.state();
-        assertEquals(state!.status, "failed");
-      });
-    } finally {
-      await other.close();
-    }
-  },
-);
-
-Deno.test(
-  "kill -9 mid-run, then a rerun: every target recorded once, at most two asked twice",
-  async () => {
-    await withFixture(
-      { name: "kill", count: 150, latencyMs: 25 },
-      async (f) => {
-        // A short lease, so that the dead run stops blocking soon.
-        const child = await f.spawn(
-          [
-            "--lease",
-            "3s",
-            "--request-timeout",
-            "1s",
-            "--grace",
-            "0",
-            "--db-retry",
-            "2s",
-          ],
-          { direct: true },
-        );
-        // Progress is visible while the run goes (counters every second).
-        let live: Record<string, unknown> | undefined;
-        const deadline = Date.now() + 30_000;
-        while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-          [live] = await f.runs().catch(() => []);
-        }
-        assertEquals(live!.status, "running");
-        assertGreaterOrEqual(Number(live!.processed), 5);
-        child.kill("SIGKILL");
-        const killed = await outputOf(child);
-        assertEquals(killed.signal, "SIGKILL");
-        const callsBefore = f.vendor.calls.length;
-        assert(callsBefore < 150, "the run finished before it was killed");
-        // At once, the dead run's lease still holds...
-        assertEquals((await f.run()).code, 3);
-        // ...until its heartbeat is older than its lease.
-        await new Promise((r) => setTimeout(r, 3_100));
-        const result = await f.run();
-        assertSucceeded(result);
-        assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
-        const state = await f.state();
-        assertEquals(state.length, 150);
-        assert(state.every((s) => s.status === "ok"));
-        // The answer being written and the one in flight (write-behind).
-        const duplicates = askedTwice(f.vendor);
-        assertLessOrEqual(duplicates.length, 2, `called twice: ${duplicates}`);
-        assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
-        const rows = await f.sql`select count(*)::int as n from ${
-          f.sql(`${f.schema}.people`)
-        }
-        where vendor_data is not null`;
-        assertEquals(rows[0]!.n, 150);
-      },
+Deno.test("a target that exhausts --max-attempts ends failed and the run goes on", async () => {
+  const script: Script = (id) => id === "1" ? { status: 500 } : {};
+  await withFixture({ name: "attempts", count: 2, script }, async (f) => {
+    await f.runOk("--max-attempts 3 --backoff 1ms");
+    assertEquals(f.vendor.callsFor("1"), 3);
+    assertEquals(f.vendor.callsFor("2"), 1);
+    const state = await f.state();
+    assertEquals(state[0]!.status, "failed");
+    assertEquals(state[0]!.attempts, 3);
+    assertStringIncludes(
+      state[0]!.error!,
+      "gave up after 3 attempts; last: HTTP 500",
     );
-  },
-);
+    await f.firstRun({ retries: 2, requests: 4 });
+  });
+});
 
-Deno.test(
-  "bad configuration: exit 2, every problem named, nothing touched",
-  async () => {
-    await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
-      const result = await runRefresh([
-        "--limit",
-        "-3",
-        "--min-interval",
-        "fast",
-      ], {
-        env: {
-          DATABASE_URL: f.db.url,
-          REFRESH_API_URL: f.vendor.urlTemplate,
-          REFRESH_TABLE: "people; drop table people",
-          REFRESH_STATE_SCHEMA: f.schema,
-          REFRESH_MAX_ATTEMPTS: "many",
-        },
-      });
-      assertEquals(result.code, 2, result.stderr);
-      for (
-        const expected of [
-          "REFRESH_API_KEY: is required",
-          "REFRESH_TABLE: expected a table name",
-          "--min-interval: expected a duration",
-          'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
-        ]
-      ) {
-        assertStringIncludes(result.stderr, expected);
+Deno.test("redirects are not followed, so the key never reaches another host", async () => {
+  const other = await startFakeVendor();
+  const script: Script = () => ({
+    status: 302,
+    headers: { location: other.urlTemplate.replace("{id}", "stolen") },
+  });
+  try {
+    await withFixture({ name: "redirect", count: 1, script }, async (f) => {
+      await f.runOk();
+      assertEquals(other.calls.length, 0);
+      assertEquals(f.vendor.callsFor("1"), 1);
+      const [state] = await f.state();
+      assertEquals(state!.status, "failed");
+    });
+  } finally {
+    await other.close();
+  }
+});
+
+Deno.test("kill -9 mid-run, then a rerun: every target recorded once, at most two asked twice", async () => {
+  await withFixture(
+    { name: "kill", count: 150, latencyMs: 25 },
+    async (f) => {
+      // A short lease, so that the dead run stops blocking soon.
+      const child = await f.spawn(
+        "--lease 3s --request-timeout 1s --grace 0 --db-retry 2s",
+        { direct: true },
+      );
+      // Progress is visible while the run goes (counters every second).
+      let live: Record<string, unknown> | undefined;
+      const deadline = Date.now() + 30_000;
+      while (Number(live?.processed ?? 0) < 5 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        [live] = await f.runs().catch(() => []);
       }
-      // "-3" looks like a flag to parseArgs; either way it is reported.
-      assertMatch(result.stderr, /--limit|-3/);
-      assertEquals(f.vendor.calls.length, 0);
-      const [schema] = await f.sql`select to_regnamespace(${f.schema}) as oid`;
-      assertEquals(schema!.oid, null, "the database was touched");
-    });
-  },
-);
+      assertEquals(live!.status, "running");
+      assertGreaterOrEqual(Number(live!.processed), 5);
+      child.kill("SIGKILL");
+      const killed = await outputOf(child);
+      assertEquals(killed.signal, "SIGKILL");
+      const callsBefore = f.vendor.calls.length;
+      assert(callsBefore < 150, "the run finished before it was killed");
+      // At once, the dead run's lease still holds...
+      assertEquals((await f.run()).code, 3);
+      // ...until its heartbeat is older than its lease.
+      await new Promise((r) => setTimeout(r, 3_100));
+      const result = await f.runOk();
+      assertMatch(result.stderr, /marked run\(s\) \d+ crashed/);
+      const state = await f.state();
+      assertEquals(state.length, 150);
+      assert(state.every((s) => s.status === "ok"));
+      // The answer being written and the one in flight (write-behind).
+      const duplicates = askedTwice(f.vendor);
+      assertLessOrEqual(duplicates.length, 2, `called twice: ${duplicates}`);
+      assertEquals(new Set(f.vendor.calls.map((c) => c.id)).size, 150);
+      const rows = await f.sql`select count(*)::int as n from ${
+        f.sql(`${f.schema}.people`)
+      }
+      where vendor_data is not null`;
+      assertEquals(rows[0]!.n, 150);
+    },
+  );
+});
 
-Deno.test(
-  "a missing table or column is reported by name with exit 2",
-  async () => {
-    await withFixture({ name: "badtarget", count: 1 }, async (f) => {
-      const noTable = await f.run([], {
-        env: { REFRESH_TABLE: `${f.schema}.nobody` },
-      });
-      assertEquals(noTable.code, 2);
-      assertStringIncludes(
-        noTable.stderr,
-        `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
-      );
-      const noColumn = await f.run(["--data-column", "name"], {
-        env: { REFRESH_AT_COLUMN: "nope" },
-      });
-      assertEquals(noColumn.code, 2);
-      assertStringIncludes(
-        noColumn.stderr,
-        "REFRESH_DATA_COLUMN: expected column name",
-      );
-      assertStringIncludes(
-        noColumn.stderr,
-        "to be jsonb or json, found text",
-      );
-      assertStringIncludes(
-        noColumn.stderr,
-        "REFRESH_AT_COLUMN: column nope does not exist",
-      );
-      assertEquals(f.vendor.calls.length, 0);
-    });
-  },
-);
-
-Deno.test(
-  "an unreachable database: exit 1, no password in the message",
-  async () => {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (listener.addr as Deno.NetAddr).port;
-    listener.close();
-    const result = await runRefresh(["--connect-timeout", "2s"], {
+Deno.test("bad configuration: exit 2, every problem named, nothing touched", async () => {
+  await withFixture({ name: "badconfig", createSchema: false }, async (f) => {
+    const result = await runRefresh("--limit -3 --min-interval fast", {
       env: {
-        DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
-        REFRESH_API_URL: "http://127.0.0.1:9/{id}",
-        REFRESH_API_KEY: API_KEY,
+        DATABASE_URL: f.db.url,
+        REFRESH_API_URL: f.vendor.urlTemplate,
+        REFRESH_TABLE: "people; drop table people",
+        REFRESH_STATE_SCHEMA: f.schema,
+        REFRESH_MAX_ATTEMPTS: "many",
       },
     });
-    assertEquals(result.code, 1, result.stderr);
-    assertStringIncludes(result.stderr, "within 2s (--connect-timeout)");
-    assertStringIncludes(result.stderr, "ECONNREFUSED");
-    assert(!result.stderr.includes("unreachable-PW-123"));
-  },
-);
+    assertEquals(result.code, 2, result.stderr);
+    for (
+      const expected of [
+        "REFRESH_API_KEY: is required",
+        "REFRESH_TABLE: expected a table name",
+        "--min-interval: expected a duration",
+        'REFRESH_MAX_ATTEMPTS: expected a positive whole number, found "many"',
+      ]
+    ) {
+      assertStringIncludes(result.stderr, expected);
+    }
+    // "-3" looks like a flag to parseArgs; either way it is reported.
+    assertMatch(result.stderr, /--limit|-3/);
+    assertEquals(f.vendor.calls.length, 0);
+    const [schema] = await f.sql`select to_regnamespace(${f.schema}) as oid`;
+    assertEquals(schema!.oid, null, "the database was touched");
+  });
+});
+
+Deno.test("a missing table or column is reported by name with exit 2", async () => {
+  await withFixture({ name: "badtarget", count: 1 }, async (f) => {
+    const noTable = await f.runExits(2, [], {
+      env: { REFRESH_TABLE: `${f.schema}.nobody` },
+    });
+    assertStringIncludes(
+      noTable.stderr,
+      `REFRESH_TABLE: table ${f.schema}.nobody does not exist`,
+    );
+    const noColumn = await f.runExits(2, "--data-column name", {
+      env: { REFRESH_AT_COLUMN: "nope" },
+    });
+    assertStringIncludes(
+      noColumn.stderr,
+      "REFRESH_DATA_COLUMN: expected column name",
+    );
+    assertStringIncludes(
+      noColumn.stderr,
+      "to be jsonb or json, found text",
+    );
+    assertStringIncludes(
+      noColumn.stderr,
+      "REFRESH_AT_COLUMN: column nope does not exist",
+    );
+    assertEquals(f.vendor.calls.length, 0);
+  });
+});
+
+Deno.test("an unreachable database: exit 1, no password in the message", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const result = await runRefresh("--connect-timeout 2s", {
+    env: {
+      DATABASE_URL: `postgres://app:unreachable-PW-123@127.0.0.1:${port}/db`,
+      REFRESH_API_URL: "http://127.0.0.1:9/{id}",
+      REFRESH_API_KEY: API_KEY,
+    },
+  });
+  assertEquals(result.code, 1, result.stderr);
+  assertStringIncludes(result.stderr, "within 2s (--connect-timeout)");
+  assertStringIncludes(result.stderr, "ECONNREFUSED");
+  assert(!result.stderr.includes("unreachable-PW-123"));
+});
 
 Deno.test("--help is the golden text in dev/help.txt, which lists every setting", async () => {
   // A default or help line changed in SETTINGS and the README together
@@ -2073,7 +1991,7 @@ Deno.test("--help is the golden text in dev/help.txt, which lists every setting"
 });
 
 Deno.test("--help prints every setting and exits 0", async () => {
-  const result = await runRefresh(["--help"]);
+  const result = await runRefresh("--help");
   assertEquals(result.code, 0);
   assertStringIncludes(result.stdout, "--max-retry-wait DURATION");
   assertStringIncludes(result.stdout, "Exit codes:");
@@ -2084,18 +2002,13 @@ Deno.test("--budget is exact: never one billable call more", async () => {
     id,
   ) => (Number(id) % 3 === 0 ? { status: 404 } : {});
   await withFixture({ name: "budget", count: 20, script }, async (f) => {
-    const result = await f.run(["--budget", "5"]);
-    assertSucceeded(result);
+    const result = await f.runOk("--budget 5");
     assertEquals(okCalls(f.vendor), 5);
     assertStringIncludes(result.stdout, "budget_exhausted");
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 5);
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 5 });
     // Misses billed too: 404s count against the budget.
     const before = f.vendor.calls.length;
-    assertSucceeded(
-      await f.run(["--budget", "4", "--billable-statuses", "200,404"]),
-    );
+    await f.runOk("--budget 4 --billable-statuses 200,404");
     const billed = f.vendor.calls.slice(before).filter((c) =>
       c.status === 200 || c.status === 404
     );
@@ -2104,80 +2017,68 @@ Deno.test("--budget is exact: never one billable call more", async () => {
   });
 });
 
-Deno.test(
-  "--reserve stops once the vendor's credits header reaches it",
-  async () => {
-    let credits = 10;
-    const script: Script = () => ({
-      headers: { "x-credits-remaining": String(--credits) },
+Deno.test("--reserve stops once the vendor's credits header reaches it", async () => {
+  let credits = 10;
+  const script: Script = () => ({
+    headers: { "x-credits-remaining": String(--credits) },
+  });
+  await withFixture({ name: "reserve", count: 20, script }, async (f) => {
+    await f.runOk("--reserve 7", {
+      env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
     });
-    await withFixture({ name: "reserve", count: 20, script }, async (f) => {
-      const result = await f.run(["--reserve", "7"], {
-        env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-      });
-      assertSucceeded(result);
-      assertEquals(
-        f.vendor.calls.length,
-        3,
-        "remaining 9, 8, 7: stop at the reserve",
-      );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "budget_exhausted");
-      assertEquals(Number(run!.credits_remaining), 7);
-      assertStringIncludes(
-        String(run!.reason),
-        "would dip into the reserve of 7",
-      );
-      assertEquals(
-        (await f.state()).length,
-        3,
-        "the last answer was still recorded",
-      );
+    assertEquals(
+      f.vendor.calls.length,
+      3,
+      "remaining 9, 8, 7: stop at the reserve",
+    );
+    const run = await f.firstRun({
+      status: "budget_exhausted",
+      credits_remaining: 7,
     });
-  },
-);
+    assertStringIncludes(
+      String(run.reason),
+      "would dip into the reserve of 7",
+    );
+    assertEquals(
+      (await f.state()).length,
+      3,
+      "the last answer was still recorded",
+    );
+  });
+});
 
-Deno.test(
-  "402, or the credits header reaching 0, stops the run as credits_exhausted",
-  async () => {
-    const script: Script = (id) => (id === "3" ? { status: 402 } : {});
-    await withFixture({ name: "402", count: 6, script }, async (f) => {
-      const result = await f.run();
-      assertSucceeded(result);
-      assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
-      assertEquals(
-        (await f.state()).map((s) => s.target_id),
-        ["1", "2"],
-        "402 is no outcome for the target",
-      );
+Deno.test("402, or the credits header reaching 0, stops the run as credits_exhausted", async () => {
+  const script: Script = (id) => (id === "3" ? { status: 402 } : {});
+  await withFixture({ name: "402", count: 6, script }, async (f) => {
+    await f.runOk();
+    assertEquals(f.vendor.calls.map((c) => c.id), ["1", "2", "3"]);
+    await f.firstRun({ status: "credits_exhausted" });
+    assertEquals(
+      (await f.state()).map((s) => s.target_id),
+      ["1", "2"],
+      "402 is no outcome for the target",
+    );
+  });
+  let credits = 2;
+  const zero: Script = () => ({
+    headers: { "x-credits-remaining": String(--credits) },
+  });
+  await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
+    await f.runOk([], {
+      env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
     });
-    let credits = 2;
-    const zero: Script = () => ({
-      headers: { "x-credits-remaining": String(--credits) },
-    });
-    await withFixture({ name: "zero", count: 6, script: zero }, async (f) => {
-      assertSucceeded(
-        await f.run([], {
-          env: { REFRESH_CREDITS_HEADER: "X-Credits-Remaining" },
-        }),
-      );
-      assertEquals(f.vendor.calls.length, 2);
-      assertEquals((await f.runs())[0]!.status, "credits_exhausted");
-    });
-  },
-);
+    assertEquals(f.vendor.calls.length, 2);
+    await f.firstRun({ status: "credits_exhausted" });
+  });
+});
 
 Deno.test("--time-budget: no new target starts after it", async () => {
   await withFixture(
     { name: "deadline", count: 50, latencyMs: 100 },
     async (f) => {
-      const result = await f.run(["--time-budget", "1s"]);
-      assertSucceeded(result);
+      const result = await f.runOk("--time-budget 1s");
       assertStringIncludes(result.stdout, "deadline");
-      const [run] = await f.runs();
-      assertEquals(run!.status, "deadline");
+      const run = await f.firstRun({ status: "deadline" });
       const calls = f.vendor.calls;
       assert(calls.length >= 3 && calls.length < 50, `${calls.length} calls`);
       const span = calls.at(-1)!.startedAt - calls[0]!.startedAt;
@@ -2187,7 +2088,7 @@ Deno.test("--time-budget: no new target starts after it", async () => {
         `a request started ${span}ms after the first`,
       );
       assertEquals(
-        Number(run!.processed),
+        Number(run.processed),
         calls.length,
         "the request in flight was recorded",
       );
@@ -2195,143 +2096,107 @@ Deno.test("--time-budget: no new target starts after it", async () => {
   );
 });
 
-Deno.test(
-  "the run stops at the end of the credit period (injected clock), credits left for the workflow to tell",
-  async () => {
-    await withFixture(
-      { name: "period", count: 50, latencyMs: 100 },
-      async (f) => {
-        // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
-        let outputs = "";
-        await withStepFiles(async (env, read) => {
-          const result = await f.run([
-            "--now",
-            "2026-12-01T04:59:59Z",
-            "--timezone",
-            "America/New_York",
-          ], { task: "refresh:ci", env });
-          assertSucceeded(result);
-          outputs = (await read()).outputs;
-        });
-        // Someone should hear of credits left when the period closed.
-        assertMatch(
-          outputs,
-          /^status=period_end\nexit_code=0\ncredits_left=true\n/,
+Deno.test("the run stops at the end of the credit period (injected clock), credits left for the workflow to tell", async () => {
+  await withFixture(
+    { name: "period", count: 50, latencyMs: 100 },
+    async (f) => {
+      // 23:59:59 on Nov 30 in New York is 04:59:59 UTC on Dec 1.
+      let outputs = "";
+      await withStepFiles(async (env, read) => {
+        await f.runOk(
+          "--now 2026-12-01T04:59:59Z --timezone America/New_York",
+          { task: "refresh:ci", env },
         );
-        const [run] = await f.runs();
-        assertEquals(run!.status, "period_end");
-        assertStringIncludes(String(run!.reason), "2026-12-01T05:00:00.000Z");
-        assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
-      },
-    );
-  },
-);
-
-Deno.test(
-  "--month-end-days: outside the window a run exits 0 at once",
-  async () => {
-    await withFixture({ name: "window", count: 3 }, async (f) => {
-      const early = await f.run([
-        "--month-end-days",
-        "3",
-        "--now",
-        "2026-11-20T08:00:00Z",
-      ]);
-      assertSucceeded(early);
-      assertStringIncludes(early.stderr, "day 20 of 30");
-      assertEquals(f.vendor.calls.length, 0);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "outside_window");
-      const inside = await f.run([
-        "--month-end-days",
-        "3",
-        "--now",
-        "2026-11-28T08:00:00Z",
-      ]);
-      assertSucceeded(inside);
-      assertEquals(f.vendor.calls.length, 3);
-    });
-  },
-);
-
-Deno.test(
-  "--max-consecutive-failures aborts a run against a sick vendor",
-  async () => {
-    const script: Script = () => ({ status: 500 });
-    await withFixture({ name: "breaker", count: 20, script }, async (f) => {
-      const result = await f.run([
-        "--max-attempts",
-        "2",
-        "--max-consecutive-failures",
-        "3",
-      ], {
-        env: { GITHUB_ACTIONS: "true" },
+        outputs = (await read()).outputs;
       });
-      assertEquals(result.code, 1, result.stderr);
-      assertEquals(f.vendor.calls.length, 6);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "aborted");
-      assertStringIncludes(String(run!.error), "3 targets in a row failed");
+      // Someone should hear of credits left when the period closed.
       assertMatch(
-        result.stdout,
-        /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
+        outputs,
+        /^status=period_end\nexit_code=0\ncredits_left=true\n/,
       );
-      assertMatch(
-        result.stdout,
-        /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
-      );
-    });
-  },
-);
+      const run = await f.firstRun({ status: "period_end" });
+      assertStringIncludes(String(run.reason), "2026-12-01T05:00:00.000Z");
+      assert(f.vendor.calls.length < 20, `${f.vendor.calls.length} calls`);
+    },
+  );
+});
 
-Deno.test(
-  "401 aborts at once: the key is wrong for every call",
-  async () => {
-    const script: Script = () => ({ status: 401 });
-    await withFixture({ name: "401", count: 5, script }, async (f) => {
-      const result = await f.run();
-      assertEquals(result.code, 1);
-      assertEquals(f.vendor.calls.length, 1);
-      assertEquals((await f.runs())[0]!.status, "aborted");
-      assertEquals((await f.state()).length, 0);
-      assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
-    });
-  },
-);
-
-Deno.test(
-  "a rate-limit header that says the window is used up is waited out",
-  async () => {
-    const script: Script = (id) =>
-      id === "2"
-        ? {
-          headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
-        }
-        : {};
-    await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
-      assertSucceeded(await f.run());
-      const [, second, third] = f.vendor.calls;
-      const gap = third!.startedAt - second!.startedAt;
-      assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
-    });
-    const longer: Script = (
-      id,
-    ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
-    await withFixture(
-      { name: "ratelimit_stop", count: 3, script: longer },
-      async (f) => {
-        assertSucceeded(await f.run());
-        assertEquals(f.vendor.calls.length, 2);
-        assertEquals((await f.runs())[0]!.status, "rate_limited");
-        assertEquals(
-          (await f.state()).length,
-          2,
-          "the answer that said so was recorded",
-        );
-      },
+Deno.test("--month-end-days: outside the window a run exits 0 at once", async () => {
+  await withFixture({ name: "window", count: 3 }, async (f) => {
+    const early = await f.runOk(
+      "--month-end-days 3 --now 2026-11-20T08:00:00Z",
     );
-  },
-);
+    assertStringIncludes(early.stderr, "day 20 of 30");
+    assertEquals(f.vendor.calls.length, 0);
+    await f.firstRun({ status: "outside_window" });
+    await f.runOk("--month-end-days 3 --now 2026-11-28T08:00:00Z");
+    assertEquals(f.vendor.calls.length, 3);
+  });
+});
+
+Deno.test("--max-consecutive-failures aborts a run against a sick vendor", async () => {
+  const script: Script = () => ({ status: 500 });
+  await withFixture({ name: "breaker", count: 20, script }, async (f) => {
+    const result = await f.runExits(
+      1,
+      "--max-attempts 2 --max-consecutive-failures 3",
+      { env: { GITHUB_ACTIONS: "true" } },
+    );
+    assertEquals(f.vendor.calls.length, 6);
+    const run = await f.firstRun({ status: "aborted" });
+    assertStringIncludes(String(run.error), "3 targets in a row failed");
+    assertMatch(
+      result.stdout,
+      /^::warning title=refresh%3A target 1 failed::gave up after 2 attempts/m,
+    );
+    assertMatch(
+      result.stdout,
+      /^::error title=refresh run \d+ aborted::3 targets in a row failed/m,
+    );
+  });
+});
+
+Deno.test("401 aborts at once: the key is wrong for every call", async () => {
+  const script: Script = () => ({ status: 401 });
+  await withFixture({ name: "401", count: 5, script }, async (f) => {
+    const result = await f.runExits(1);
+    assertEquals(f.vendor.calls.length, 1);
+    await f.firstRun({ status: "aborted" });
+    assertEquals((await f.state()).length, 0);
+    assertStringIncludes(result.stderr, "refused the API key (HTTP 401)");
+  });
+});
+
+Deno.test("a rate-limit header that says the window is used up is waited out", async () => {
+  const script: Script = (id) =>
+    id === "2"
+      ? {
+        headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1" },
+      }
+      : {};
+  await withFixture({ name: "ratelimit", count: 3, script }, async (f) => {
+    await f.runOk();
+    const [, second, third] = f.vendor.calls;
+    const gap = third!.startedAt - second!.startedAt;
+    assertGreaterOrEqual(gap, 1000, `waited only ${gap}ms`);
+  });
+  const longer: Script = (
+    id,
+  ) => (id === "2" ? { headers: { ratelimit: "r=0;t=3600" } } : {});
+  await withFixture(
+    { name: "ratelimit_stop", count: 3, script: longer },
+    async (f) => {
+      await f.runOk();
+      assertEquals(f.vendor.calls.length, 2);
+      await f.firstRun({ status: "rate_limited" });
+      assertEquals(
+        (await f.state()).length,
+        2,
+        "the answer that said so was recorded",
+      );
+    },
+  );
+});
 
 Deno.test("a 429 widens the gap between request starts", async () => {
   const script: Script = (
@@ -2339,13 +2204,7 @@ Deno.test("a 429 widens the gap between request starts", async () => {
     attempt,
   ) => (id === "1" && attempt === 1 ? { status: 429 } : {});
   await withFixture({ name: "adaptive", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--backoff",
-      "1ms",
-      "--progress-interval",
-      "1h",
-    ]);
-    assertSucceeded(result);
+    const result = await f.runOk("--backoff 1ms --progress-interval 1h");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     // Gap 100ms after the push-back, then halved as successes follow.
     for (const [i, least] of [[1, 100], [2, 50], [3, 25], [4, 12]] as const) {
@@ -2357,95 +2216,80 @@ Deno.test("a 429 widens the gap between request starts", async () => {
   });
 });
 
-Deno.test(
-  "one run at a time: a live lease refuses a second run with exit 3",
-  async () => {
-    await withFixture({ name: "lease", count: 3 }, async (f) => {
-      assertSucceeded(await f.run(["--limit", "1"]));
-      const runs = f.sql(`${f.schema}.refresh_runs`);
-      const [live] = await f.sql<{ id: string }[]>`
-        insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
-      const refused = await f.run();
-      assertEquals(refused.code, 3, refused.stderr);
-      assertStringIncludes(
-        refused.stderr,
-        `another run is live: run ${live!.id}, started `,
-      );
-      assertStringIncludes(refused.stderr, "last heartbeat");
-      assertEquals(f.vendor.calls.length, 1);
-      // Its heartbeat expires: the next run takes over and marks it crashed.
-      await f
-        .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
-        live!.id
-      }`;
-      const takeover = await f.run(["--lease", "1m", "--db-retry", "30s"]);
-      assertSucceeded(takeover);
-      assertStringIncludes(
-        takeover.stderr,
-        `marked run(s) ${live!.id} crashed`,
-      );
-      const [old] = await f.sql`select status from ${runs} where id = ${
-        live!.id
-      }`;
-      assertEquals(old!.status, "crashed");
-      assertEquals(f.vendor.calls.length, 3);
-    });
-  },
-);
+Deno.test("one run at a time: a live lease refuses a second run with exit 3", async () => {
+  await withFixture({ name: "lease", count: 3 }, async (f) => {
+    await f.runOk("--limit 1");
+    const runs = f.sql(`${f.schema}.refresh_runs`);
+    const [live] = await f.sql<{ id: string }[]>`
+      insert into ${runs} (status, params) values ('running', '{}') returning id::text`;
+    const refused = await f.runExits(3);
+    assertStringIncludes(
+      refused.stderr,
+      `another run is live: run ${live!.id}, started `,
+    );
+    assertStringIncludes(refused.stderr, "last heartbeat");
+    assertEquals(f.vendor.calls.length, 1);
+    // Its heartbeat expires: the next run takes over and marks it crashed.
+    await f
+      .sql`update ${runs} set heartbeat_at = now() - interval '10 minutes' where id = ${
+      live!.id
+    }`;
+    const takeover = await f.runOk("--lease 1m --db-retry 30s");
+    assertStringIncludes(
+      takeover.stderr,
+      `marked run(s) ${live!.id} crashed`,
+    );
+    const [old] = await f.sql`select status from ${runs} where id = ${
+      live!.id
+    }`;
+    assertEquals(old!.status, "crashed");
+    assertEquals(f.vendor.calls.length, 3);
+  });
+});
 
-Deno.test(
-  "SIGTERM mid-request: the answer is committed, the run interrupted, exit 143",
-  async () => {
-    const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
-    await withFixture({ name: "sigterm", count: 10, script }, async (f) => {
-      const child = await f.spawn();
-      await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
-      child.kill("SIGTERM");
-      const result = await outputOf(child);
-      assertEquals(result.code, 143, result.stderr);
-      assertEquals(
-        f.vendor.calls.length,
-        3,
-        "a new request started after SIGTERM",
-      );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "interrupted");
-      assertEquals(Number(run!.processed), 3);
-      assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
-        ["1", "ok"],
-        ["2", "ok"],
-        ["3", "ok"],
-      ]);
-    });
-  },
-);
+Deno.test("SIGTERM mid-request: the answer is committed, the run interrupted, exit 143", async () => {
+  const script: Script = (id) => (id === "3" ? { delayMs: 800 } : {});
+  await withFixture({ name: "sigterm", count: 10, script }, async (f) => {
+    const child = await f.spawn();
+    await waitFor("the slow request", () => f.vendor.callsFor("3") === 1);
+    child.kill("SIGTERM");
+    await exited(child, 143);
+    assertEquals(
+      f.vendor.calls.length,
+      3,
+      "a new request started after SIGTERM",
+    );
+    await f.firstRun({ status: "interrupted", processed: 3 });
+    assertEquals((await f.state()).map((s) => [s.target_id, s.status]), [
+      ["1", "ok"],
+      ["2", "ok"],
+      ["3", "ok"],
+    ]);
+  });
+});
 
-Deno.test(
-  "a second signal aborts the request in flight; nothing half-written",
-  async () => {
-    const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
-    await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
-      // The refresh process itself receives both signals (as under the
-      // workflow's exec); deno task's forwarding is covered above.
-      const child = await f.spawn(["--grace", "30s"], { direct: true });
-      await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
-      const sent = Date.now();
-      child.kill("SIGINT");
-      // More than the 500ms within which a repeat counts as the same signal.
-      await new Promise((r) => setTimeout(r, 700));
-      child.kill("SIGINT");
-      const result = await outputOf(child);
-      assertEquals(result.code, 130, result.stderr);
-      assertLessOrEqual(Date.now() - sent, 10_000);
-      assertEquals((await f.runs())[0]!.status, "interrupted");
-      assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
-      const [row] = await f.sql`select vendor_data from ${
-        f.sql(`${f.schema}.people`)
-      } where id = 2`;
-      assertEquals(row!.vendor_data, null);
-    });
-  },
-);
+Deno.test("a second signal aborts the request in flight; nothing half-written", async () => {
+  const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
+  await withFixture({ name: "sigint2", count: 5, script }, async (f) => {
+    // The refresh process itself receives both signals (as under the
+    // workflow's exec); deno task's forwarding is covered above.
+    const child = await f.spawn("--grace 30s", { direct: true });
+    await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
+    const sent = Date.now();
+    child.kill("SIGINT");
+    // More than the 500ms within which a repeat counts as the same signal.
+    await new Promise((r) => setTimeout(r, 700));
+    child.kill("SIGINT");
+    await exited(child, 130);
+    assertLessOrEqual(Date.now() - sent, 10_000);
+    await f.firstRun({ status: "interrupted" });
+    assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
+    const [row] = await f.sql`select vendor_data from ${
+      f.sql(`${f.schema}.people`)
+    } where id = 2`;
+    assertEquals(row!.vendor_data, null);
+  });
+});
 
 Deno.test("a signal during a long wait cuts it short", async () => {
   const script: Script = (id, attempt) =>
@@ -2453,23 +2297,21 @@ Deno.test("a signal during a long wait cuts it short", async () => {
       ? { status: 503, headers: { "retry-after": "60" } }
       : {};
   await withFixture({ name: "sigwait", count: 3, script }, async (f) => {
-    const child = await f.spawn(["--max-retry-wait", "5m"]);
+    const child = await f.spawn("--max-retry-wait 5m");
     await waitFor("the 503", () => f.vendor.calls.length === 1);
     await new Promise((r) => setTimeout(r, 300));
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertLessOrEqual(Date.now() - sent, 10_000);
     assertEquals(f.vendor.calls.length, 1);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
   });
 });
 
 Deno.test("--dry-run calls nobody and writes nothing", async () => {
   await withFixture({ name: "dry", count: 25, freshUpTo: 5 }, async (f) => {
-    const first = await f.run(["--dry-run", "--budget", "10"]);
-    assertSucceeded(first);
+    const first = await f.runOk("--dry-run --budget 10");
     assertStringIncludes(first.stdout, "20 would be refreshed");
     assertStringIncludes(
       first.stdout,
@@ -2481,8 +2323,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
       "first ids: 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
     );
     assertEquals(f.vendor.calls.length, 0);
-    const given = await f.run(["--dry-run", "--ids", "3,6,99"]);
-    assertSucceeded(given);
+    const given = await f.runOk("--dry-run --ids 3,6,99");
     assertStringIncludes(
       given.stdout,
       `2 would be refreshed in ${f.schema}.people; left out: 1 unknown ids`,
@@ -2491,7 +2332,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
     const [tables] = await f
       .sql`select to_regclass(${`${f.schema}.refresh_runs`}) as runs`;
     assertEquals(tables!.runs, null, "a dry run created the state tables");
-    assertSucceeded(await f.run(["--limit", "4"]));
+    await f.runOk("--limit 4");
     const snapshot = async () =>
       await f.sql`select
           (select count(*) from ${
@@ -2504,8 +2345,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
         f.sql(`${f.schema}.people`)
       } where vendor_data is not null)::int as rows`;
     const before = await snapshot();
-    const second = await f.run(["--dry-run"]);
-    assertSucceeded(second);
+    const second = await f.runOk("--dry-run");
     assertStringIncludes(second.stdout, "16 would be refreshed");
     assertMatch(
       second.stdout,
@@ -2519,13 +2359,7 @@ Deno.test("--dry-run calls nobody and writes nothing", async () => {
 Deno.test("--log-format json: every line is a JSON object", async () => {
   const script: Script = (id) => (id === "2" ? { status: 400 } : {});
   await withFixture({ name: "json", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--log-format",
-      "json",
-      "--progress-interval",
-      "50ms",
-    ]);
-    assertSucceeded(result);
+    const result = await f.runOk("--log-format json --progress-interval 50ms");
     const lines = result.stderr.trim().split("\n");
     const events = lines.map((line) => JSON.parse(line));
     assert(events.some((e) => e.event === "progress" && e.total === 4));
@@ -2537,29 +2371,20 @@ Deno.test("--log-format json: every line is a JSON object", async () => {
   });
 });
 
-Deno.test(
-  "progress lines report pace, credits, gap and forecast",
-  async () => {
-    await withFixture(
-      { name: "progress", count: 8, latencyMs: 30 },
-      async (f) => {
-        const result = await f.run([
-          "--progress-interval",
-          "100ms",
-          "--budget",
-          "100",
-        ]);
-        assertSucceeded(result);
-        assertMatch(
-          result.stderr,
-          /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
-        );
-        assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
-        assertStringIncludes(result.stdout, "p95");
-      },
-    );
-  },
-);
+Deno.test("progress lines report pace, credits, gap and forecast", async () => {
+  await withFixture(
+    { name: "progress", count: 8, latencyMs: 30 },
+    async (f) => {
+      const result = await f.runOk("--progress-interval 100ms --budget 100");
+      assertMatch(
+        result.stderr,
+        /progress: \d+\/8 \(\d+\.\d%\), \d+ ok, 0 failed, 0 not_found\/invalid, 0 retries; \d+\.\d\/min, ETA \S+; credits \d+ spent; gap 0ms; forecast: /,
+      );
+      assertStringIncludes(result.stderr, "progress: 8/8 (100.0%)");
+      assertStringIncludes(result.stdout, "p95");
+    },
+  );
+});
 
 /** The files of a GitHub step: its summary and outputs, read after it. */
 async function withStepFiles(
@@ -2584,34 +2409,29 @@ async function withStepFiles(
   }
 }
 
-Deno.test(
-  "GITHUB_STEP_SUMMARY receives a markdown summary, GITHUB_OUTPUT the status (refresh:ci task)",
-  async () => {
-    await withFixture({ name: "summary", count: 3 }, async (f) => {
-      await withStepFiles(async (env, read) => {
-        const result = await f.run([], { task: "refresh:ci", env });
-        assertSucceeded(result);
-        const { summary, outputs } = await read();
-        assertMatch(summary, /^### refresh run \d+: completed$/m);
-        assertStringIncludes(summary, "| Status | **completed** |");
-        assertStringIncludes(summary, "| ok | 3 |");
-        assertMatch(
-          outputs,
-          /^status=completed\nexit_code=0\ncredits_left=false\nsummary<<(refresh_[\w-]+)\n### refresh run \d+: completed\n[\s\S]*\n\1\n$/,
-        );
-      });
+Deno.test("GITHUB_STEP_SUMMARY receives a markdown summary, GITHUB_OUTPUT the status (refresh:ci task)", async () => {
+  await withFixture({ name: "summary", count: 3 }, async (f) => {
+    await withStepFiles(async (env, read) => {
+      await f.runOk([], { task: "refresh:ci", env });
+      const { summary, outputs } = await read();
+      assertMatch(summary, /^### refresh run \d+: completed$/m);
+      assertStringIncludes(summary, "| Status | **completed** |");
+      assertStringIncludes(summary, "| ok | 3 |");
+      assertMatch(
+        outputs,
+        /^status=completed\nexit_code=0\ncredits_left=false\nsummary<<(refresh_[\w-]+)\n### refresh run \d+: completed\n[\s\S]*\n\1\n$/,
+      );
     });
-  },
-);
+  });
+});
 
 Deno.test("on GitHub a configuration error is an ::error:: annotation, a step summary and the status", async () => {
   await withFixture({ name: "gh_invalid", count: 1 }, async (f) => {
     await withStepFiles(async (files, read) => {
-      const result = await f.run(["--where", "no_such_column = 1"], {
+      const result = await f.runExits(2, ["--where", "no_such_column = 1"], {
         task: "refresh:ci",
         env: { ...files, GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result, 2);
       assertMatch(
         result.stdout,
         /^::error title=refresh%3A invalid configuration::REFRESH_WHERE: column "no_such_column" does not exist/m,
@@ -2629,11 +2449,10 @@ Deno.test("on GitHub a configuration error is an ::error:: annotation, a step su
 Deno.test("on GitHub a dry run (a paused schedule) leaves a notice and a step summary", async () => {
   await withFixture({ name: "gh_paused", count: 2 }, async (f) => {
     await withStepFiles(async (files, read) => {
-      const result = await f.run([], {
+      const result = await f.runOk([], {
         task: "refresh:ci",
         env: { ...files, GITHUB_ACTIONS: "true", REFRESH_DRY_RUN: "true" },
       });
-      assertSucceeded(result);
       assertMatch(
         result.stdout,
         /^::notice title=refresh%3A dry run::a dry run/m,
@@ -2653,9 +2472,6 @@ Deno.test("on GitHub a dry run (a paused schedule) leaves a notice and a step su
 
 /** Tests that need a real server (locks, backends, start-up parameters). */
 const POSTGRES_ONLY = { ignore: !Deno.env.get("TEST_DATABASE_URL") };
-
-/** The first `n` people's ids, as the vendor saw them. */
-const calledIds = (vendor: FakeVendor) => vendor.calls.map((c) => c.id);
 
 /** Ids the vendor was asked about more than once. */
 function askedTwice(vendor: FakeVendor): string[] {
@@ -2690,8 +2506,7 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
       create trigger guard before update on ${f.table}
         for each row execute function ${f.schema}.guard()`);
     await f.sql`alter table ${f.sql(f.table)} add column nick varchar(200)`;
-    const result = await f.run(["--map", "nick=name"]);
-    assertSucceeded(result);
+    await f.runOk("--map nick=name");
     const state = await f.state();
     assertEquals(state.map((s) => [s.target_id, s.status]), [
       ["1", "ok"],
@@ -2714,14 +2529,9 @@ Deno.test("an answer the database cannot store is recorded invalid, and the run 
         : "stack depth limit exceeded",
     );
     assertStringIncludes(error("5"), "the guard refuses this row");
-    const [run] = await f.runs();
-    assertEquals([run!.status, Number(run!.invalid), Number(run!.succeeded)], [
-      "completed",
-      4,
-      2,
-    ]);
+    await f.firstRun({ status: "completed", invalid: 4, succeeded: 2 });
     // Known misses: not bought again on the next run.
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(f.vendor.calls.length, 6);
   });
 });
@@ -2730,16 +2540,14 @@ Deno.test("answers the database refuses again and again abort the run, naming it
   await withFixture({ name: "refused_row", count: 20 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add constraint small
       check (length(vendor_data::text) < 10)`;
-    const result = await f.run(["--max-consecutive-invalid", "3"]);
-    assertEquals(result.code, 1, result.stderr);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    await f.runExits(1, "--max-consecutive-invalid 3");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       "3 answers in a row were refused by the database",
     );
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       'violates check constraint "small"',
     );
     // Known one target late, with the next request already answered.
@@ -2750,16 +2558,14 @@ Deno.test("answers the database refuses again and again abort the run, naming it
 Deno.test("answers that fail the vendor checks again and again abort the run", async () => {
   const script: Script = () => ({ body: "[1]" });
   await withFixture({ name: "wrong_schema", count: 20, script }, async (f) => {
-    const result = await f.run(["--max-consecutive-invalid", "3"]);
-    assertEquals(result.code, 1, result.stderr);
+    await f.runExits(1, "--max-consecutive-invalid 3");
     assertEquals(f.vendor.calls.length, 3);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.error),
+      String(run.error),
       "3 answers in a row failed the vendor checks",
     );
-    assertStringIncludes(String(run!.error), "match the schema");
+    assertStringIncludes(String(run.error), "match the schema");
   });
 });
 
@@ -2772,11 +2578,11 @@ Deno.test("--retry-misses asks again for targets recorded not_found or invalid",
       ? { body: "nope" }
       : {};
   await withFixture({ name: "retry_misses", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run());
-    assertSucceeded(await f.run());
+    await f.runOk();
+    await f.runOk();
     assertEquals(f.vendor.calls.length, 3, "known misses were asked again");
     miss = false;
-    assertSucceeded(await f.run(["--retry-misses"]));
+    await f.runOk("--retry-misses");
     assertEquals(calledIds(f.vendor).slice(3), ["1", "2"]);
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok", "ok"]);
   });
@@ -2791,19 +2597,16 @@ Deno.test("an unexpected database error ends the run aborted, its cause stored, 
       await f.sql`alter table ${
         f.sql(f.table)
       } rename column vendor_data to renamed`;
-      const result = await outputOf(child);
-      assertEquals(result.code, 1, result.stderr);
-      const [run] = await f.runs();
-      assertEquals(run!.status, "aborted");
+      const result = await exited(child, 1);
+      const run = await f.firstRun({ status: "aborted" });
       assertMatch(
-        String(run!.error),
+        String(run.error),
         /unexpected error: column "vendor_data" .*does not exist/,
       );
       assertStringIncludes(result.stderr, 'column "vendor_data"');
       // The lease is free: the next run is refused for its configuration, not
       // for a live run.
-      const next = await f.run();
-      assertEquals(next.code, 2, next.stderr);
+      const next = await f.runExits(2);
       assertStringIncludes(
         next.stderr,
         "REFRESH_DATA_COLUMN: column vendor_data does not exist",
@@ -2817,7 +2620,7 @@ Deno.test("what is stored is the text the vendor sent, not what validation made 
     '{"__proto__":{"x":1},"big":123456789012345678901234567890,"id":"1"}';
   const script: Script = () => ({ body: text });
   await withFixture({ name: "verbatim", count: 1, script }, async (f) => {
-    assertSucceeded(await f.run());
+    await f.runOk();
     const [row] = await f.sql`
       select vendor_data->>'big' as big, vendor_data ? '__proto__' as proto
       from ${f.sql(f.table)}`;
@@ -2844,7 +2647,7 @@ Deno.test("--max-body counts the bytes after decompression", async () => {
       }
       : {};
   await withFixture({ name: "gzip_bomb", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-body", "1MiB"]));
+    await f.runOk("--max-body 1MiB");
     const state = await f.state();
     assertEquals(state.map((s) => s.status), ["invalid", "ok"]);
     assertStringIncludes(state[0]!.error!, "larger than the 1048576-byte cap");
@@ -2858,7 +2661,7 @@ Deno.test("an id a URL parser would move elsewhere is recorded invalid, never as
       await f.sql`insert into ${
         f.sql(f.table)
       } (id, name) values ('.', 'dot'), ('..', 'dots'), ('', 'empty')`;
-      assertSucceeded(await f.run());
+      await f.runOk();
       assertEquals(calledIds(f.vendor), ["1"]);
       const state = await f.sql<
         { id: string; status: string; error: string }[]
@@ -2895,16 +2698,10 @@ Deno.test("no id or vendor text can start a line GitHub reads as a command", asy
         f.sql(f.table)
       } (id, name) values (${"x\n::error::from an id"}, 'evil')`;
       for (const format of ["text", "json"]) {
-        const result = await f.run([
-          "--log-format",
-          format,
-          "--retry-misses",
-          "--stale-after",
-          "0",
-        ], {
-          env: { GITHUB_ACTIONS: "true" },
-        });
-        assertSucceeded(result);
+        const result = await f.runOk(
+          `--log-format ${format} --retry-misses --stale-after 0`,
+          { env: { GITHUB_ACTIONS: "true" } },
+        );
         f.vendor.calls.length = 0;
         const lines = `${result.stdout}\n${result.stderr}`.split("\n");
         assert(
@@ -2936,25 +2733,40 @@ async function viaProxy(
   }
 }
 
+/**
+ * Runs `body` while a session of its own holds `f.table` locked in
+ * exclusive mode (so that every write of the job waits), then ends it.
+ */
+async function whileLocked(f: Fixture, body: () => Promise<unknown>) {
+  const holder = f.db.client();
+  try {
+    await holder.begin(async (tx) => {
+      await tx`lock table ${tx(f.table)} in exclusive mode`;
+      await body();
+    });
+  } finally {
+    await holder.end();
+  }
+}
+
 Deno.test("the database lost mid-run: the answer in hand is written once it is back, nothing asked twice", async () => {
   await withFixture(
     { name: "db_lost", count: 30, latencyMs: 30 },
     async (f) => {
       await viaProxy(f, async (proxy, env) => {
-        const child = await f.spawn(["--db-retry", "30s"], { env });
+        const child = await f.spawn("--db-retry 30s", { env });
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         proxy.cut();
         await delay(1500);
         proxy.restore();
-        const result = await outputOf(child);
-        assertSucceeded(result);
+        const result = await exited(child);
         assertStringIncludes(result.stderr, "retrying for up to 30s");
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(f.vendor.calls.length, 30);
         const state = await f.state();
         assertEquals(state.length, 30);
         assert(state.every((s) => s.status === "ok"));
-        assertEquals((await f.runs())[0]!.status, "completed");
+        await f.firstRun({ status: "completed" });
       });
     },
   );
@@ -2968,7 +2780,7 @@ Deno.test({
     await withFixture(
       { name: "terminated", count: 30, latencyMs: 30 },
       async (f) => {
-        const child = await f.spawn(["--db-retry", "30s"], {
+        const child = await f.spawn("--db-retry 30s", {
           env: { DATABASE_URL: `${f.db.url}?application_name=${f.schema}` },
         });
         // First all three connections (selection, writes, heartbeat), then
@@ -2983,7 +2795,7 @@ Deno.test({
             where application_name = ${f.schema}`;
           assertGreaterOrEqual(killed.length, least!);
         }
-        assertSucceeded(await outputOf(child));
+        await exited(child);
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(
           (await f.state()).filter((s) => s.status === "ok").length,
@@ -3001,23 +2813,19 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
       const summary = await Deno.makeTempFile({ suffix: ".md" });
       try {
         await viaProxy(f, async (proxy, env) => {
-          const child = await f.spawn(
-            ["--db-retry", "1s", "--connect-timeout", "1s"],
-            {
-              env: {
-                ...env,
-                GITHUB_ACTIONS: "true",
-                GITHUB_STEP_SUMMARY: summary,
-                GITHUB_OUTPUT: summary,
-              },
-              task: "refresh:ci",
+          const child = await f.spawn("--db-retry 1s --connect-timeout 1s", {
+            env: {
+              ...env,
+              GITHUB_ACTIONS: "true",
+              GITHUB_STEP_SUMMARY: summary,
+              GITHUB_OUTPUT: summary,
             },
-          );
+            task: "refresh:ci",
+          });
           await waitFor("five calls", () => f.vendor.calls.length >= 5);
           proxy.cut();
           const started = Date.now();
-          const result = await outputOf(child);
-          assertEquals(result.code, 1, result.stderr);
+          const result = await exited(child, 1);
           assertLessOrEqual(Date.now() - started, 15_000);
           assertStringIncludes(
             result.stderr,
@@ -3040,7 +2848,7 @@ Deno.test("the database never comes back: aborted after --db-retry, the cause ev
           assertGreaterOrEqual(state.length, f.vendor.calls.length - 2);
         });
         // Only a database that never came back leaves the row running.
-        assertEquals((await f.runs())[0]!.status, "running");
+        await f.firstRun({ status: "running" });
       } finally {
         await Deno.remove(summary);
       }
@@ -3056,48 +2864,32 @@ Deno.test({
     await withFixture(
       { name: "blocked", count: 10, latencyMs: 20 },
       async (f) => {
-        const args = [
-          "--lease",
-          "20s",
-          "--request-timeout",
-          "2s",
-          "--grace",
-          "1s",
-          "--db-retry",
-          "15s",
-        ];
+        const args =
+          "--lease 20s --request-timeout 2s --grace 1s --db-retry 15s";
         const child = await f.spawn(args);
         await waitFor("three calls", () => f.vendor.calls.length >= 3);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            const calls = f.vendor.calls.length;
-            const [before] = await f.runs();
-            // Within the 5 s lock timeout of writes, so the write is still
-            // blocked when the heartbeat is looked at.
-            await delay(3_500);
-            const [during] = await f.runs();
-            assert(
-              new Date(String(during!.heartbeat_at)) >
-                new Date(String(before!.heartbeat_at)),
-              "the heartbeat stopped while a write was blocked",
-            );
-            assertLessOrEqual(
-              f.vendor.calls.length,
-              calls + 1,
-              "a request started while a write was blocked",
-            );
-            // Past the lock timeout: the write is retried, still blocked.
-            await delay(3_500);
-            const second = await f.run(args);
-            assertEquals(second.code, 3, second.stderr);
-          });
-        } finally {
-          await holder.end();
-        }
-        const result = await outputOf(child);
-        assertSucceeded(result);
+        await whileLocked(f, async () => {
+          const calls = f.vendor.calls.length;
+          const [before] = await f.runs();
+          // Within the 5 s lock timeout of writes, so the write is still
+          // blocked when the heartbeat is looked at.
+          await delay(3_500);
+          const [during] = await f.runs();
+          assert(
+            new Date(String(during!.heartbeat_at)) >
+              new Date(String(before!.heartbeat_at)),
+            "the heartbeat stopped while a write was blocked",
+          );
+          assertLessOrEqual(
+            f.vendor.calls.length,
+            calls + 1,
+            "a request started while a write was blocked",
+          );
+          // Past the lock timeout: the write is retried, still blocked.
+          await delay(3_500);
+          await f.runExits(3, args);
+        });
+        await exited(child);
         assertEquals(askedTwice(f.vendor), []);
         assertEquals(
           (await f.state()).filter((s) => s.status === "ok").length,
@@ -3136,7 +2928,7 @@ Deno.test({
     };
     await withFixture({ name: "overlap", count: 4, script }, async (f) => {
       stored = await slowWrites(f);
-      assertSucceeded(await f.run());
+      await f.runOk();
       const order = seen.map((s) => s.id);
       const upTo = (n: number) => order.slice(0, Math.max(0, n)).sort();
       for (const [i, s] of seen.entries()) {
@@ -3166,7 +2958,7 @@ Deno.test({
     const setup = { name: "pause", count: 2, script, latencyMs: 50 };
     await withFixture(setup, async (f) => {
       stored = await slowWrites(f);
-      assertSucceeded(await f.run());
+      await f.runOk();
       const [first] = f.vendor.calls;
       assertEquals(atArrival, [[], [first!.id]]);
     });
@@ -3184,23 +2976,16 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
         count: 10,
         latencyMs: 20,
       }, async (f) => {
-        const child = await f.spawn(["--grace", "1s"], { direct: true });
+        const child = await f.spawn("--grace 1s", { direct: true });
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            await delay(1_000);
-            const sent = Date.now();
-            child.kill(signal);
-            const result = await outputOf(child);
-            assertEquals(result.code, code, result.stderr);
-            assertLessOrEqual(Date.now() - sent, 4_000);
-          });
-        } finally {
-          await holder.end();
-        }
-        assertEquals((await f.runs())[0]!.status, "interrupted");
+        await whileLocked(f, async () => {
+          await delay(1_000);
+          const sent = Date.now();
+          child.kill(signal);
+          await exited(child, code);
+          assertLessOrEqual(Date.now() - sent, 4_000);
+        });
+        await f.firstRun({ status: "interrupted" });
       });
     },
   });
@@ -3213,19 +2998,10 @@ Deno.test({
     await withFixture(
       { name: "blocked_deadline", count: 100, latencyMs: 20 },
       async (f) => {
-        const child = await f.spawn(["--time-budget", "2s", "--grace", "1s"]);
+        const child = await f.spawn("--time-budget 2s --grace 1s");
         await waitFor("two calls", () => f.vendor.calls.length >= 2);
-        const holder = f.db.client();
-        try {
-          await holder.begin(async (tx) => {
-            await tx`lock table ${tx(f.table)} in exclusive mode`;
-            const result = await outputOf(child);
-            assertSucceeded(result);
-          });
-        } finally {
-          await holder.end();
-        }
-        assertEquals((await f.runs())[0]!.status, "deadline");
+        await whileLocked(f, () => exited(child));
+        await f.firstRun({ status: "deadline" });
       },
     );
   },
@@ -3250,10 +3026,9 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
     try {
       for (const port of [http.addr.port, silentPort]) {
         const started = Date.now();
-        const result = await f.run(["--connect-timeout", "2s"], {
+        const result = await f.runExits(1, "--connect-timeout 2s", {
           env: urlFor(port),
         });
-        assertEquals(result.code, 1, result.stderr);
         assertLessOrEqual(Date.now() - started, 10_000);
         assertMatch(
           result.stderr,
@@ -3262,15 +3037,14 @@ Deno.test("connecting to something that is not PostgreSQL: bounded, a clear erro
           ),
         );
       }
-      const child = await f.spawn(["--connect-timeout", "1m"], {
+      const child = await f.spawn("--connect-timeout 1m", {
         env: urlFor(silentPort),
         direct: true,
       });
       await delay(1_000);
       const sent = Date.now();
       child.kill("SIGINT");
-      const stopped = await outputOf(child);
-      assertEquals(stopped.code, 130, stopped.stderr);
+      await exited(child, 130);
       assertLessOrEqual(Date.now() - sent, 2_000);
     } finally {
       await http.shutdown();
@@ -3344,10 +3118,9 @@ Deno.test("a key the vendor echoes is scrubbed before any excerpt is cut, at eve
   await withFixture(
     { name: "echoed_key", count: offsets.length, script },
     async (f) => {
-      const result = await f.run(["--max-consecutive-failures", "100"], {
+      const result = await f.runOk("--max-consecutive-failures 100", {
         env: { GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result);
       assertEquals(
         result.stdout.split("\n").filter((l) => l.startsWith("::warning"))
           .length,
@@ -3399,10 +3172,9 @@ Deno.test("a password a database error quotes is neither printed nor stored", as
         end $$;
         create trigger quote before update on ${f.table}
           for each row execute function ${f.schema}.quote()`);
-      const result = await f.run([], {
+      const result = await f.runOk([], {
         env: { DATABASE_URL: url.href, GITHUB_ACTIONS: "true" },
       });
-      assertSucceeded(result);
       const state = await f.state();
       assertEquals(state.map((s) => s.status), [
         "invalid",
@@ -3440,10 +3212,9 @@ Deno.test("the stored run parameters hold no secret, wherever the URLs put it", 
     const password = db.password;
     db.password = "";
     db.searchParams.set("password", password);
-    const result = await f.run([], {
+    const result = await f.runOk([], {
       env: { REFRESH_API_URL: apiUrl, DATABASE_URL: db.href },
     });
-    assertSucceeded(result);
     assertEquals(calledIds(f.vendor), ["1"]);
     const [run] = await f.runs();
     const params = JSON.stringify(run!.params);
@@ -3459,10 +3230,9 @@ Deno.test("a key a URL parser percent-encodes (an apostrophe) is neither printed
   await withFixture({ name: "params_quote", count: 1 }, async (f) => {
     const vendor = new URL(f.vendor.urlTemplate);
     const apiUrl = `${vendor.origin}/people/{id}?k=${key}&v=1`;
-    const result = await f.run([], {
+    const result = await f.runOk([], {
       env: { REFRESH_API_URL: apiUrl, REFRESH_API_KEY: key },
     });
-    assertSucceeded(result);
     const [run] = await f.runs();
     const params = JSON.stringify(run!.params);
     for (const form of [key, new URL(apiUrl).search]) {
@@ -3480,13 +3250,11 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
     headers: { "retry-after": "99999999999999999999" },
   });
   await withFixture({ name: "huge_wait", count: 3, script }, async (f) => {
-    const result = await f.run();
-    assertSucceeded(result);
+    const result = await f.runOk();
     // Past the end of the credit period: warned about, then treated as
     // absent; the attempts run out on 429s and no target is failed.
     assertEquals(f.vendor.calls.length, 5);
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
-    assertEquals((await f.runs())[0]!.not_before, null);
+    await f.firstRun({ status: "rate_limited", not_before: null });
     assertEquals((await f.state()).length, 0);
     assertStringIncludes(result.stderr, "past the end of the credit period");
   });
@@ -3495,22 +3263,18 @@ Deno.test("a Retry-After too long for any timer stops the run as rate_limited", 
 Deno.test("the requests of a target cut short by a stop are counted", async () => {
   const script: Script = (id) => (id === "2" ? { status: 503 } : {});
   await withFixture({ name: "counted", count: 5, script }, async (f) => {
-    const child = await f.spawn([
-      "--backoff",
-      "3s",
-      "--max-retry-wait",
-      "3s",
-      "--billable-statuses",
-      "200,503",
-    ]);
+    const child = await f.spawn(
+      "--backoff 3s --max-retry-wait 3s --billable-statuses 200,503",
+    );
     await waitFor("two calls for id 2", () => f.vendor.callsFor("2") >= 2);
     child.kill("SIGTERM");
-    assertSucceeded(await outputOf(child), 143);
-    const [run] = await f.runs();
-    assertEquals(Number(run!.requests), f.vendor.calls.length);
-    assertEquals(Number(run!.credits_spent), f.vendor.calls.length);
-    assertEquals(Number(run!.retries), f.vendor.calls.length - 2);
-    assertEquals(Number(run!.processed), 1);
+    await exited(child, 143);
+    await f.firstRun({
+      requests: f.vendor.calls.length,
+      credits_spent: f.vendor.calls.length,
+      retries: f.vendor.calls.length - 2,
+      processed: 1,
+    });
   });
 });
 
@@ -3522,21 +3286,16 @@ Deno.test("the vendor's 'not before' outlives the run", async () => {
     return { status: 429, headers: { "retry-after": "3" } };
   };
   await withFixture({ name: "not_before", count: 2, script }, async (f) => {
-    const first = await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]);
-    assertSucceeded(first);
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
+    await f.firstRun({ status: "rate_limited" });
     const told = f.vendor.calls[0]!.startedAt;
     // At once, still too long to wait: no call at all.
-    assertSucceeded(
-      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
-    );
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
     assertEquals(f.vendor.calls.length, 1);
     const [, second] = await f.runs();
     assertEquals(second!.status, "rate_limited");
     // Long enough to wait: it waits out the rest, then calls.
-    assertSucceeded(
-      await f.run(["--max-retry-wait", "10s", "--backoff", "1ms"]),
-    );
+    await f.runOk("--max-retry-wait 10s --backoff 1ms");
     assertEquals(f.vendor.calls.length, 3);
     assertGreaterOrEqual(f.vendor.calls[1]!.startedAt - told, 2_900);
   });
@@ -3552,8 +3311,7 @@ Deno.test("a live run that lost its lease starts nothing more and writes nothing
       update ${f.sql(`${f.schema}.refresh_runs`)} set status = 'crashed'
       returning clock_timestamp()::text as at`;
       const calls = f.vendor.calls.length;
-      const result = await outputOf(child);
-      assertEquals(result.code, 1, result.stderr);
+      const result = await exited(child, 1);
       assertStringIncludes(result.stderr, "lost the lease");
       assertLessOrEqual(f.vendor.calls.length, calls + 2);
       const [run] = await f.runs();
@@ -3573,12 +3331,11 @@ Deno.test("a live run that lost its lease starts nothing more and writes nothing
 Deno.test("a request in flight longer than the grace is aborted when the grace ends", async () => {
   const script: Script = (id) => (id === "2" ? { delayMs: 20_000 } : {});
   await withFixture({ name: "grace", count: 5, script }, async (f) => {
-    const child = await f.spawn(["--grace", "1s"], { direct: true });
+    const child = await f.spawn("--grace 1s", { direct: true });
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertGreaterOrEqual(Date.now() - sent, 900);
     assertLessOrEqual(Date.now() - sent, 5_000);
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
@@ -3598,7 +3355,7 @@ Deno.test({
         DATABASE_URL: url.href,
         REFRESH_STATE_SCHEMA: "",
       };
-      assertSucceeded(await f.run([], { env }));
+      await f.runOk([], { env });
       assertEquals((await f.runs()).map((r) => r.status), ["completed"]);
       assertEquals((await f.state()).length, 2);
     });
@@ -3613,16 +3370,9 @@ Deno.test({
     await withFixture(
       { name: "fence", count: 500, latencyMs: 20 },
       async (f) => {
-        const child = await f.spawn([
-          "--lease",
-          "6s",
-          "--request-timeout",
-          "1s",
-          "--grace",
-          "1s",
-          "--db-retry",
-          "2s",
-        ]);
+        const child = await f.spawn(
+          "--lease 6s --request-timeout 1s --grace 1s --db-retry 2s",
+        );
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         const holder = f.db.client();
         let locked = 0;
@@ -3638,8 +3388,7 @@ Deno.test({
         } finally {
           await holder.end();
         }
-        const result = await outputOf(child);
-        assertEquals(result.code, 1, result.stderr);
+        const result = await exited(child, 1);
         assertStringIncludes(result.stderr, "could not renew the lease");
         // The last heartbeat came at most a second before the lock; no
         // request may start 4 s (lease − timeout − grace) after it.
@@ -3697,11 +3446,10 @@ Deno.test("settings alone: an e-mail-keyed enrichment API with nested data into 
       }/v5/person/enrich?email={email}`,
       REFRESH_MAP: "title=data.job_title,company=data.job_company_name",
     };
-    const dry = await f.run(["--dry-run"], { env });
+    const dry = await f.run("--dry-run", { env });
     assertStringIncludes(dry.stdout, "4 would be refreshed");
     assertStringIncludes(dry.stdout, "left out: 2 without email");
-    const result = await f.run([], { env });
-    assertSucceeded(result);
+    const result = await f.runOk([], { env });
     assertStringIncludes(result.stderr, "4 target(s) to refresh");
     assertStringIncludes(result.stderr, "left out: 2 without email");
     assertStringIncludes(result.stdout, "left out: 2 without email");
@@ -3752,7 +3500,7 @@ Deno.test("--map casts into typed columns in SQL; a value that does not fit name
       add column born date, add column tags jsonb, add column first_email varchar(40)`;
     const map =
       "score=data.score,active=data.active,born=data.born,tags=data.tags,first_email=data.emails.0.address";
-    assertSucceeded(await f.run(["--map", map, "--data-column", "none"]));
+    await f.runOk(["--map", map, "--data-column", "none"]);
     const rows = await f.sql`
       select id::int, score::text, active, born::text, tags, first_email, vendor_data
       from ${f.sql(f.table)} order by id`;
@@ -3783,8 +3531,7 @@ Deno.test("--map casts into typed columns in SQL; a value that does not fit name
 Deno.test("--map refuses a column that is missing or of a type a value can't be cast to", async () => {
   await withFixture({ name: "map_check", count: 1 }, async (f) => {
     await f.sql`alter table ${f.sql(f.table)} add column spot point`;
-    const result = await f.run(["--map", "nope=a,spot=b"]);
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, "--map nope=a,spot=b");
     assertStringIncludes(
       result.stderr,
       "REFRESH_MAP: column nope does not exist",
@@ -3801,15 +3548,18 @@ Deno.test("--where narrows the selection with the target table's columns only", 
       f.sql(f.table)
     } set status = case when id <= 3 then 'active' else 'gone' end`;
     // refresh_state has a status column too: the condition must not see it.
-    assertSucceeded(await f.run(["--where", "status = 'active'"]));
+    await f.runOk(["--where", "status = 'active'"]);
     assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
-    const given = await f.run(["--where", "status = 'active'", "--ids", "1,4"]);
-    assertSucceeded(given);
+    const given = await f.runOk([
+      "--where",
+      "status = 'active'",
+      "--ids",
+      "1,4",
+    ]);
     assertStringIncludes(given.stderr, "1 id(s) not in");
     assertStringIncludes(given.stderr, "excluded by REFRESH_WHERE");
     assertEquals(calledIds(f.vendor).slice(3), ["1"]);
-    const bad = await f.run(["--where", "status ="]);
-    assertEquals(bad.code, 2, bad.stderr);
+    const bad = await f.runExits(2, ["--where", "status ="]);
     assertStringIncludes(bad.stderr, "REFRESH_WHERE: syntax error");
     assertEquals((await f.runs()).length, 2, "a bad condition touched nothing");
   });
@@ -3817,8 +3567,7 @@ Deno.test("--where narrows the selection with the target table's columns only", 
 
 Deno.test("--ids compares with the id column's type; an id of another type is a configuration error", async () => {
   await withFixture({ name: "ids_typed", count: 3 }, async (f) => {
-    const result = await f.run(["--ids", "1,abc,2"]);
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, "--ids 1,abc,2");
     assertStringIncludes(
       result.stderr,
       `--ids: expected ids of the id column's type (bigint), found "abc"`,
@@ -3841,16 +3590,14 @@ Deno.test("two tables share one state schema without one's misses skipping the o
       f.sql(f.table)
     } including all)`;
     await f.sql`insert into ${f.sql(contacts)} select * from ${f.sql(f.table)}`;
-    assertSucceeded(await f.run());
+    await f.runOk();
     const origin = new URL(f.vendor.urlTemplate).origin;
-    assertSucceeded(
-      await f.run([], {
-        env: {
-          REFRESH_TABLE: contacts,
-          REFRESH_API_URL: `${origin}/contacts/people/{id}`,
-        },
-      }),
-    );
+    await f.runOk([], {
+      env: {
+        REFRESH_TABLE: contacts,
+        REFRESH_API_URL: `${origin}/contacts/people/{id}`,
+      },
+    });
     assertEquals(calledIds(f.vendor), ["1", "2", "3", "1", "2", "3"]);
     const rows = await f.sql`
       select target_table, target_id, status from ${
@@ -3873,10 +3620,9 @@ Deno.test("a state table of the earlier version is migrated in place by the firs
       last_success_at timestamptz, run_id bigint)`;
     await f
       .sql`insert into ${state} values ('2', 'not_found', 1, 404, 'HTTP 404', now(), null, null)`;
-    const dry = await f.run(["--dry-run"]);
-    assertSucceeded(dry);
+    const dry = await f.runOk("--dry-run");
     assertStringIncludes(dry.stdout, "first ids: 1, 3");
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(calledIds(f.vendor), ["1", "3"]);
     const rows = await f
       .sql`select target_table, target_id, status from ${state} order by target_id`;
@@ -3910,8 +3656,7 @@ Deno.test("refresh.ts runs alone, copied into an empty folder", async () => {
   await withFixture({ name: "alone", count: 2 }, async (f) => {
     const dir = await copyAlone();
     try {
-      const result = await f.run([], { direct: true, cwd: dir });
-      assertSucceeded(result);
+      await f.runOk([], { direct: true, cwd: dir });
       assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -4000,10 +3745,9 @@ Deno.test("People Data Labs by settings alone: the whole balance, no 429 of ours
         result.stdout,
         "left out: 1 without email or linkedin_url",
       );
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
+      const run = await f.firstRun({ status: "credits_exhausted" });
       assertEquals(pdl.balance, 0);
-      assertEquals(Number(run!.credits_spent), pdl.billed);
+      assertEquals(Number(run.credits_spent), pdl.billed);
       assertEquals(pdl.billed, 8);
       assertEquals(pdl.earlyCalls, 0, "a call before a spent window's reset");
       assertEquals(pdl.limited429, 0, "a 429 we caused");
@@ -4067,7 +3811,7 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
       });
       const dir = await copyAlone(vendor);
       try {
-        const result = await f.run([], {
+        const result = await f.runOk([], {
           direct: true,
           cwd: dir,
           env: {
@@ -4077,15 +3821,15 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
               "title?=person.title,company?=person.organization.name",
           },
         });
-        assertSucceeded(result);
         assertStringIncludes(result.stdout, "left out: 1 without email");
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
-      const [run] = await f.runs();
-      assertEquals(run!.status, "credits_exhausted");
-      assertEquals(run!.reason, "Apollo: insufficient credits");
-      assertEquals(Number(run!.credits_spent), apollo.billed);
+      await f.firstRun({
+        status: "credits_exhausted",
+        reason: "Apollo: insufficient credits",
+        credits_spent: apollo.billed,
+      });
       assertEquals(apollo.billed, 3);
       assertEquals(
         apollo.calls.map((c) => [c.lookup.email, c.status]),
@@ -4115,7 +3859,7 @@ Deno.test("the README's Apollo example: a vendor-section edit alone, credits_exh
  */
 async function waitAfter(
   dialect: (now: number) => [Record<string, string>, number, number?],
-  args = ["--max-retry-wait", "1m"],
+  args: Args = "--max-retry-wait 1m",
 ) {
   let notBefore = 0;
   let margin = -Infinity;
@@ -4132,7 +3876,7 @@ async function waitAfter(
   };
   let run: Record<string, unknown> = {};
   await withFixture({ name: "dialect", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(args));
+    await f.runOk(args);
     run = (await f.runs())[0]!;
   });
   return { margin, run };
@@ -4202,7 +3946,7 @@ Deno.test("every rate-limit dialect's spent window is waited out before the next
 Deno.test("x-minute-requests-left: 0 waits for the next minute, or stops when that is too long", async () => {
   const { run } = await waitAfter(
     () => [{ "x-minute-requests-left": "0" }, 0],
-    ["--max-retry-wait", "1ms", "--backoff", "1ms"],
+    "--max-retry-wait 1ms --backoff 1ms",
   );
   assertEquals(run.status, "rate_limited");
   const notBefore = (run.not_before as Date).getTime();
@@ -4218,7 +3962,7 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
       ? { status: 429, headers: { "retry-after": "0" } }
       : {};
   await withFixture({ name: "stated_429", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-attempts", "2"]));
+    await f.runOk("--max-attempts 2");
     assertEquals(
       (await f.state()).map((s) => [s.status, s.attempts]),
       [["ok", 5], ["ok", 1]],
@@ -4229,11 +3973,10 @@ Deno.test("a 429 that says when to come back is not counted against --max-attemp
 Deno.test("attempts run out on 429s that never say when: no state row, the run stops rate_limited", async () => {
   const script: Script = (id) => id === "2" ? { status: 429 } : {};
   await withFixture({ name: "silent_429", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--max-attempts", "3", "--backoff", "1ms"]));
-    const [run] = await f.runs();
-    assertEquals(run!.status, "rate_limited");
-    assertStringIncludes(String(run!.reason), "without saying when");
-    assertEquals(Number(run!.failed), 0);
+    await f.runOk("--max-attempts 3 --backoff 1ms");
+    const run = await f.firstRun({ status: "rate_limited" });
+    assertStringIncludes(String(run.reason), "without saying when");
+    assertEquals(Number(run.failed), 0);
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
     assertEquals(f.vendor.callsFor("2"), 3);
     assertEquals(f.vendor.callsFor("3"), 0);
@@ -4244,7 +3987,7 @@ Deno.test("--rate spaces request starts, and a 429 without a wait waits one wind
   const script: Script = (id, attempt) =>
     id === "2" && attempt === 1 ? { status: 429 } : {};
   await withFixture({ name: "rate", count: 4, script }, async (f) => {
-    assertSucceeded(await f.run(["--rate", "4/1s", "--backoff", "1ms"]));
+    await f.runOk("--rate 4/1s --backoff 1ms");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     const gaps = starts.slice(1).map((at, i) => at - starts[i]!);
     assertEquals(gaps.length, 4);
@@ -4262,17 +4005,8 @@ Deno.test("--credits-spent-header counts what each call cost, and --budget never
     headers: { "x-call-credits-spent": "3" },
   });
   await withFixture({ name: "spent", count: 5, script }, async (f) => {
-    assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--budget",
-        "7",
-      ]),
-    );
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 6);
+    await f.runOk("--credits-spent-header x-call-credits-spent --budget 7");
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 6 });
     assertEquals(f.vendor.calls.length, 2);
   });
 });
@@ -4289,20 +4023,11 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
     };
   };
   await withFixture({ name: "reserve3", count: 8, script }, async (f) => {
-    assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--credits-header",
-        "x-credits-remaining",
-        "--reserve",
-        "6",
-      ]),
+    await f.runOk(
+      "--credits-spent-header x-call-credits-spent --credits-header x-credits-remaining --reserve 6",
     );
     // At 8 left, a call of 3 would leave 5: below the reserve of 6.
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_remaining), 8);
+    await f.firstRun({ status: "budget_exhausted", credits_remaining: 8 });
     assertEquals(f.vendor.calls.length, 4);
   });
 });
@@ -4310,10 +4035,8 @@ Deno.test("--reserve is never dipped into by a call costing more than one credit
 Deno.test("a timed-out call is counted at its worst case", async () => {
   const script: Script = (_, attempt) => attempt === 1 ? { delayMs: 2000 } : {};
   await withFixture({ name: "timeout_cost", count: 1, script }, async (f) => {
-    assertSucceeded(await f.run(["--request-timeout", "200ms"]));
-    const [run] = await f.runs();
-    assertEquals(Number(run!.requests), 2);
-    assertEquals(Number(run!.credits_spent), 2);
+    await f.runOk("--request-timeout 200ms");
+    await f.firstRun({ requests: 2, credits_spent: 2 });
   });
 });
 
@@ -4321,11 +4044,10 @@ Deno.test("--credits-exhausted-statuses: another status for out of credits", asy
   const script: Script = (id) =>
     id === "2" ? { status: 422, body: { error: "Insufficient credits" } } : {};
   await withFixture({ name: "exhausted_422", count: 3, script }, async (f) => {
-    assertSucceeded(await f.run(["--credits-exhausted-statuses", "402,422"]));
-    const [run] = await f.runs();
-    assertEquals(run!.status, "credits_exhausted");
+    await f.runOk("--credits-exhausted-statuses 402,422");
+    const run = await f.firstRun({ status: "credits_exhausted" });
     assertStringIncludes(
-      String(run!.reason),
+      String(run.reason),
       'HTTP 422: {"error":"Insufficient credits"}',
     );
     assertEquals((await f.state()).map((s) => s.target_id), ["1"]);
@@ -4337,27 +4059,19 @@ Deno.test("an unreadable rate-limit header, and a configured header never sent, 
     headers: { "x-ratelimit-remaining": "lots", "x-ratelimit-reset": "soon" },
   });
   await withFixture({ name: "unreadable", count: 4, script }, async (f) => {
-    const result = await f.run([
-      "--credits-spent-header",
-      "x-cost",
-      "--credits-header",
-      "x-credits-left",
-    ]);
-    assertSucceeded(result);
+    const result = await f.runOk(
+      "--credits-spent-header x-cost --credits-header x-credits-left",
+    );
     const lines = result.stderr.split("\n");
-    for (const name of ["x-ratelimit-remaining", "x-ratelimit-reset"]) {
-      assertEquals(
-        lines.filter((l) => l.includes(`${name} header cannot be read`)).length,
-        1,
-        name,
-      );
-    }
-    for (const name of ["x-cost", "x-credits-left"]) {
-      assertEquals(
-        lines.filter((l) => l.includes(`had the ${name} header`)).length,
-        1,
-        name,
-      );
+    for (
+      const warning of [
+        "x-ratelimit-remaining header cannot be read",
+        "x-ratelimit-reset header cannot be read",
+        "had the x-cost header",
+        "had the x-credits-left header",
+      ]
+    ) {
+      assertEquals(lines.filter((l) => l.includes(warning)).length, 1, warning);
     }
   });
 });
@@ -4368,17 +4082,8 @@ Deno.test("no retry is made that could cross --budget at the largest cost seen",
       ? { status: 503, headers: { "x-call-credits-spent": "3" } }
       : { headers: { "x-call-credits-spent": "3" } };
   await withFixture({ name: "retry_budget", count: 2, script }, async (f) => {
-    assertSucceeded(
-      await f.run([
-        "--credits-spent-header",
-        "x-call-credits-spent",
-        "--budget",
-        "5",
-      ]),
-    );
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_spent), 3);
+    await f.runOk("--credits-spent-header x-call-credits-spent --budget 5");
+    await f.firstRun({ status: "budget_exhausted", credits_spent: 3 });
     assertEquals(f.vendor.calls.length, 1);
   });
 });
@@ -4389,12 +4094,9 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
       ? { status: 429, headers: { "retry-after": "600" } }
       : {};
   await withFixture({ name: "ignore_nb", count: 2, script }, async (f) => {
-    assertSucceeded(
-      await f.run(["--max-retry-wait", "1s", "--backoff", "1ms"]),
-    );
-    assertEquals((await f.runs())[0]!.status, "rate_limited");
-    const result = await f.run(["--ignore-not-before"]);
-    assertSucceeded(result);
+    await f.runOk("--max-retry-wait 1s --backoff 1ms");
+    await f.firstRun({ status: "rate_limited" });
+    const result = await f.runOk("--ignore-not-before");
     assertStringIncludes(result.stderr, "--ignore-not-before: cleared");
     assertEquals((await f.runs()).map((r) => [r.status, r.not_before]), [
       ["rate_limited", null],
@@ -4402,7 +4104,7 @@ Deno.test("--ignore-not-before clears a remembered not_before and calls at once"
     ]);
     assertEquals(f.vendor.calls.length, 3);
     // And the next run is not held back either.
-    assertSucceeded(await f.run(["--ids", "1"]));
+    await f.runOk("--ids 1");
     assertEquals(f.vendor.calls.length, 4);
   });
 });
@@ -4414,16 +4116,10 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
     return { headers: { "x-credits-remaining": `${left + 5}, ${left}` } };
   };
   await withFixture({ name: "dup_credits", count: 6, script }, async (f) => {
-    const result = await f.run([
-      "--credits-header",
-      "x-credits-remaining",
-      "--reserve",
-      "8",
-    ]);
-    assertSucceeded(result);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "budget_exhausted");
-    assertEquals(Number(run!.credits_remaining), 8);
+    const result = await f.runOk(
+      "--credits-header x-credits-remaining --reserve 8",
+    );
+    await f.firstRun({ status: "budget_exhausted", credits_remaining: 8 });
     assertEquals(
       result.stderr.split("\n").filter((l) =>
         l.includes("x-credits-remaining header more than once")
@@ -4435,17 +4131,10 @@ Deno.test("a duplicated credits header counts its smallest value, warned about o
 
 Deno.test("--reserve with no credits value in the first answers stops aborted, not blind", async () => {
   await withFixture({ name: "reserve_blind", count: 6 }, async (f) => {
-    const result = await f.run([
-      "--credits-header",
-      "x-credits-left",
-      "--reserve",
-      "100",
-    ]);
-    assertSucceeded(result, 1);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
+    await f.runExits(1, "--credits-header x-credits-left --reserve 100");
+    const run = await f.firstRun({ status: "aborted" });
     assertStringIncludes(
-      String(run!.reason),
+      String(run.reason),
       "stopped rather than spend blind",
     );
     assertEquals(f.vendor.calls.length, 3);
@@ -4454,7 +4143,7 @@ Deno.test("--reserve with no credits value in the first answers stops aborted, n
 
 Deno.test("a --where ending in a comment is one expression, as checked", async () => {
   await withFixture({ name: "where_comment", count: 4 }, async (f) => {
-    assertSucceeded(await f.run(["--where", "id > 2 -- only the newer ones"]));
+    await f.runOk(["--where", "id > 2 -- only the newer ones"]);
     assertEquals((await f.state()).map((s) => s.target_id), ["3", "4"]);
   });
 });
@@ -4479,11 +4168,10 @@ Deno.test("a database not up yet at start is tried again within --connect-timeou
   await withFixture({ name: "db_late", count: 2 }, async (f) => {
     await viaProxy(f, async (proxy, env) => {
       proxy.cut();
-      const child = await f.spawn(["--connect-timeout", "20s"], { env });
+      const child = await f.spawn("--connect-timeout 20s", { env });
       await delay(2500);
       proxy.restore();
-      const result = await outputOf(child);
-      assertSucceeded(result);
+      await exited(child);
       assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
     });
   });
@@ -4534,9 +4222,8 @@ Deno.test({
     const child = await f.spawn([], { direct: true });
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     child.kill("SIGHUP");
-    const result = await outputOf(child);
-    assertEquals(result.code, 129, result.stderr);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await exited(child, 129);
+    await f.firstRun({ status: "interrupted" });
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
   });
 });
@@ -4549,16 +4236,14 @@ Deno.test("the same signal twice within moments is one: the answer in flight is 
     child.kill("SIGTERM");
     await delay(50);
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertEquals((await f.state()).map((s) => s.status), ["ok", "ok"]);
   });
 });
 
 Deno.test("a secret a database error quotes outside any write is not printed", async () => {
   await withFixture({ name: "where_secret", count: 2 }, async (f) => {
-    const result = await f.run(["--where", `id = '${API_KEY}'::int`]);
-    assertEquals(result.code, 2, result.stderr);
+    const result = await f.runExits(2, ["--where", `id = '${API_KEY}'::int`]);
     assertStringIncludes(result.stderr, "REFRESH_WHERE: invalid input syntax");
     assertNoFragment(result.stderr + result.stdout, API_KEY, "output");
   });
@@ -4573,8 +4258,7 @@ Deno.test("a lost lease aborts a long request at once", async () => {
       f.sql(`${f.schema}.refresh_runs`)
     } set status = 'crashed'`;
     const taken = Date.now();
-    const result = await outputOf(child);
-    assertEquals(result.code, 1, result.stderr);
+    const result = await exited(child, 1);
     assertStringIncludes(result.stderr, "lost the lease");
     assertLess(Date.now() - taken, 5_000);
   });
@@ -4586,8 +4270,7 @@ Deno.test("a row deleted while its request is in flight is reported, not recreat
     const child = await f.spawn();
     await waitFor("the slow request", () => f.vendor.callsFor("2") === 1);
     await f.sql`delete from ${f.sql(f.table)} where id = 2`;
-    const result = await outputOf(child);
-    assertSucceeded(result);
+    const result = await exited(child);
     assertStringIncludes(
       result.stderr,
       "target 2: row vanished before its refresh was written",
@@ -4600,10 +4283,9 @@ Deno.test("a row deleted while its request is in flight is reported, not recreat
 Deno.test("403 aborts at once, like 401", async () => {
   const script: Script = () => ({ status: 403 });
   await withFixture({ name: "403", count: 3, script }, async (f) => {
-    const result = await f.run();
-    assertEquals(result.code, 1);
+    const result = await f.runExits(1);
     assertEquals(f.vendor.calls.length, 1);
-    assertEquals((await f.runs())[0]!.status, "aborted");
+    await f.firstRun({ status: "aborted" });
     assertStringIncludes(result.stderr, "refused the API key (HTTP 403)");
   });
 });
@@ -4612,7 +4294,7 @@ Deno.test("408 is retried", async () => {
   const script: Script = (id, attempt) =>
     id === "1" && attempt === 1 ? { status: 408 } : {};
   await withFixture({ name: "408", count: 2, script }, async (f) => {
-    assertSucceeded(await f.run());
+    await f.runOk();
     assertEquals(
       (await f.state()).map((s) => [s.status, s.attempts]),
       [["ok", 2], ["ok", 1]],
@@ -4622,7 +4304,7 @@ Deno.test("408 is retried", async () => {
 
 Deno.test("--min-interval spaces request starts", async () => {
   await withFixture({ name: "min_interval", count: 4 }, async (f) => {
-    assertSucceeded(await f.run(["--min-interval", "250ms"]));
+    await f.runOk("--min-interval 250ms");
     const starts = f.vendor.calls.map((c) => c.startedAt);
     for (let i = 1; i < starts.length; i++) {
       assertGreaterOrEqual(starts[i]! - starts[i - 1]!, 240);
@@ -4635,12 +4317,11 @@ Deno.test("a silent database (open, answering nothing) ends the run within --db-
     { name: "db_silent", count: 30, latencyMs: 30 },
     async (f) => {
       await viaProxy(f, async (proxy, env) => {
-        const child = await f.spawn(["--db-retry", "3s"], { env });
+        const child = await f.spawn("--db-retry 3s", { env });
         await waitFor("five calls", () => f.vendor.calls.length >= 5);
         proxy.hold();
         const held = Date.now();
-        const result = await outputOf(child);
-        assertEquals(result.code, 1, result.stderr);
+        await exited(child, 1);
         assertLess(Date.now() - held, 15_000);
         proxy.restore();
       });
@@ -4657,7 +4338,7 @@ for (const twice of [false, true]) {
     }, async (f) => {
       await viaProxy(f, async (proxy, env) => {
         const grace = twice ? "20s" : "1s";
-        const child = await f.spawn(["--db-retry", "50s", "--grace", grace], {
+        const child = await f.spawn(`--db-retry 50s --grace ${grace}`, {
           env,
           direct: true,
         });
@@ -4670,8 +4351,7 @@ for (const twice of [false, true]) {
           await delay(700);
           child.kill("SIGTERM");
         }
-        const result = await outputOf(child);
-        assertEquals(result.code, 143, result.stderr);
+        await exited(child, 143);
         assertLess(Date.now() - sent, twice ? 4_000 : 6_000);
         proxy.restore();
       });
@@ -4690,14 +4370,13 @@ Deno.test("an id too long to be a state key is left out before any request, and 
       await f.sql`insert into ${
         f.sql(f.table)
       } (id, name) values (${long}, 'x')`;
-      const result = await f.run();
-      assertSucceeded(result);
+      const result = await f.runOk();
       assertStringIncludes(
         result.stdout,
         "left out: 1 without an id of at most 2000 bytes",
       );
       assertEquals(f.vendor.calls.length, 2);
-      assertEquals((await f.runs())[0]!.status, "completed");
+      await f.firstRun({ status: "completed" });
     },
   );
 });
@@ -4709,7 +4388,7 @@ Deno.test({
 }, async () => {
   await withFixture({ name: "state_refused", count: 3 }, async (f) => {
     // The first run creates the state tables; the trigger then refuses id 2.
-    assertSucceeded(await f.run(["--ids", "1"]));
+    await f.runOk("--ids 1");
     const state = `${f.schema}.refresh_state`;
     await f.sql.unsafe(`
       create function ${f.schema}.refuse() returns trigger language plpgsql as $$
@@ -4721,8 +4400,7 @@ Deno.test({
       end $$;
       create trigger refuse before insert or update on ${state}
         for each row execute function ${f.schema}.refuse();`);
-    const result = await f.run(["--stale-after", "0"]);
-    assertSucceeded(result);
+    const result = await f.runOk("--stale-after 0");
     assertStringIncludes(result.stderr, "its state row was refused too");
     const [, run] = await f.runs();
     assertEquals(run!.status, "completed");
@@ -4738,11 +4416,9 @@ Deno.test("a column renamed mid-run stops it aborted, at most two answers unstor
     await waitFor("the slow request", () => f.vendor.callsFor("5") === 1);
     await f.sql`alter table ${f.sql(f.table)}
       rename column vendor_data to vendor_data_old`;
-    const result = await outputOf(child);
-    assertEquals(result.code, 1, result.stderr);
-    const [run] = await f.runs();
-    assertEquals(run!.status, "aborted");
-    assertStringIncludes(String(run!.error), "vendor_data");
+    await exited(child, 1);
+    const run = await f.firstRun({ status: "aborted" });
+    assertStringIncludes(String(run.error), "vendor_data");
     const stored = (await f.state()).length;
     assertLessOrEqual(f.vendor.calls.length - stored, 2);
   });
@@ -4760,10 +4436,9 @@ Deno.test({
     await delay(1500);
     const sent = Date.now();
     child.kill("SIGTERM");
-    const result = await outputOf(child);
-    assertEquals(result.code, 143, result.stderr);
+    await exited(child, 143);
     assertLess(Date.now() - sent, 3_000);
-    assertEquals((await f.runs())[0]!.status, "interrupted");
+    await f.firstRun({ status: "interrupted" });
   });
 });
 
@@ -4836,10 +4511,9 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    await f.runOk("--ids 1", { env });
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result);
+      await f.runOk([], { env: { ...env, DATABASE_URL: url } });
     });
     assertEquals(calledIds(f.vendor), ["1", "2", "3"]);
     const rows = await f.sql`select id::int, employer, title
@@ -4862,12 +4536,11 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    await f.runOk("--ids 1", { env });
     await asRole(f, (role) => readmeGrants(f, role), async (url) => {
-      const result = await f.run([], {
+      const result = await f.runExits(2, [], {
         env: { ...env, DATABASE_URL: url, REFRESH_WHERE: "notes is null" },
       });
-      assertSucceeded(result, 2);
       assertStringIncludes(result.stderr, "REFRESH_WHERE: permission denied");
     });
     assertEquals((await f.runs()).length, 1);
@@ -4880,12 +4553,13 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withGrantedPeople(async (f, env) => {
-    assertSucceeded(await f.run(["--ids", "1"], { env }));
+    await f.runOk("--ids 1", { env });
     const without = async (role: string) =>
       (await readmeGrants(f, role)).map((g) => g.replace("email, ", ""));
     await asRole(f, without, async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result, 2);
+      const result = await f.runExits(2, [], {
+        env: { ...env, DATABASE_URL: url },
+      });
       assertStringIncludes(
         result.stderr,
         "REFRESH_TABLE: cannot read the columns a run reads (id, vendor_refreshed_at, email)",
@@ -4906,8 +4580,9 @@ Deno.test({
         !/refresh_(runs|state)/.test(g)
       );
     await asRole(f, grants, async (url) => {
-      const result = await f.run([], { env: { ...env, DATABASE_URL: url } });
-      assertSucceeded(result, 2);
+      const result = await f.runExits(2, [], {
+        env: { ...env, DATABASE_URL: url },
+      });
       assertStringIncludes(
         result.stderr,
         `REFRESH_STATE_SCHEMA: the state tables ${f.schema}.refresh_runs and ${f.schema}.refresh_state are missing, and this role may not create them`,
@@ -4940,13 +4615,11 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "reader", count: 3 }, async (f) => {
-    const first = await f.run(["--ids", "1"]);
-    assertSucceeded(first);
+    const first = await f.runOk("--ids 1");
     assertStringIncludes(first.stderr, "created the state tables");
     const release = await holdRuns(f);
     try {
-      const result = await f.run();
-      assertSucceeded(result);
+      const result = await f.runOk();
       assert(!/created|migrated/.test(result.stderr), result.stderr);
     } finally {
       await release();
@@ -4961,7 +4634,7 @@ Deno.test({
   ...POSTGRES_ONLY,
 }, async () => {
   await withFixture({ name: "old_tables", count: 2 }, async (f) => {
-    assertSucceeded(await f.run(["--ids", "1"]));
+    await f.runOk("--ids 1");
     const runs = f.sql(`${f.schema}.refresh_runs`);
     await f.sql`comment on table ${runs} is 'refresh state tables v1'`;
     const release = await holdRuns(f);
@@ -4979,8 +4652,7 @@ Deno.test({
       blocked.stderr,
       "could not take its locks within 5s (a session is reading or writing them); nothing was changed",
     );
-    const result = await f.run();
-    assertSucceeded(result);
+    const result = await f.runOk();
     assertStringIncludes(result.stderr, "migrated the state tables");
     assertEquals(calledIds(f.vendor), ["1", "2"]);
   });
@@ -4995,13 +4667,12 @@ Deno.test({
     const bouncer = await startPgBouncer(f.db.url);
     try {
       const env = { DATABASE_URL: bouncer.url };
-      const first = await f.run(["--ids", "1,2"], { env });
-      assertSucceeded(first);
+      const first = await f.runOk("--ids 1,2", { env });
       assertStringIncludes(
         first.stderr,
         "the server refused start-up parameters",
       );
-      assertSucceeded(await f.run([], { env }));
+      await f.runOk([], { env });
     } finally {
       await bouncer.close();
     }
@@ -5020,22 +4691,18 @@ Deno.test({
 }, async () => {
   await withFixture({ name: "pgbouncer_lock", count: 1 }, async (f) => {
     const bouncer = await startPgBouncer(f.db.url);
-    const holder = f.db.client();
     try {
       let child: Deno.ChildProcess | undefined;
-      await holder.begin(async (tx) => {
-        await tx`lock table ${tx(f.table)} in exclusive mode`;
-        child = await f.spawn(["--db-retry", "8s"], {
+      await whileLocked(f, async () => {
+        child = await f.spawn("--db-retry 8s", {
           env: { DATABASE_URL: bouncer.url },
         });
         // Past the writes' 5 s lock timeout, within --db-retry.
         await delay(6_500);
       });
-      const result = await outputOf(child!);
-      assertSucceeded(result);
+      const result = await exited(child!);
       assertStringIncludes(result.stderr, "lock timeout");
     } finally {
-      await holder.end();
       await bouncer.close();
     }
   });
