@@ -3057,16 +3057,17 @@ async function ask(
   hard: AbortSignal,
 ): Promise<Reply> {
   const timeout = AbortSignal.timeout(p.requestTimeout);
+  const again = (error: string): Reply["retry"] => ({
+    error,
+    httpStatus: null,
+    stated: false,
+  });
   // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
     if (timeout.aborted) {
       return {
-        retry: {
-          error: `${what} within ${formatDuration(p.requestTimeout)}`,
-          httpStatus: null,
-          stated: false,
-        },
+        retry: again(`${what} within ${formatDuration(p.requestTimeout)}`),
       };
     }
     const message = p.scrub(String((error as Error)?.message ?? error));
@@ -3079,14 +3080,7 @@ async function ask(
           `the vendor redirected; redirects are not followed (${message})`,
         ),
       }
-      : {
-        credits: 0,
-        retry: {
-          error: `network error: ${message}`,
-          httpStatus: null,
-          stated: false,
-        },
-      };
+      : { credits: 0, retry: again(`network error: ${message}`) };
   };
   let response: Response;
   try {
@@ -3103,7 +3097,7 @@ async function ask(
   const { status, headers } = response;
   const ok = status >= 200 && status < 300;
   const credits = answerCredits(headers, status, ok, p);
-  let bytes: Uint8Array;
+  let bytes: Uint8Array = new Uint8Array();
   let unusable: string | undefined;
   try {
     bytes = await readBody(response, ok ? p.maxBody : ERROR_BODY);
@@ -3111,10 +3105,9 @@ async function ask(
     if (!(error instanceof BodyTooLargeError)) {
       return { ...failed(error, "body not received"), credits };
     }
-    bytes = new Uint8Array();
     unusable = error.message;
   }
-  let text = "";
+  let text: string;
   try {
     text = UTF8.decode(bytes);
   } catch {
@@ -3156,12 +3149,10 @@ function notices(log: Logger) {
 }
 
 function unreadable(name: string, headers: Headers, p: Policy): void {
-  const value = headers.get(name)?.slice(0, 100);
+  const value = JSON.stringify(headers.get(name)?.slice(0, 100));
   p.warnOnce(
     name,
-    `the vendor's ${name} header cannot be read (${
-      JSON.stringify(value)
-    }); it is ignored`,
+    `the vendor's ${name} header cannot be read (${value}); it is ignored`,
   );
 }
 
@@ -3175,11 +3166,11 @@ function answerCredits(
   ok: boolean,
   p: Policy,
 ): number {
-  const billable = p.billableStatuses.includes(status) ? 1 : 0;
   for (const name of [p.creditsHeader, p.creditsSpentHeader]) {
     if (name && ok) p.sawHeader(name, headers.has(name));
   }
-  return readCredits(headers, p.creditsSpentHeader, p) ?? billable;
+  return readCredits(headers, p.creditsSpentHeader, p) ??
+    (p.billableStatuses.includes(status) ? 1 : 0);
 }
 
 /** A credits header's value; warned about once when unreadable or duplicated. */
