@@ -3218,11 +3218,11 @@ function genericVerdict(
     return text &&
       `: ${text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text}`;
   };
-  const says = (verdict: Verdict["verdict"], reason?: string): Verdict => ({
-    verdict,
-    reason,
-    credits,
-  });
+  const says = (
+    verdict: Verdict["verdict"],
+    reason?: string,
+    waitMs?: number,
+  ): Verdict => ({ verdict, reason, credits, waitMs });
   if (s === 401 || s === 403) {
     return says(
       "key_refused",
@@ -3241,33 +3241,27 @@ function genericVerdict(
     const checked = v.safeParse(VENDOR.schema, a.json);
     if (checked.success) return says("ok");
     const issue = checked.issues[0];
-    return says(
-      "invalid",
-      `unexpected shape at ${
-        v.getDotPath(issue) ?? "(root)"
-      }: ${issue.message}`,
-    );
+    const at = v.getDotPath(issue) ?? "(root)";
+    return says("invalid", `unexpected shape at ${at}: ${issue.message}`);
   }
   if (s === 404) {
     return says("not_found", "HTTP 404: the vendor does not know this target");
   }
-  if (TRANSIENT_STATUSES.has(s)) {
-    const after = s === 429 || s === 503
-      ? parseRetryAfter(a.headers.get("retry-after"))
-      : undefined;
-    const waits = [after, ...s === 429 ? [limits.resetMs, limits.spentMs] : []]
-      .filter((ms) => ms !== undefined);
-    return {
-      ...says(
-        "retry",
-        `HTTP ${s}${
-          after !== undefined ? ` (Retry-After ${formatDuration(after)})` : ""
-        }`,
-      ),
-      waitMs: waits.length > 0 ? Math.max(...waits) : undefined,
-    };
+  if (!TRANSIENT_STATUSES.has(s)) {
+    return says("failed", `HTTP ${s}${excerpt()}`);
   }
-  return says("failed", `HTTP ${s}${excerpt()}`);
+  const after = s === 429 || s === 503
+    ? parseRetryAfter(a.headers.get("retry-after"))
+    : undefined;
+  const waits = [after, ...s === 429 ? [limits.resetMs, limits.spentMs] : []]
+    .filter((ms) => ms !== undefined);
+  return says(
+    "retry",
+    `HTTP ${s}${
+      after === undefined ? "" : ` (Retry-After ${formatDuration(after)})`
+    }`,
+    waits.length > 0 ? Math.max(...waits) : undefined,
+  );
 }
 
 /** The reply a verdict makes, with the waits and costs of its answer. */
@@ -3282,8 +3276,8 @@ function replyOf(
     credits: verdict.credits ?? generic.credits,
     creditsRemaining: readCredits(a.headers, p.creditsHeader, p),
   };
-  const retrying = verdict.verdict === "retry";
-  let wait = retrying ? verdict.waitMs : limits.spentMs;
+  const { verdict: said, reason } = verdict;
+  let wait = said === "retry" ? verdict.waitMs : limits.spentMs;
   if (wait !== undefined && wait > p.periodLeftMs()) {
     p.warnOnce(
       "past period end",
@@ -3296,35 +3290,23 @@ function replyOf(
   if (wait !== undefined) {
     reply.waitMs = wait;
     if (wait > p.maxRetryWait) {
-      reply.stop = tooLong(
-        retrying ? `HTTP ${a.status}` : "rate-limit reset",
-        wait,
-        p.maxRetryWait,
-      );
+      const what = said === "retry" ? `HTTP ${a.status}` : "rate-limit reset";
+      reply.stop = tooLong(what, wait, p.maxRetryWait);
     }
   }
-  const { verdict: said, reason } = verdict;
+  const stop = (status: StopStatus, why: string) => ({
+    ...reply,
+    stop: stopAs(status, reason ?? `${why} (HTTP ${a.status})`),
+  });
   const done = (status: TargetStatus, why: string | null, text?: string) => ({
     ...reply,
     outcome: outcome(status, a.status, why, text),
   });
   switch (said) {
     case "key_refused":
+      return stop("aborted", "the vendor refused the API key");
     case "credits_exhausted":
-      return {
-        ...reply,
-        stop: said === "key_refused"
-          ? {
-            status: "aborted",
-            reason: reason ??
-              `the vendor refused the API key (HTTP ${a.status})`,
-          }
-          : {
-            status: "credits_exhausted",
-            reason: reason ??
-              `the vendor says no credits are left (HTTP ${a.status})`,
-          },
-      };
+      return stop("credits_exhausted", "the vendor says no credits are left");
     case "retry":
       return reply.stop ? reply : {
         ...reply,
