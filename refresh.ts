@@ -3383,14 +3383,17 @@ async function fetchTarget(
   let credits = 0;
   let maxCost = o.maxCost;
   let creditsRemaining: number | undefined;
-  const spent = (): Fetched => ({
+  /** How the target ended, with its attempts and what they cost. */
+  const spent = (end: Pick<Fetched, "outcome" | "stop">): Fetched => ({
     attempts,
     credits,
     creditsRemaining,
     maxCost,
+    stop: end.stop,
+    outcome: end.outcome && { ...end.outcome, attempts },
   });
   if (typeof url !== "string") {
-    return { ...spent(), outcome: outcome("invalid", null, url.invalid) };
+    return spent({ outcome: outcome("invalid", null, url.invalid) });
   }
   try {
     const reply = await retry(async () => {
@@ -3438,49 +3441,36 @@ async function fetchTarget(
       isRetriable: (error) => error instanceof Retryable,
       signal: o.stop,
     });
-    return {
-      ...spent(),
-      stop: reply.stop,
-      outcome: reply.outcome && { ...reply.outcome, attempts },
-    };
+    return spent(reply);
   } catch (error) {
     if (error instanceof RetryError) {
       const cause = error.cause as Retryable;
       // Turned away without a word on when: not the target's fault.
       if (cause.httpStatus === 429) {
-        return {
-          ...spent(),
-          stop: {
-            status: "rate_limited",
-            reason:
-              `the vendor answered ${cause.message} to ${attempts} attempts for target ${target.id} without saying when to come back; progress is saved, run again later`,
-          },
-        };
-      }
-      return {
-        ...spent(),
-        outcome: {
-          ...outcome(
-            "failed",
-            cause.httpStatus,
-            `gave up after ${attempts} attempts; last: ${cause.message}`,
+        return spent({
+          stop: stopAs(
+            "rate_limited",
+            `the vendor answered ${cause.message} to ${attempts} attempts for target ${target.id} without saying when to come back; progress is saved, run again later`,
           ),
-          attempts,
-        },
-      };
+        });
+      }
+      return spent({
+        outcome: outcome(
+          "failed",
+          cause.httpStatus,
+          `gave up after ${attempts} attempts; last: ${cause.message}`,
+        ),
+      });
     }
     if (o.stop.aborted && error === o.stop.reason) {
-      return { ...spent(), stop: o.stop.reason as Stop };
+      return spent({ stop: o.stop.reason as Stop });
     }
     throw error;
   }
 }
 
 function budgetStop(budget: number): Stop {
-  return {
-    status: "budget_exhausted",
-    reason: `spent the budget of ${budget} credit(s)`,
-  };
+  return stopAs("budget_exhausted", `spent the budget of ${budget} credit(s)`);
 }
 
 // ============================================================================
