@@ -3999,6 +3999,11 @@ function ms(value: number | undefined): string {
   return value === undefined ? "n/a" : formatDuration(value);
 }
 
+/** `, 12 remaining` (then `where`), or "" while the vendor has not said. */
+function remaining(credits: number | undefined, where = ""): string {
+  return credits === undefined ? "" : `, ${credits} remaining${where}`;
+}
+
 /** "12 unknown ids, 3 without email", or "". */
 function leftOutText(unknown: number, without: Without): string {
   return [
@@ -4017,24 +4022,21 @@ function progressLine(
   timeLeftMs: number,
 ): { text: string; fields: Record<string, unknown> } {
   const perMinute = elapsedMs > 0 ? (c.processed / elapsedMs) * 60_000 : 0;
-  const left = Math.max(0, c.total - c.processed);
-  const etaMs = perMinute > 0 ? (left / perMinute) * 60_000 : undefined;
-  const budgetLeft = config.budget !== undefined
-    ? config.budget - c.credits
-    : undefined;
-  const vendorLeft = c.creditsRemaining !== undefined
-    ? c.creditsRemaining - (config.reserve ?? 0)
-    : undefined;
-  const creditsLeft = budgetLeft === undefined || vendorLeft === undefined
-    ? budgetLeft ?? vendorLeft
-    : Math.min(budgetLeft, vendorLeft);
+  const targetsLeft = Math.max(0, c.total - c.processed);
+  const etaMs = perMinute > 0 ? (targetsLeft / perMinute) * 60_000 : undefined;
+  const spendable = [
+    ...config.budget === undefined ? [] : [config.budget - c.credits],
+    ...c.creditsRemaining === undefined
+      ? []
+      : [c.creditsRemaining - (config.reserve ?? 0)],
+  ];
   const outlook = forecast({
     elapsedMs,
     timeLeftMs,
     processed: c.processed,
-    targetsLeft: left,
+    targetsLeft,
     creditsSpent: c.credits,
-    creditsLeft,
+    creditsLeft: spendable.length > 0 ? Math.min(...spendable) : undefined,
   });
   const pct = c.total > 0 ? ((c.processed / c.total) * 100).toFixed(1) : "100";
   return {
@@ -4044,9 +4046,7 @@ function progressLine(
       } not_found/invalid, ${c.retries} retries; ${
         perMinute.toFixed(1)
       }/min, ETA ${ms(etaMs)}; credits ${c.credits} spent${
-        c.creditsRemaining !== undefined
-          ? `, ${c.creditsRemaining} remaining`
-          : ""
+        remaining(c.creditsRemaining)
       }; gap ${formatDuration(gapMs)}; forecast: ${outlook}`,
     fields: {
       event: "progress",
@@ -4070,9 +4070,7 @@ function summaryText(r: RunReport): string[] {
       r.leftOut ? `; left out: ${r.leftOut}` : ""
     }`,
     `  credits: ${c.credits} spent${
-      r.creditsRemaining !== undefined
-        ? `, ${r.creditsRemaining} remaining at the vendor`
-        : ""
+      remaining(r.creditsRemaining, " at the vendor")
     }`,
     `  requests: ${c.requests} (${c.retries} retries), mean ${
       ms(r.meanRequestMs)
