@@ -3872,7 +3872,7 @@ function toStderr(line: string, level: Level = "error"): void {
  * full URL (`url.full`, `url.path`, `url.query`), and nothing turns that off.
  */
 function warnOfFetchSpans(
-  c: Config,
+  config: Config,
   shownApiUrl: string,
   env: (name: string) => string | undefined,
   log: Logger,
@@ -3881,7 +3881,7 @@ function warnOfFetchSpans(
   try {
     otel = env("OTEL_DENO");
   } catch { /* not in --allow-env: cannot tell, the runtime may export */ }
-  const lookups = placeholders(c.apiUrl).map(lookupColumn)
+  const lookups = placeholders(config.apiUrl).map(lookupColumn)
     .filter((l) => l !== "id");
   const carried = [
     ...lookups.length > 0 ? [`the values of ${lookups.join(", ")}`] : [],
@@ -3916,11 +3916,7 @@ let tracer: {
  * this and every later span is a no-op. Spans never fail a run.
  * Attributes are ids, counts and statuses: never a lookup value or a secret.
  */
-function startSpan(
-  name: string,
-  attributes: Attributes,
-  parent?: Span,
-): Span {
+function startSpan(name: string, attributes: Attributes, parent?: Span): Span {
   try {
     return tracer?.startSpan(name, { attributes }, parent && within(parent)) ??
       NO_SPAN;
@@ -4099,12 +4095,12 @@ function summaryJson(r: RunReport): string {
 function summaryMarkdown(r: RunReport): string {
   const c = r.counters;
   const cell = (text: string) => text.replaceAll("|", "\\|");
-  const rows: [string, string][] = [
+  const rows = [
     ["Status", `**${r.status}**`],
     ["Why it stopped", r.reason ? cell(r.reason) : "all selected targets done"],
     ["Duration", formatDuration(r.elapsedMs)],
-    ...FACTS.map(([key, [, label]]): [string, string] => [label, `${c[key]}`]),
-    ...r.leftOut ? [["Left out", r.leftOut] as [string, string]] : [],
+    ...FACTS.map(([key, [, label]]) => [label, `${c[key]}`]),
+    ...r.leftOut ? [["Left out", r.leftOut]] : [],
     ["Credits remaining (vendor)", r.creditsRemaining?.toString() ?? "unknown"],
     [
       "Request time mean / p95",
@@ -4187,17 +4183,13 @@ function dryEnding(lines: string[]): Ending {
 }
 
 /** The ending of a connection that could not be opened. */
-function failed(f: ConnectFailure, log: Logger): Ending {
-  log.error(f.message);
-  if (f.exit === 2) return invalid([f.message]);
+function failed({ exit, message }: ConnectFailure, log: Logger): Ending {
+  log.error(message);
+  if (exit === 2) return invalid([message]);
   return {
-    code: f.exit,
+    code: exit,
     status: "aborted",
-    annotation: {
-      level: "error",
-      title: "refresh aborted",
-      message: f.message,
-    },
+    annotation: { level: "error", title: "refresh aborted", message },
   };
 }
 
@@ -4242,12 +4234,8 @@ async function tellWorkflow(
     e.summary ?? "",
     end,
   ].join("\n");
-  for (
-    const [name, text] of [
-      ["GITHUB_STEP_SUMMARY", e.summary],
-      ["GITHUB_OUTPUT", outputs],
-    ] as const
-  ) {
+  const files = { GITHUB_STEP_SUMMARY: e.summary, GITHUB_OUTPUT: outputs };
+  for (const [name, text] of Object.entries(files)) {
     const path = env(name);
     if (!path || text === undefined) continue;
     try {
