@@ -3057,30 +3057,22 @@ async function ask(
   hard: AbortSignal,
 ): Promise<Reply> {
   const timeout = AbortSignal.timeout(p.requestTimeout);
-  const again = (error: string): Reply["retry"] => ({
-    error,
-    httpStatus: null,
-    stated: false,
+  const again = (error: string): Reply => ({
+    retry: { error, httpStatus: null, stated: false },
   });
   // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
     if (timeout.aborted) {
-      return {
-        retry: again(`${what} within ${formatDuration(p.requestTimeout)}`),
-      };
+      return again(`${what} within ${formatDuration(p.requestTimeout)}`);
     }
     const message = p.scrub(String((error as Error)?.message ?? error));
-    return /redirect/i.test(message)
-      ? {
-        credits: 0,
-        outcome: outcome(
-          "failed",
-          null,
-          `the vendor redirected; redirects are not followed (${message})`,
-        ),
-      }
-      : { credits: 0, retry: again(`network error: ${message}`) };
+    if (!/redirect/i.test(message)) {
+      return { credits: 0, ...again(`network error: ${message}`) };
+    }
+    const why =
+      `the vendor redirected; redirects are not followed (${message})`;
+    return { credits: 0, outcome: outcome("failed", null, why) };
   };
   let response: Response;
   try {
@@ -3287,12 +3279,10 @@ function replyOf(
     );
     wait = undefined;
   }
-  if (wait !== undefined) {
-    reply.waitMs = wait;
-    if (wait > p.maxRetryWait) {
-      const what = said === "retry" ? `HTTP ${a.status}` : "rate-limit reset";
-      reply.stop = tooLong(what, wait, p.maxRetryWait);
-    }
+  reply.waitMs = wait;
+  if (wait !== undefined && wait > p.maxRetryWait) {
+    const what = said === "retry" ? `HTTP ${a.status}` : "rate-limit reset";
+    reply.stop = tooLong(what, wait, p.maxRetryWait);
   }
   const stop = (status: StopStatus, why: string) => ({
     ...reply,
