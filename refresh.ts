@@ -2952,14 +2952,7 @@ interface Verdict {
    * `ok` stores it; `not_found`, `invalid` and `failed` are recorded;
    * `retry` asks again; `credits_exhausted` and `key_refused` stop the run.
    */
-  verdict:
-    | "ok"
-    | "not_found"
-    | "invalid"
-    | "failed"
-    | "retry"
-    | "credits_exhausted"
-    | "key_refused";
+  verdict: TargetStatus | "retry" | "credits_exhausted" | "key_refused";
   /** Why, for all but `ok`: what is recorded, or the stop's reason. */
   reason?: string;
   /** For `retry`: how long the vendor asked to wait, in milliseconds. */
@@ -3821,22 +3814,21 @@ function createLogger(
   write: (line: string, level: Level) => void,
   clean: (text: string) => string,
 ): Logger {
-  const line =
-    (level: Level) => (message: string, fields: Record<string, unknown> = {}) =>
-      write(
-        clean(
-          format === "json"
-            ? JSON.stringify({
-              time: new Date().toISOString(),
-              level,
-              event: "log",
-              message,
-              ...fields,
-            })
-            : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
-        ),
-        level,
-      );
+  const line = (level: Level) => (message: string, fields = {}) =>
+    write(
+      clean(
+        format === "json"
+          ? JSON.stringify({
+            time: new Date().toISOString(),
+            level,
+            event: "log",
+            message,
+            ...fields,
+          })
+          : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
+      ),
+      level,
+    );
   return { info: line("info"), warn: line("warning"), error: line("error") };
 }
 
