@@ -4127,8 +4127,8 @@ function workflowCommand(
   title: string,
   message: string,
 ): string {
-  const data = (s: string) =>
-    s.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
+  const data = (text: string) =>
+    text.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
   return `::${command} title=${
     data(title).replaceAll(":", "%3A").replaceAll(",", "%2C")
   }::${data(message)}`;
