@@ -2890,14 +2890,7 @@ interface Verdict {
    * `ok` stores it; `not_found`, `invalid` and `failed` are recorded;
    * `retry` asks again; `credits_exhausted` and `key_refused` stop the run.
    */
-  verdict:
-    | "ok"
-    | "not_found"
-    | "invalid"
-    | "failed"
-    | "retry"
-    | "credits_exhausted"
-    | "key_refused";
+  verdict: TargetStatus | "retry" | "credits_exhausted" | "key_refused";
   /** Why, for all but `ok`: what is recorded, or the stop's reason. */
   reason?: string;
   /** For `retry`: how long the vendor asked to wait, in milliseconds. */
@@ -2995,36 +2988,22 @@ async function ask(
   hard: AbortSignal,
 ): Promise<Reply> {
   const timeout = AbortSignal.timeout(p.requestTimeout);
+  const again = (error: string): Reply => ({
+    retry: { error, httpStatus: null, stated: false },
+  });
   // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
     if (timeout.aborted) {
-      return {
-        retry: {
-          error: `${what} within ${formatDuration(p.requestTimeout)}`,
-          httpStatus: null,
-          stated: false,
-        },
-      };
+      return again(`${what} within ${formatDuration(p.requestTimeout)}`);
     }
     const message = p.scrub(String((error as Error)?.message ?? error));
-    return /redirect/i.test(message)
-      ? {
-        credits: 0,
-        outcome: outcome(
-          "failed",
-          null,
-          `the vendor redirected; redirects are not followed (${message})`,
-        ),
-      }
-      : {
-        credits: 0,
-        retry: {
-          error: `network error: ${message}`,
-          httpStatus: null,
-          stated: false,
-        },
-      };
+    if (!/redirect/i.test(message)) {
+      return { credits: 0, ...again(`network error: ${message}`) };
+    }
+    const why =
+      `the vendor redirected; redirects are not followed (${message})`;
+    return { credits: 0, outcome: outcome("failed", null, why) };
   };
   let response: Response;
   try {
@@ -3041,7 +3020,7 @@ async function ask(
   const { status, headers } = response;
   const ok = status >= 200 && status < 300;
   const credits = answerCredits(headers, status, ok, p);
-  let bytes: Uint8Array;
+  let bytes: Uint8Array = new Uint8Array();
   let unusable: string | undefined;
   try {
     bytes = await readBody(response, ok ? p.maxBody : ERROR_BODY);
@@ -3049,10 +3028,9 @@ async function ask(
     if (!(error instanceof BodyTooLargeError)) {
       return { ...failed(error, "body not received"), credits };
     }
-    bytes = new Uint8Array();
     unusable = error.message;
   }
-  let text = "";
+  let text: string;
   try {
     text = UTF8.decode(bytes);
   } catch {
@@ -3094,12 +3072,10 @@ function notices(log: Logger) {
 }
 
 function unreadable(name: string, headers: Headers, p: Policy): void {
-  const value = headers.get(name)?.slice(0, 100);
+  const value = JSON.stringify(headers.get(name)?.slice(0, 100));
   p.warnOnce(
     name,
-    `the vendor's ${name} header cannot be read (${
-      JSON.stringify(value)
-    }); it is ignored`,
+    `the vendor's ${name} header cannot be read (${value}); it is ignored`,
   );
 }
 
@@ -3113,11 +3089,11 @@ function answerCredits(
   ok: boolean,
   p: Policy,
 ): number {
-  const billable = p.billableStatuses.includes(status) ? 1 : 0;
   for (const name of [p.creditsHeader, p.creditsSpentHeader]) {
     if (name && ok) p.sawHeader(name, headers.has(name));
   }
-  return readCredits(headers, p.creditsSpentHeader, p) ?? billable;
+  return readCredits(headers, p.creditsSpentHeader, p) ??
+    (p.billableStatuses.includes(status) ? 1 : 0);
 }
 
 /** A credits header's value; warned about once when unreadable or duplicated. */
@@ -3165,11 +3141,11 @@ function genericVerdict(
     return text &&
       `: ${text.length > EXCERPT ? `${text.slice(0, EXCERPT)}…` : text}`;
   };
-  const says = (verdict: Verdict["verdict"], reason?: string): Verdict => ({
-    verdict,
-    reason,
-    credits,
-  });
+  const says = (
+    verdict: Verdict["verdict"],
+    reason?: string,
+    waitMs?: number,
+  ): Verdict => ({ verdict, reason, credits, waitMs });
   if (s === 401 || s === 403) {
     return says(
       "key_refused",
@@ -3188,33 +3164,27 @@ function genericVerdict(
     const checked = v.safeParse(VENDOR.schema, a.json);
     if (checked.success) return says("ok");
     const issue = checked.issues[0];
-    return says(
-      "invalid",
-      `unexpected shape at ${
-        v.getDotPath(issue) ?? "(root)"
-      }: ${issue.message}`,
-    );
+    const at = v.getDotPath(issue) ?? "(root)";
+    return says("invalid", `unexpected shape at ${at}: ${issue.message}`);
   }
   if (s === 404) {
     return says("not_found", "HTTP 404: the vendor does not know this target");
   }
-  if (TRANSIENT_STATUSES.has(s)) {
-    const after = s === 429 || s === 503
-      ? parseRetryAfter(a.headers.get("retry-after"))
-      : undefined;
-    const waits = [after, ...s === 429 ? [limits.resetMs, limits.spentMs] : []]
-      .filter((ms) => ms !== undefined);
-    return {
-      ...says(
-        "retry",
-        `HTTP ${s}${
-          after !== undefined ? ` (Retry-After ${formatDuration(after)})` : ""
-        }`,
-      ),
-      waitMs: waits.length > 0 ? Math.max(...waits) : undefined,
-    };
+  if (!TRANSIENT_STATUSES.has(s)) {
+    return says("failed", `HTTP ${s}${excerpt()}`);
   }
-  return says("failed", `HTTP ${s}${excerpt()}`);
+  const after = s === 429 || s === 503
+    ? parseRetryAfter(a.headers.get("retry-after"))
+    : undefined;
+  const waits = [after, ...s === 429 ? [limits.resetMs, limits.spentMs] : []]
+    .filter((ms) => ms !== undefined);
+  return says(
+    "retry",
+    `HTTP ${s}${
+      after === undefined ? "" : ` (Retry-After ${formatDuration(after)})`
+    }`,
+    waits.length > 0 ? Math.max(...waits) : undefined,
+  );
 }
 
 /** The reply a verdict makes, with the waits and costs of its answer. */
@@ -3229,8 +3199,8 @@ function replyOf(
     credits: verdict.credits ?? generic.credits,
     creditsRemaining: readCredits(a.headers, p.creditsHeader, p),
   };
-  const retrying = verdict.verdict === "retry";
-  let wait = retrying ? verdict.waitMs : limits.spentMs;
+  const { verdict: said, reason } = verdict;
+  let wait = said === "retry" ? verdict.waitMs : limits.spentMs;
   if (wait !== undefined && wait > p.periodLeftMs()) {
     p.warnOnce(
       "past period end",
@@ -3240,38 +3210,24 @@ function replyOf(
     );
     wait = undefined;
   }
-  if (wait !== undefined) {
-    reply.waitMs = wait;
-    if (wait > p.maxRetryWait) {
-      reply.stop = tooLong(
-        retrying ? `HTTP ${a.status}` : "rate-limit reset",
-        wait,
-        p.maxRetryWait,
-      );
-    }
+  reply.waitMs = wait;
+  if (wait !== undefined && wait > p.maxRetryWait) {
+    const what = said === "retry" ? `HTTP ${a.status}` : "rate-limit reset";
+    reply.stop = tooLong(what, wait, p.maxRetryWait);
   }
-  const { verdict: said, reason } = verdict;
+  const stop = (status: StopStatus, why: string) => ({
+    ...reply,
+    stop: stopAs(status, reason ?? `${why} (HTTP ${a.status})`),
+  });
   const done = (status: TargetStatus, why: string | null, text?: string) => ({
     ...reply,
     outcome: outcome(status, a.status, why, text),
   });
   switch (said) {
     case "key_refused":
+      return stop("aborted", "the vendor refused the API key");
     case "credits_exhausted":
-      return {
-        ...reply,
-        stop: said === "key_refused"
-          ? {
-            status: "aborted",
-            reason: reason ??
-              `the vendor refused the API key (HTTP ${a.status})`,
-          }
-          : {
-            status: "credits_exhausted",
-            reason: reason ??
-              `the vendor says no credits are left (HTTP ${a.status})`,
-          },
-      };
+      return stop("credits_exhausted", "the vendor says no credits are left");
     case "retry":
       return reply.stop ? reply : {
         ...reply,
@@ -3348,14 +3304,17 @@ async function fetchTarget(
   let credits = 0;
   let maxCost = o.maxCost;
   let creditsRemaining: number | undefined;
-  const spent = (): Fetched => ({
+  /** How the target ended, with its attempts and what they cost. */
+  const spent = (end: Pick<Fetched, "outcome" | "stop">): Fetched => ({
     attempts,
     credits,
     creditsRemaining,
     maxCost,
+    stop: end.stop,
+    outcome: end.outcome && { ...end.outcome, attempts },
   });
   if (typeof url !== "string") {
-    return { ...spent(), outcome: outcome("invalid", null, url.invalid) };
+    return spent({ outcome: outcome("invalid", null, url.invalid) });
   }
   try {
     const reply = await retry(async () => {
@@ -3403,49 +3362,36 @@ async function fetchTarget(
       isRetriable: (error) => error instanceof Retryable,
       signal: o.stop,
     });
-    return {
-      ...spent(),
-      stop: reply.stop,
-      outcome: reply.outcome && { ...reply.outcome, attempts },
-    };
+    return spent(reply);
   } catch (error) {
     if (error instanceof RetryError) {
       const cause = error.cause as Retryable;
       // Turned away without a word on when: not the target's fault.
       if (cause.httpStatus === 429) {
-        return {
-          ...spent(),
-          stop: {
-            status: "rate_limited",
-            reason:
-              `the vendor answered ${cause.message} to ${attempts} attempts for target ${target.id} without saying when to come back; progress is saved, run again later`,
-          },
-        };
-      }
-      return {
-        ...spent(),
-        outcome: {
-          ...outcome(
-            "failed",
-            cause.httpStatus,
-            `gave up after ${attempts} attempts; last: ${cause.message}`,
+        return spent({
+          stop: stopAs(
+            "rate_limited",
+            `the vendor answered ${cause.message} to ${attempts} attempts for target ${target.id} without saying when to come back; progress is saved, run again later`,
           ),
-          attempts,
-        },
-      };
+        });
+      }
+      return spent({
+        outcome: outcome(
+          "failed",
+          cause.httpStatus,
+          `gave up after ${attempts} attempts; last: ${cause.message}`,
+        ),
+      });
     }
     if (o.stop.aborted && error === o.stop.reason) {
-      return { ...spent(), stop: o.stop.reason as Stop };
+      return spent({ stop: o.stop.reason as Stop });
     }
     throw error;
   }
 }
 
 function budgetStop(budget: number): Stop {
-  return {
-    status: "budget_exhausted",
-    reason: `spent the budget of ${budget} credit(s)`,
-  };
+  return stopAs("budget_exhausted", `spent the budget of ${budget} credit(s)`);
 }
 
 // ============================================================================
@@ -3811,22 +3757,21 @@ function createLogger(
   write: (line: string, level: Level) => void,
   clean: (text: string) => string,
 ): Logger {
-  const line =
-    (level: Level) => (message: string, fields: Record<string, unknown> = {}) =>
-      write(
-        clean(
-          format === "json"
-            ? JSON.stringify({
-              time: new Date().toISOString(),
-              level,
-              event: "log",
-              message,
-              ...fields,
-            })
-            : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
-        ),
-        level,
-      );
+  const line = (level: Level) => (message: string, fields = {}) =>
+    write(
+      clean(
+        format === "json"
+          ? JSON.stringify({
+            time: new Date().toISOString(),
+            level,
+            event: "log",
+            message,
+            ...fields,
+          })
+          : `refresh: ${level === "info" ? "" : `${level}: `}${message}`,
+      ),
+      level,
+    );
   return { info: line("info"), warn: line("warning"), error: line("error") };
 }
 
@@ -3852,7 +3797,7 @@ function toStderr(line: string, level: Level = "error"): void {
  * full URL (`url.full`, `url.path`, `url.query`), and nothing turns that off.
  */
 function warnOfFetchSpans(
-  c: Config,
+  config: Config,
   shownApiUrl: string,
   env: (name: string) => string | undefined,
   log: Logger,
@@ -3861,7 +3806,7 @@ function warnOfFetchSpans(
   try {
     otel = env("OTEL_DENO");
   } catch { /* not in --allow-env: cannot tell, the runtime may export */ }
-  const lookups = placeholders(c.apiUrl).map(lookupColumn)
+  const lookups = placeholders(config.apiUrl).map(lookupColumn)
     .filter((l) => l !== "id");
   const carried = [
     ...lookups.length > 0 ? [`the values of ${lookups.join(", ")}`] : [],
@@ -3896,11 +3841,7 @@ let tracer: {
  * this and every later span is a no-op. Spans never fail a run.
  * Attributes are ids, counts and statuses: never a lookup value or a secret.
  */
-function startSpan(
-  name: string,
-  attributes: Attributes,
-  parent?: Span,
-): Span {
+function startSpan(name: string, attributes: Attributes, parent?: Span): Span {
   try {
     return tracer?.startSpan(name, { attributes }, parent && within(parent)) ??
       NO_SPAN;
@@ -3979,6 +3920,11 @@ function ms(value: number | undefined): string {
   return value === undefined ? "n/a" : formatDuration(value);
 }
 
+/** `, 12 remaining` (then `where`), or "" while the vendor has not said. */
+function remaining(credits: number | undefined, where = ""): string {
+  return credits === undefined ? "" : `, ${credits} remaining${where}`;
+}
+
 /** "12 unknown ids, 3 without email", or "". */
 function leftOutText(unknown: number, without: Without): string {
   return [
@@ -3997,24 +3943,21 @@ function progressLine(
   timeLeftMs: number,
 ): { text: string; fields: Record<string, unknown> } {
   const perMinute = elapsedMs > 0 ? (c.processed / elapsedMs) * 60_000 : 0;
-  const left = Math.max(0, c.total - c.processed);
-  const etaMs = perMinute > 0 ? (left / perMinute) * 60_000 : undefined;
-  const budgetLeft = config.budget !== undefined
-    ? config.budget - c.credits
-    : undefined;
-  const vendorLeft = c.creditsRemaining !== undefined
-    ? c.creditsRemaining - (config.reserve ?? 0)
-    : undefined;
-  const creditsLeft = budgetLeft === undefined || vendorLeft === undefined
-    ? budgetLeft ?? vendorLeft
-    : Math.min(budgetLeft, vendorLeft);
+  const targetsLeft = Math.max(0, c.total - c.processed);
+  const etaMs = perMinute > 0 ? (targetsLeft / perMinute) * 60_000 : undefined;
+  const spendable = [
+    ...config.budget === undefined ? [] : [config.budget - c.credits],
+    ...c.creditsRemaining === undefined
+      ? []
+      : [c.creditsRemaining - (config.reserve ?? 0)],
+  ];
   const outlook = forecast({
     elapsedMs,
     timeLeftMs,
     processed: c.processed,
-    targetsLeft: left,
+    targetsLeft,
     creditsSpent: c.credits,
-    creditsLeft,
+    creditsLeft: spendable.length > 0 ? Math.min(...spendable) : undefined,
   });
   const pct = c.total > 0 ? ((c.processed / c.total) * 100).toFixed(1) : "100";
   return {
@@ -4024,9 +3967,7 @@ function progressLine(
       } not_found/invalid, ${c.retries} retries; ${
         perMinute.toFixed(1)
       }/min, ETA ${ms(etaMs)}; credits ${c.credits} spent${
-        c.creditsRemaining !== undefined
-          ? `, ${c.creditsRemaining} remaining`
-          : ""
+        remaining(c.creditsRemaining)
       }; gap ${formatDuration(gapMs)}; forecast: ${outlook}`,
     fields: {
       event: "progress",
@@ -4050,9 +3991,7 @@ function summaryText(r: RunReport): string[] {
       r.leftOut ? `; left out: ${r.leftOut}` : ""
     }`,
     `  credits: ${c.credits} spent${
-      r.creditsRemaining !== undefined
-        ? `, ${r.creditsRemaining} remaining at the vendor`
-        : ""
+      remaining(r.creditsRemaining, " at the vendor")
     }`,
     `  requests: ${c.requests} (${c.retries} retries), mean ${
       ms(r.meanRequestMs)
@@ -4081,12 +4020,12 @@ function summaryJson(r: RunReport): string {
 function summaryMarkdown(r: RunReport): string {
   const c = r.counters;
   const cell = (text: string) => text.replaceAll("|", "\\|");
-  const rows: [string, string][] = [
+  const rows = [
     ["Status", `**${r.status}**`],
     ["Why it stopped", r.reason ? cell(r.reason) : "all selected targets done"],
     ["Duration", formatDuration(r.elapsedMs)],
-    ...FACTS.map(([key, [, label]]): [string, string] => [label, `${c[key]}`]),
-    ...r.leftOut ? [["Left out", r.leftOut] as [string, string]] : [],
+    ...FACTS.map(([key, [, label]]) => [label, `${c[key]}`]),
+    ...r.leftOut ? [["Left out", r.leftOut]] : [],
     ["Credits remaining (vendor)", r.creditsRemaining?.toString() ?? "unknown"],
     [
       "Request time mean / p95",
@@ -4131,8 +4070,8 @@ function workflowCommand(
   title: string,
   message: string,
 ): string {
-  const data = (s: string) =>
-    s.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
+  const data = (text: string) =>
+    text.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
   return `::${command} title=${
     data(title).replaceAll(":", "%3A").replaceAll(",", "%2C")
   }::${data(message)}`;
@@ -4169,17 +4108,13 @@ function dryEnding(lines: string[]): Ending {
 }
 
 /** The ending of a connection that could not be opened. */
-function failed(f: ConnectFailure, log: Logger): Ending {
-  log.error(f.message);
-  if (f.exit === 2) return invalid([f.message]);
+function failed({ exit, message }: ConnectFailure, log: Logger): Ending {
+  log.error(message);
+  if (exit === 2) return invalid([message]);
   return {
-    code: f.exit,
+    code: exit,
     status: "aborted",
-    annotation: {
-      level: "error",
-      title: "refresh aborted",
-      message: f.message,
-    },
+    annotation: { level: "error", title: "refresh aborted", message },
   };
 }
 
@@ -4224,12 +4159,8 @@ async function tellWorkflow(
     e.summary ?? "",
     end,
   ].join("\n");
-  for (
-    const [name, text] of [
-      ["GITHUB_STEP_SUMMARY", e.summary],
-      ["GITHUB_OUTPUT", outputs],
-    ] as const
-  ) {
+  const files = { GITHUB_STEP_SUMMARY: e.summary, GITHUB_OUTPUT: outputs };
+  for (const [name, text] of Object.entries(files)) {
     const path = env(name);
     if (!path || text === undefined) continue;
     try {
