@@ -4430,12 +4430,12 @@ interface MainOptions {
 /** What main() hands to a dry or a real run. */
 interface Job {
   config: Config;
-  long: Db;
+  selectDb: Db;
   pglite: boolean;
   names: StateNames;
   info: TargetInfo;
-  base: Omit<Selection, "cutoff" | "hasState" | "keyed">;
-  given: GivenIds | undefined;
+  selection: Omit<Selection, "cutoff" | "hasState" | "keyed">;
+  givenIds: GivenIds | undefined;
   log: Logger;
   /** Writes lines to stdout, one per element, each scrubbed and escaped. */
   print: (lines: string[]) => void;
@@ -4458,11 +4458,11 @@ function startClock(now: Date | undefined): () => Date {
 }
 
 /** Why a run must not start now (outside the month-end window), if so. */
-function outsideWindow(c: Config, now: Date): string | undefined {
-  if (c.monthEndDays === undefined) return undefined;
-  const w = monthEndWindow(now, c.timezone, c.monthEndDays);
-  if (w.inWindow) return undefined;
-  return `outside the month-end window: today is day ${w.day} of ${w.daysInMonth} in ${c.timezone}; runs happen on days ${w.firstDay}-${w.daysInMonth} (--month-end-days ${c.monthEndDays})`;
+function outsideWindow(config: Config, now: Date): string | undefined {
+  if (config.monthEndDays === undefined) return undefined;
+  const month = monthEndWindow(now, config.timezone, config.monthEndDays);
+  if (month.inWindow) return undefined;
+  return `outside the month-end window: today is day ${month.day} of ${month.daysInMonth} in ${config.timezone}; runs happen on days ${month.firstDay}-${month.daysInMonth} (--month-end-days ${config.monthEndDays})`;
 }
 
 /** The selection at this moment: the stale cutoff and the state table's shape. */
@@ -4471,7 +4471,7 @@ async function selectionOf(
   found: Pick<StateCatalog, "state" | "keyed">,
   abort: AbortSignal,
 ): Promise<Selection> {
-  const [row] = await job.long.run(
+  const [row] = await job.selectDb.run(
     (sql) =>
       sql<
         { cutoff: string }[]
@@ -4479,7 +4479,7 @@ async function selectionOf(
     abort,
   );
   return {
-    ...job.base,
+    ...job.selection,
     cutoff: row!.cutoff,
     hasState: found.state,
     keyed: found.keyed,
@@ -4487,30 +4487,30 @@ async function selectionOf(
 }
 
 /** The targets: the given ids, or the stale ones; how many, and who is left out. */
-async function targetsOf(job: Job, s: Selection, abort: AbortSignal) {
+async function targetsOf(job: Job, selection: Selection, abort: AbortSignal) {
   const limit = job.config.limit ?? Infinity;
-  if (job.given) {
+  if (job.givenIds) {
     return {
-      batches: givenBatches(job.long, s, job.given.ids, abort),
-      total: Math.min(job.given.ids.length, limit),
-      leftOut: leftOutText(job.given.unknown.length, job.given.without),
+      batches: givenBatches(job.selectDb, selection, job.givenIds.ids, abort),
+      total: Math.min(job.givenIds.ids.length, limit),
+      leftOut: leftOutText(job.givenIds.unknown.length, job.givenIds.without),
     };
   }
-  const { total, without } = await countStale(job.long, s, abort);
+  const { total, without } = await countStale(job.selectDb, selection, abort);
   return {
-    batches: staleBatches(job.long, s, abort),
+    batches: staleBatches(job.selectDb, selection, abort),
     total: Math.min(total, limit),
     leftOut: leftOutText(0, without),
   };
 }
 
 async function dryRun(job: Job): Promise<Ending> {
-  const { config: c, log, long, names } = job;
+  const { config, log, selectDb, names } = job;
   const paused = (lines: string[], print = false) => {
     if (print) job.print(lines);
     return dryEnding(lines);
   };
-  const skip = outsideWindow(c, job.clock());
+  const skip = outsideWindow(config, job.clock());
   if (skip) {
     log.info(`dry run: ${skip}; a real run would exit 0 at once`);
     return paused([
@@ -4518,45 +4518,45 @@ async function dryRun(job: Job): Promise<Ending> {
     ]);
   }
   const abort = job.control.stop.signal;
-  const found = await readCatalog(long, names, abort);
-  const s = await selectionOf(job, found, abort);
-  const { batches, total, leftOut } = await targetsOf(job, s, abort);
+  const found = await readCatalog(selectDb, names, abort);
+  const selection = await selectionOf(job, found, abort);
+  const { batches, total, leftOut } = await targetsOf(job, selection, abort);
   const first: string[] = [];
   for await (const batch of batches) {
     first.push(...batch.slice(0, 10 - first.length).map((t) => t.id));
     if (first.length >= 10) break;
   }
-  const pace = found.runs ? await lastPace(long, names) : undefined;
-  const affordable = Math.min(total, c.budget ?? Infinity);
+  const pace = found.runs ? await lastPace(selectDb, names) : undefined;
+  const affordable = Math.min(total, config.budget ?? Infinity);
   const estimateMs = pace ? affordable * pace.msPerTarget : undefined;
-  if (c.logFormat === "json") {
+  if (config.logFormat === "json") {
     return paused([JSON.stringify({
       time: new Date().toISOString(),
       level: "info",
       event: "dry_run",
       targets: total,
       leftOut: leftOut || null,
-      budget: c.budget ?? null,
-      reserve: c.reserve ?? null,
+      budget: config.budget ?? null,
+      reserve: config.reserve ?? null,
       estimatedMs: estimateMs === undefined ? null : Math.round(estimateMs),
       firstIds: first,
     })], true);
   }
-  const budget = c.budget === undefined
+  const budget = config.budget === undefined
     ? "no --budget"
-    : `budget ${c.budget}${
-      c.budget < total
-        ? `: the run would stop after ~${c.budget} targets`
+    : `budget ${config.budget}${
+      config.budget < total
+        ? `: the run would stop after ~${config.budget} targets`
         : ": enough"
     }`;
   return paused([
     "refresh: dry run: no vendor call, nothing written",
-    `  targets: ${total} would be refreshed in ${c.table}${
-      c.limit !== undefined ? ` (--limit ${c.limit})` : ""
+    `  targets: ${total} would be refreshed in ${config.table}${
+      config.limit !== undefined ? ` (--limit ${config.limit})` : ""
     }${leftOut ? `; left out: ${leftOut}` : ""}`,
     `  credits: ~${total} needed (one per target that succeeds); ${budget}${
-      c.reserve !== undefined
-        ? `; reserve ${c.reserve}: checked against ${c.creditsHeader} once the vendor answers`
+      config.reserve !== undefined
+        ? `; reserve ${config.reserve}: checked against ${config.creditsHeader} once the vendor answers`
         : ""
     }`,
     `  estimated duration: ${
@@ -4564,8 +4564,8 @@ async function dryRun(job: Job): Promise<Ending> {
         ? `~${formatDuration(estimateMs!)} (at ${
           formatDuration(pace.msPerTarget)
         } per target, from run ${pace.runId})${
-          estimateMs! > c.timeBudget
-            ? `; more than --time-budget ${formatDuration(c.timeBudget)}`
+          estimateMs! > config.timeBudget
+            ? `; more than --time-budget ${formatDuration(config.timeBudget)}`
             : ""
         }`
         : "unknown (no earlier run to learn the pace from)"
@@ -4576,7 +4576,7 @@ async function dryRun(job: Job): Promise<Ending> {
 
 /** Opens the write and heartbeat connections (PGlite has one session: shares one). */
 async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
-  if (job.pglite) return [job.long, job.long];
+  if (job.pglite) return [job.selectDb, job.selectDb];
   const opened: Db[] = [];
   for (let i = 0; i < 2; i++) {
     const db = await connect(
@@ -4593,19 +4593,24 @@ async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
 }
 
 async function realRun(job: Job): Promise<Ending> {
-  const { config: c, long, names, log, control } = job;
-  const found = await readCatalog(long, names, control.stop.signal);
+  const { config, selectDb, names, log, control } = job;
+  const found = await readCatalog(selectDb, names, control.stop.signal);
   if (!found.current) {
     const migrated = await migrate(
-      long,
+      selectDb,
       names,
       found,
       job.info.canonical,
       control.stop.signal,
     );
     if ("exit" in migrated) {
-      const sql = migrated.statements.map((st) => `${st};`).join("\n");
-      const lines = [migrated.message, ...sql.split("\n").map((l) => `  ${l}`)];
+      const sql = migrated.statements.map((statement) => `${statement};`).join(
+        "\n",
+      );
+      const lines = [
+        migrated.message,
+        ...sql.split("\n").map((line) => `  ${line}`),
+      ];
       for (const line of lines) log.error(line);
       return migrated.exit === 2
         ? invalid(lines)
@@ -4615,9 +4620,9 @@ async function realRun(job: Job): Promise<Ending> {
   }
   const startedAt = job.clock();
   const started = performance.now();
-  const skip = outsideWindow(c, startedAt);
+  const skip = outsideWindow(config, startedAt);
   if (skip) {
-    const runId = await recordSkippedRun(long, names, job.params, skip);
+    const runId = await recordSkippedRun(selectDb, names, job.params, skip);
     log.info(`run ${runId} outside_window: ${skip}; nothing to do today`);
     return {
       code: 0,
@@ -4629,18 +4634,18 @@ async function realRun(job: Job): Promise<Ending> {
   // by a lock never holds up the heartbeat, so a live run never looks dead.
   const workers = await openWorkers(job);
   if (!Array.isArray(workers)) return failed(workers, log);
-  const [write, beat] = workers;
+  const [writeDb, heartbeatDb] = workers;
   const lease = await acquireLease(
-    write,
+    writeDb,
     names,
-    c.lease,
+    config.lease,
     job.params,
-    c.ignoreNotBefore,
+    config.ignoreNotBefore,
   );
   if ("live" in lease) {
     log.error(
       `another run is live: run ${lease.live.id}, started ${lease.live.startedAt}, last heartbeat ${lease.live.heartbeatAt}; it is taken over as crashed once its heartbeat is older than its lease (--lease ${
-        formatDuration(c.lease)
+        formatDuration(config.lease)
       })`,
     );
     return { code: 3, status: "busy" };
@@ -4650,8 +4655,8 @@ async function realRun(job: Job): Promise<Ending> {
   const span = startSpan("refresh.run", { "refresh.run.id": runId });
   // From now on, every statement survives a lost or blocked database for
   // up to --db-retry.
-  for (const db of new Set([long, write, beat])) {
-    db.retry = { ms: c.dbRetry, log };
+  for (const db of new Set([selectDb, writeDb, heartbeatDb])) {
+    db.retry = { ms: config.dbRetry, log };
   }
   if (lease.cleared > 0) {
     log.warn(
@@ -4669,38 +4674,46 @@ async function realRun(job: Job): Promise<Ending> {
   const stats = new LatencyStats();
   const pacer = new Pacer({
     minIntervalMs: Math.max(
-      c.minInterval,
-      c.rate ? c.rate.windowMs / c.rate.count : 0,
+      config.minInterval,
+      config.rate ? config.rate.windowMs / config.rate.count : 0,
     ),
-    maxGapMs: c.maxRetryWait,
+    maxGapMs: config.maxRetryWait,
   });
   let leftOut = "";
   let stop: Stop | undefined;
   try {
-    const beats = keepLease(beat, names, runId, counters, c, control, log);
-    const end = periodEnd(startedAt, c.timezone);
+    const beats = keepLease(
+      heartbeatDb,
+      names,
+      runId,
+      counters,
+      config,
+      control,
+      log,
+    );
+    const end = periodEnd(startedAt, config.timezone);
     const toPeriodEnd = end.getTime() - startedAt.getTime();
-    const deadlineMs = Math.min(c.timeBudget, toPeriodEnd);
+    const deadlineMs = Math.min(config.timeBudget, toPeriodEnd);
     control.after(deadlineMs, () =>
       control.halt(
-        c.timeBudget <= toPeriodEnd
+        config.timeBudget <= toPeriodEnd
           ? {
             status: "deadline",
             reason: `reached the time budget of ${
-              formatDuration(c.timeBudget)
+              formatDuration(config.timeBudget)
             }`,
           }
           : {
             status: "period_end",
             reason:
-              `the credit period ended at ${end.toISOString()} (end of the month in ${c.timezone})`,
+              `the credit period ended at ${end.toISOString()} (end of the month in ${config.timezone})`,
           },
       ));
-    if (lease.notBeforeMs > c.maxRetryWait) {
+    if (lease.notBeforeMs > config.maxRetryWait) {
       stop = tooLong(
         "an earlier run was told",
         lease.notBeforeMs,
-        c.maxRetryWait,
+        config.maxRetryWait,
       );
     } else {
       if (lease.notBeforeMs > 0) {
@@ -4712,16 +4725,16 @@ async function realRun(job: Job): Promise<Ending> {
         );
       }
       // The selection's long timeout; a signal or the deadline ends it.
-      const s = await selectionOf(
+      const selection = await selectionOf(
         job,
         { state: true, keyed: true },
         control.stop.signal,
       );
-      const targets = await targetsOf(job, s, control.stop.signal);
+      const targets = await targetsOf(job, selection, control.stop.signal);
       counters.total = targets.total;
       leftOut = targets.leftOut;
       log.info(
-        `run ${runId}: ${targets.total} target(s) to refresh in ${c.table}${
+        `run ${runId}: ${targets.total} target(s) to refresh in ${config.table}${
           leftOut ? ` (left out: ${leftOut})` : ""
         }; deadline ${
           new Date(startedAt.getTime() + deadlineMs).toISOString()
@@ -4737,22 +4750,22 @@ async function realRun(job: Job): Promise<Ending> {
         const now = performance.now();
         const line = progressLine(
           counters,
-          c,
+          config,
           pacer.gapMs,
           now - started,
           started + deadlineMs - now,
         );
         log.info(line.text, line.fields);
       };
-      control.every(c.progressInterval, progress);
+      control.every(config.progressInterval, progress);
       let annotations = 0;
       stop = await refreshAll(targets.batches, {
-        config: c,
-        db: write,
+        config,
+        db: writeDb,
         plan: {
           ...job.info,
-          ...s,
-          dataColumn: c.dataColumn,
+          ...selection,
+          dataColumn: config.dataColumn,
           state: names,
           runId,
           scrub: job.strict,
@@ -4761,7 +4774,7 @@ async function realRun(job: Job): Promise<Ending> {
         pacer,
         stats,
         policy: {
-          ...c,
+          ...config,
           periodLeftMs: () => end.getTime() - job.clock().getTime(),
           ...notices(log),
           scrub: job.strict,
@@ -4770,7 +4783,7 @@ async function realRun(job: Job): Promise<Ending> {
         counters,
         fence: beats.fence,
         span,
-        annotate: (id, o) => {
+        annotate: (id, outcome) => {
           if (
             job.env("GITHUB_ACTIONS") !== "true" ||
             ++annotations > MAX_ANNOTATIONS + 1
@@ -4779,8 +4792,8 @@ async function realRun(job: Job): Promise<Ending> {
             annotations <= MAX_ANNOTATIONS
               ? workflowCommand(
                 "warning",
-                `refresh: target ${id} ${o.status}`,
-                o.error ?? "",
+                `refresh: target ${id} ${outcome.status}`,
+                outcome.error ?? "",
               )
               : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
           ]);
@@ -4816,7 +4829,7 @@ async function realRun(job: Job): Promise<Ending> {
     ),
     leftOut,
   };
-  const unrecorded = await finishOnce(beat, job, report);
+  const unrecorded = await finishOnce(heartbeatDb, job, report);
   span.setAttributes(attributes("refresh.run", {
     status,
     recorded: !unrecorded,
@@ -4824,7 +4837,7 @@ async function realRun(job: Job): Promise<Ending> {
   }));
   span.end();
   job.print(
-    c.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
+    config.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
   );
   const problem = unrecorded
     ? `could not record the end of run ${runId} (${status}): ${unrecorded}; it stays running until its lease expires`
@@ -4903,7 +4916,7 @@ function keepLease(
   names: StateNames,
   runId: number,
   counters: LoopOptions["counters"],
-  c: Config,
+  config: Config,
   control: Control,
   log: Logger,
 ): Pick<LoopOptions, "fence"> {
@@ -4930,10 +4943,10 @@ function keepLease(
       busy = false;
     }
   });
-  const safe = c.lease - c.requestTimeout - c.grace;
+  const safe = config.lease - config.requestTimeout - config.grace;
   return {
     fence: async (waiting) => {
-      const until = performance.now() + c.dbRetry;
+      const until = performance.now() + config.dbRetry;
       while (performance.now() - last >= safe) {
         waiting();
         if (performance.now() > until) {
@@ -4942,7 +4955,7 @@ function keepLease(
             reason: `could not renew the lease for ${
               formatDuration(performance.now() - last)
             } (--db-retry ${
-              formatDuration(c.dbRetry)
+              formatDuration(config.dbRetry)
             }); no new request may start`,
           };
         }
@@ -4962,16 +4975,18 @@ function keepLease(
  * form (the API URL may carry the key).
  */
 function publicParams(
-  c: Config,
+  config: Config,
   raw: Partial<Record<Name, string>>,
   clean: (text: string) => string,
 ): Record<string, unknown> {
-  const params: Record<string, unknown> = { database: c.databaseUrl.redacted };
-  for (const [name, s] of Object.entries(SETTINGS) as [Name, Setting][]) {
+  const params: Record<string, unknown> = {
+    database: config.databaseUrl.redacted,
+  };
+  for (const [name, setting] of Object.entries(SETTINGS) as [Name, Setting][]) {
     const text = name === "apiUrl"
-      ? redactUrl(c.apiUrl)
-      : raw[name] ?? s.default;
-    if (!s.flag || text === undefined) continue;
+      ? redactUrl(config.apiUrl)
+      : raw[name] ?? setting.default;
+    if (!setting.flag || text === undefined) continue;
     params[name] = clean(
       text.length > 200
         ? `${text.slice(0, 200)}… (${text.length} characters)`
@@ -5006,32 +5021,38 @@ export async function main(options: MainOptions = {}): Promise<number> {
     stdout(usage());
     return 0;
   }
-  const c = parsed.config;
-  const secrets = [c.apiKey, c.databaseUrl.password];
-  const shownApiUrl = scrubSecrets(redactUrl(c.apiUrl), secrets);
-  const keep = [c.databaseUrl.redacted, shownApiUrl];
+  const { config } = parsed;
+  const secrets = [config.apiKey, config.databaseUrl.password];
+  const shownApiUrl = scrubSecrets(redactUrl(config.apiUrl), secrets);
+  const keep = [config.databaseUrl.redacted, shownApiUrl];
   const clean = (text: string) =>
     escapeControls(scrubSecrets(text, secrets, keep));
   // Text from outside: also runs down to half of a short secret.
   const strict = (text: string) =>
     clean(scrubSecrets(text, secrets, keep, MIN_SCRUBBED_LENGTH));
-  const log = createLogger(c.logFormat, stderr, clean);
+  const log = createLogger(config.logFormat, stderr, clean);
   const print = (lines: string[]) =>
     lines.forEach((line) => stdout(clean(line)));
-  const end = (e: Ending) =>
-    tellWorkflow(e, env, print, log, (t) => scrubSecrets(t, secrets, keep));
-  const idsSource = sourceOf(c.idsFile ? "idsFile" : "ids", parsed.given);
-  let ids = c.ids;
-  if (c.idsFile) {
+  const end = (ending: Ending) =>
+    tellWorkflow(
+      ending,
+      env,
+      print,
+      log,
+      (t) => scrubSecrets(t, secrets, keep),
+    );
+  const idsSource = sourceOf(config.idsFile ? "idsFile" : "ids", parsed.given);
+  let ids = config.ids;
+  if (config.idsFile) {
     try {
-      const text = c.idsFile === "-"
+      const text = config.idsFile === "-"
         ? await new Response(Deno.stdin.readable).text()
-        : await Deno.readTextFile(c.idsFile);
+        : await Deno.readTextFile(config.idsFile);
       ids = idList(text, /\r?\n/);
       if (!ids) throw new Error("no ids in it");
     } catch (error) {
       const problem = `${idsSource}: cannot read ${
-        JSON.stringify(c.idsFile)
+        JSON.stringify(config.idsFile)
       }: ${(error as Error).message}${
         error instanceof Deno.errors.NotCapable
           ? " (deno task refresh:ids may read it)"
@@ -5049,67 +5070,76 @@ export async function main(options: MainOptions = {}): Promise<number> {
     log.error(problem);
     return await end(invalid([problem]));
   }
-  const control = new Control(c.grace, options.signal);
+  const control = new Control(config.grace, options.signal);
   if (!options.signal) control.listen();
   const open: Db[] = [];
   globalThis.addEventListener("error", closedSocketWrite);
   try {
     log.info(
       `${
-        c.dryRun ? "dry run: " : ""
-      }database ${c.databaseUrl.redacted}; vendor ${shownApiUrl}`,
+        config.dryRun ? "dry run: " : ""
+      }database ${config.databaseUrl.redacted}; vendor ${shownApiUrl}`,
     );
-    warnOfFetchSpans(c, shownApiUrl, env, log);
-    const long = await connect(
-      c.databaseUrl,
+    warnOfFetchSpans(config, shownApiUrl, env, log);
+    const selectDb = await connect(
+      config.databaseUrl,
       LONG,
-      c.connectTimeout,
+      config.connectTimeout,
       control.stop.signal,
     );
-    if (!(long instanceof Db)) return await end(failed(long, log));
-    open.push(long);
-    if (long.pooled) {
+    if (!(selectDb instanceof Db)) return await end(failed(selectDb, log));
+    open.push(selectDb);
+    if (selectDb.pooled) {
       log.info(
         "the server refused start-up parameters, as PgBouncer does: the timeouts are set in each statement's transaction, and no statement is prepared",
       );
     }
-    long.readOnly = c.dryRun;
+    selectDb.readOnly = config.dryRun;
     const abort = control.stop.signal;
-    const [{ version }] = await long.run(
+    const [{ version }] = await selectDb.run(
       (sql) => sql<[{ version: string }]>`select version()`,
       abort,
     );
-    const all = VENDOR.lookups(c);
-    const lookups = all.filter((l) => lookupColumn(l) !== "id");
-    const info = await inspectTarget(long, c, lookups.map(lookupColumn), abort);
+    const allLookups = VENDOR.lookups(config);
+    const lookups = allLookups.filter((lookup) =>
+      lookupColumn(lookup) !== "id"
+    );
+    const info = await inspectTarget(
+      selectDb,
+      config,
+      lookups.map(lookupColumn),
+      abort,
+    );
     if (Array.isArray(info)) {
       log.error("invalid target:");
       for (const problem of info) log.error(`  ${problem}`);
       return await end(invalid(info));
     }
-    const names = stateNames(c.stateSchema);
-    const base = {
-      table: c.table,
+    const names = stateNames(config.stateSchema);
+    const selection = {
+      table: config.table,
       canonical: info.canonical,
-      idColumn: c.idColumn,
-      atColumn: c.atColumn,
+      idColumn: config.idColumn,
+      atColumn: config.atColumn,
       idType: info.idType,
       lookups,
       needs: [
-        ...lookupNeeds(all),
+        ...lookupNeeds(allLookups),
         // Longer ids cannot be a key of refresh_state's index.
         {
           name: `an id of at most ${MAX_ID_BYTES} bytes`,
-          sql: `octet_length(t.${quoted(c.idColumn)}::text) <= ${MAX_ID_BYTES}`,
+          sql: `octet_length(t.${
+            quoted(config.idColumn)
+          }::text) <= ${MAX_ID_BYTES}`,
         },
       ],
-      where: c.where,
+      where: config.where,
       state: names,
-      retryMisses: c.retryMisses,
+      retryMisses: config.retryMisses,
     };
-    let given: GivenIds | undefined;
+    let givenIds: GivenIds | undefined;
     if (ids) {
-      const resolved = await resolveIds(long, base, ids, abort);
+      const resolved = await resolveIds(selectDb, selection, ids, abort);
       if ("bad" in resolved) {
         const problem =
           `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
@@ -5118,12 +5148,12 @@ export async function main(options: MainOptions = {}): Promise<number> {
         log.error(problem);
         return await end(invalid([problem]));
       }
-      given = resolved;
+      givenIds = resolved;
       const unknown = resolved.unknown;
       if (unknown.length > 0) {
         log.warn(
-          `${unknown.length} id(s) not in ${c.table}${
-            c.where ? " (or excluded by REFRESH_WHERE)" : ""
+          `${unknown.length} id(s) not in ${config.table}${
+            config.where ? " (or excluded by REFRESH_WHERE)" : ""
           }, not fetched: ${unknown.slice(0, 20).join(", ")}${
             unknown.length > 20 ? ", …" : ""
           }`,
@@ -5131,28 +5161,28 @@ export async function main(options: MainOptions = {}): Promise<number> {
       }
     }
     const job: Job = {
-      config: c,
-      long,
+      config,
+      selectDb,
       pglite: /PGlite/.test(version),
       names,
       info,
-      base,
-      given,
+      selection,
+      givenIds,
       log,
       print,
       env,
       control,
-      clock: startClock(c.now),
+      clock: startClock(config.now),
       params: publicParams(
-        c,
+        config,
         parsed.raw,
-        (text) => scrubSecrets(text, secrets, [c.databaseUrl.redacted]),
+        (text) => scrubSecrets(text, secrets, [config.databaseUrl.redacted]),
       ),
       clean,
       strict,
       open,
     };
-    return await end(c.dryRun ? await dryRun(job) : await realRun(job));
+    return await end(config.dryRun ? await dryRun(job) : await realRun(job));
   } catch (error) {
     if (isStop(error)) {
       log.warn(`stopped before the run began: ${error.reason}`);
