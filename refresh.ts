@@ -4468,22 +4468,17 @@ function outsideWindow(config: Config, now: Date): string | undefined {
 /** The selection at this moment: the stale cutoff and the state table's shape. */
 async function selectionOf(
   job: Job,
-  found: Pick<StateCatalog, "state" | "keyed">,
+  { state: hasState, keyed }: Pick<StateCatalog, "state" | "keyed">,
   abort: AbortSignal,
 ): Promise<Selection> {
-  const [row] = await job.selectDb.run(
+  const [{ cutoff }] = await job.selectDb.run(
     (sql) =>
       sql<
-        { cutoff: string }[]
+        [{ cutoff: string }]
       >`select (now() - ${job.config.staleAfter} * interval '1 millisecond')::text as cutoff`,
     abort,
   );
-  return {
-    ...job.selection,
-    cutoff: row!.cutoff,
-    hasState: found.state,
-    keyed: found.keyed,
-  };
+  return { ...job.selection, cutoff, hasState, keyed };
 }
 
 /** The targets: the given ids, or the stale ones; how many, and who is left out. */
@@ -4506,17 +4501,16 @@ async function targetsOf(job: Job, selection: Selection, abort: AbortSignal) {
 
 async function dryRun(job: Job): Promise<Ending> {
   const { config, log, selectDb, names } = job;
-  const paused = (lines: string[], print = false) => {
-    if (print) job.print(lines);
-    return dryEnding(lines);
-  };
   const skip = outsideWindow(config, job.clock());
   if (skip) {
-    log.info(`dry run: ${skip}; a real run would exit 0 at once`);
-    return paused([
-      `refresh: dry run: ${skip}; a real run would exit 0 at once`,
-    ]);
+    const text = `dry run: ${skip}; a real run would exit 0 at once`;
+    log.info(text);
+    return dryEnding([`refresh: ${text}`]);
   }
+  const printed = (lines: string[]) => {
+    job.print(lines);
+    return dryEnding(lines);
+  };
   const abort = job.control.stop.signal;
   const found = await readCatalog(selectDb, names, abort);
   const selection = await selectionOf(job, found, abort);
@@ -4530,7 +4524,7 @@ async function dryRun(job: Job): Promise<Ending> {
   const affordable = Math.min(total, config.budget ?? Infinity);
   const estimateMs = pace ? affordable * pace.msPerTarget : undefined;
   if (config.logFormat === "json") {
-    return paused([JSON.stringify({
+    return printed([JSON.stringify({
       time: new Date().toISOString(),
       level: "info",
       event: "dry_run",
@@ -4540,7 +4534,7 @@ async function dryRun(job: Job): Promise<Ending> {
       reserve: config.reserve ?? null,
       estimatedMs: estimateMs === undefined ? null : Math.round(estimateMs),
       firstIds: first,
-    })], true);
+    })]);
   }
   const budget = config.budget === undefined
     ? "no --budget"
@@ -4549,7 +4543,7 @@ async function dryRun(job: Job): Promise<Ending> {
         ? `: the run would stop after ~${config.budget} targets`
         : ": enough"
     }`;
-  return paused([
+  return printed([
     "refresh: dry run: no vendor call, nothing written",
     `  targets: ${total} would be refreshed in ${config.table}${
       config.limit !== undefined ? ` (--limit ${config.limit})` : ""
@@ -4571,7 +4565,7 @@ async function dryRun(job: Job): Promise<Ending> {
         : "unknown (no earlier run to learn the pace from)"
     }`,
     `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
-  ], true);
+  ]);
 }
 
 /** Opens the write and heartbeat connections (PGlite has one session: shares one). */
@@ -4594,23 +4588,19 @@ async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
 
 async function realRun(job: Job): Promise<Ending> {
   const { config, selectDb, names, log, control } = job;
-  const found = await readCatalog(selectDb, names, control.stop.signal);
+  const abort = control.stop.signal;
+  const found = await readCatalog(selectDb, names, abort);
   if (!found.current) {
     const migrated = await migrate(
       selectDb,
       names,
       found,
       job.info.canonical,
-      control.stop.signal,
+      abort,
     );
     if ("exit" in migrated) {
-      const sql = migrated.statements.map((statement) => `${statement};`).join(
-        "\n",
-      );
-      const lines = [
-        migrated.message,
-        ...sql.split("\n").map((line) => `  ${line}`),
-      ];
+      const sql = migrated.statements.map((ddl) => `${ddl};`).join("\n");
+      const lines = [migrated.message, ...sql.split("\n").map((l) => `  ${l}`)];
       for (const line of lines) log.error(line);
       return migrated.exit === 2
         ? invalid(lines)
@@ -4682,15 +4672,7 @@ async function realRun(job: Job): Promise<Ending> {
   let leftOut = "";
   let stop: Stop | undefined;
   try {
-    const beats = keepLease(
-      heartbeatDb,
-      names,
-      runId,
-      counters,
-      config,
-      control,
-      log,
-    );
+    const beats = keepLease(heartbeatDb, job, runId, counters);
     const end = periodEnd(startedAt, config.timezone);
     const toPeriodEnd = end.getTime() - startedAt.getTime();
     const deadlineMs = Math.min(config.timeBudget, toPeriodEnd);
@@ -4710,98 +4692,90 @@ async function realRun(job: Job): Promise<Ending> {
           },
       ));
     if (lease.notBeforeMs > config.maxRetryWait) {
-      stop = tooLong(
+      throw tooLong(
         "an earlier run was told",
         lease.notBeforeMs,
         config.maxRetryWait,
       );
-    } else {
-      if (lease.notBeforeMs > 0) {
-        pacer.deferFor(lease.notBeforeMs);
-        log.info(
-          `the vendor asked an earlier run not to call before ${
-            new Date(Date.now() + lease.notBeforeMs).toISOString()
-          }: waiting ${formatDuration(lease.notBeforeMs)}`,
-        );
-      }
-      // The selection's long timeout; a signal or the deadline ends it.
-      const selection = await selectionOf(
-        job,
-        { state: true, keyed: true },
-        control.stop.signal,
-      );
-      const targets = await targetsOf(job, selection, control.stop.signal);
-      counters.total = targets.total;
-      leftOut = targets.leftOut;
-      log.info(
-        `run ${runId}: ${targets.total} target(s) to refresh in ${config.table}${
-          leftOut ? ` (left out: ${leftOut})` : ""
-        }; deadline ${
-          new Date(startedAt.getTime() + deadlineMs).toISOString()
-        }`,
-        {
-          event: "start",
-          runId,
-          total: targets.total,
-          leftOut: leftOut || null,
-        },
-      );
-      const progress = () => {
-        const now = performance.now();
-        const line = progressLine(
-          counters,
-          config,
-          pacer.gapMs,
-          now - started,
-          started + deadlineMs - now,
-        );
-        log.info(line.text, line.fields);
-      };
-      control.every(config.progressInterval, progress);
-      let annotations = 0;
-      stop = await refreshAll(targets.batches, {
-        config,
-        db: writeDb,
-        plan: {
-          ...job.info,
-          ...selection,
-          dataColumn: config.dataColumn,
-          state: names,
-          runId,
-          scrub: job.strict,
-        },
-        control,
-        pacer,
-        stats,
-        policy: {
-          ...config,
-          periodLeftMs: () => end.getTime() - job.clock().getTime(),
-          ...notices(log),
-          scrub: job.strict,
-        },
-        log,
-        counters,
-        fence: beats.fence,
-        span,
-        annotate: (id, outcome) => {
-          if (
-            job.env("GITHUB_ACTIONS") !== "true" ||
-            ++annotations > MAX_ANNOTATIONS + 1
-          ) return;
-          job.print([
-            annotations <= MAX_ANNOTATIONS
-              ? workflowCommand(
-                "warning",
-                `refresh: target ${id} ${outcome.status}`,
-                outcome.error ?? "",
-              )
-              : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
-          ]);
-        },
-      });
-      progress();
     }
+    if (lease.notBeforeMs > 0) {
+      pacer.deferFor(lease.notBeforeMs);
+      log.info(
+        `the vendor asked an earlier run not to call before ${
+          new Date(Date.now() + lease.notBeforeMs).toISOString()
+        }: waiting ${formatDuration(lease.notBeforeMs)}`,
+      );
+    }
+    // The selection's long timeout; a signal or the deadline ends it.
+    const selection = await selectionOf(
+      job,
+      { state: true, keyed: true },
+      abort,
+    );
+    const targets = await targetsOf(job, selection, abort);
+    counters.total = targets.total;
+    leftOut = targets.leftOut;
+    log.info(
+      `run ${runId}: ${targets.total} target(s) to refresh in ${config.table}${
+        leftOut ? ` (left out: ${leftOut})` : ""
+      }; deadline ${new Date(startedAt.getTime() + deadlineMs).toISOString()}`,
+      { event: "start", runId, total: targets.total, leftOut: leftOut || null },
+    );
+    const progress = () => {
+      const now = performance.now();
+      const line = progressLine(
+        counters,
+        config,
+        pacer.gapMs,
+        now - started,
+        started + deadlineMs - now,
+      );
+      log.info(line.text, line.fields);
+    };
+    control.every(config.progressInterval, progress);
+    let annotations = 0;
+    stop = await refreshAll(targets.batches, {
+      config,
+      db: writeDb,
+      plan: {
+        ...job.info,
+        ...selection,
+        dataColumn: config.dataColumn,
+        runId,
+        scrub: job.strict,
+      },
+      control,
+      pacer,
+      stats,
+      policy: {
+        ...config,
+        periodLeftMs: () => end.getTime() - job.clock().getTime(),
+        ...notices(log),
+        scrub: job.strict,
+      },
+      log,
+      counters,
+      fence: beats.fence,
+      span,
+      annotate: (id, outcome) => {
+        if (
+          job.env("GITHUB_ACTIONS") !== "true" ||
+          ++annotations > MAX_ANNOTATIONS + 1
+        ) return;
+        job.print([
+          annotations <= MAX_ANNOTATIONS
+            ? workflowCommand(
+              "warning",
+              `refresh: target ${id} ${outcome.status}`,
+              outcome.error ?? "",
+            )
+            : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
+        ]);
+      },
+    });
+    progress();
   } catch (error) {
+    // A Stop thrown above (or by a statement) is the run's stop as it is.
     stop = isStop(error) ? error : {
       status: "aborted",
       reason: error instanceof DbLost
@@ -4913,12 +4887,9 @@ async function finishOnce(
  */
 function keepLease(
   db: Db,
-  names: StateNames,
+  { names, config, control, log }: Job,
   runId: number,
   counters: LoopOptions["counters"],
-  config: Config,
-  control: Control,
-  log: Logger,
 ): Pick<LoopOptions, "fence"> {
   let last = performance.now();
   let busy = false;
@@ -5025,22 +4996,20 @@ export async function main(options: MainOptions = {}): Promise<number> {
   const secrets = [config.apiKey, config.databaseUrl.password];
   const shownApiUrl = scrubSecrets(redactUrl(config.apiUrl), secrets);
   const keep = [config.databaseUrl.redacted, shownApiUrl];
-  const clean = (text: string) =>
-    escapeControls(scrubSecrets(text, secrets, keep));
+  const scrub = (text: string) => scrubSecrets(text, secrets, keep);
+  const clean = (text: string) => escapeControls(scrub(text));
   // Text from outside: also runs down to half of a short secret.
   const strict = (text: string) =>
     clean(scrubSecrets(text, secrets, keep, MIN_SCRUBBED_LENGTH));
   const log = createLogger(config.logFormat, stderr, clean);
   const print = (lines: string[]) =>
     lines.forEach((line) => stdout(clean(line)));
-  const end = (ending: Ending) =>
-    tellWorkflow(
-      ending,
-      env,
-      print,
-      log,
-      (t) => scrubSecrets(t, secrets, keep),
-    );
+  const end = (ending: Ending) => tellWorkflow(ending, env, print, log, scrub);
+  /** Logs one configuration problem and ends with it (exit 2). */
+  const refuse = (problem: string) => {
+    log.error(problem);
+    return end(invalid([problem]));
+  };
   const idsSource = sourceOf(config.idsFile ? "idsFile" : "ids", parsed.given);
   let ids = config.ids;
   if (config.idsFile) {
@@ -5051,27 +5020,28 @@ export async function main(options: MainOptions = {}): Promise<number> {
       ids = idList(text, /\r?\n/);
       if (!ids) throw new Error("no ids in it");
     } catch (error) {
-      const problem = `${idsSource}: cannot read ${
-        JSON.stringify(config.idsFile)
-      }: ${(error as Error).message}${
-        error instanceof Deno.errors.NotCapable
-          ? " (deno task refresh:ids may read it)"
-          : ""
-      }`;
-      log.error(problem);
-      return await end(invalid([problem]));
+      return await refuse(
+        `${idsSource}: cannot read ${JSON.stringify(config.idsFile)}: ${
+          (error as Error).message
+        }${
+          error instanceof Deno.errors.NotCapable
+            ? " (deno task refresh:ids may read it)"
+            : ""
+        }`,
+      );
     }
   }
   const nul = ids?.find((id) => id.includes("\0"));
   if (nul !== undefined) {
-    const problem = `${idsSource}: the id ${
-      JSON.stringify(nul)
-    } contains a NUL byte, which PostgreSQL cannot take`;
-    log.error(problem);
-    return await end(invalid([problem]));
+    return await refuse(
+      `${idsSource}: the id ${
+        JSON.stringify(nul)
+      } contains a NUL byte, which PostgreSQL cannot take`,
+    );
   }
   const control = new Control(config.grace, options.signal);
   if (!options.signal) control.listen();
+  const abort = control.stop.signal;
   const open: Db[] = [];
   globalThis.addEventListener("error", closedSocketWrite);
   try {
@@ -5085,7 +5055,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
       config.databaseUrl,
       LONG,
       config.connectTimeout,
-      control.stop.signal,
+      abort,
     );
     if (!(selectDb instanceof Db)) return await end(failed(selectDb, log));
     open.push(selectDb);
@@ -5095,15 +5065,12 @@ export async function main(options: MainOptions = {}): Promise<number> {
       );
     }
     selectDb.readOnly = config.dryRun;
-    const abort = control.stop.signal;
     const [{ version }] = await selectDb.run(
       (sql) => sql<[{ version: string }]>`select version()`,
       abort,
     );
-    const allLookups = VENDOR.lookups(config);
-    const lookups = allLookups.filter((lookup) =>
-      lookupColumn(lookup) !== "id"
-    );
+    const all = VENDOR.lookups(config);
+    const lookups = all.filter((lookup) => lookupColumn(lookup) !== "id");
     const info = await inspectTarget(
       selectDb,
       config,
@@ -5116,49 +5083,43 @@ export async function main(options: MainOptions = {}): Promise<number> {
       return await end(invalid(info));
     }
     const names = stateNames(config.stateSchema);
+    const { table, idColumn, atColumn, where, retryMisses } = config;
     const selection = {
-      table: config.table,
+      table,
       canonical: info.canonical,
-      idColumn: config.idColumn,
-      atColumn: config.atColumn,
+      idColumn,
+      atColumn,
       idType: info.idType,
       lookups,
       needs: [
-        ...lookupNeeds(allLookups),
+        ...lookupNeeds(all),
         // Longer ids cannot be a key of refresh_state's index.
         {
           name: `an id of at most ${MAX_ID_BYTES} bytes`,
-          sql: `octet_length(t.${
-            quoted(config.idColumn)
-          }::text) <= ${MAX_ID_BYTES}`,
+          sql: `octet_length(t.${quoted(idColumn)}::text) <= ${MAX_ID_BYTES}`,
         },
       ],
-      where: config.where,
+      where,
       state: names,
-      retryMisses: config.retryMisses,
+      retryMisses,
     };
-    let givenIds: GivenIds | undefined;
-    if (ids) {
-      const resolved = await resolveIds(selectDb, selection, ids, abort);
-      if ("bad" in resolved) {
-        const problem =
-          `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
-            resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
-          }${resolved.bad.length > 5 ? ", …" : ""}`;
-        log.error(problem);
-        return await end(invalid([problem]));
-      }
-      givenIds = resolved;
-      const unknown = resolved.unknown;
-      if (unknown.length > 0) {
-        log.warn(
-          `${unknown.length} id(s) not in ${config.table}${
-            config.where ? " (or excluded by REFRESH_WHERE)" : ""
-          }, not fetched: ${unknown.slice(0, 20).join(", ")}${
-            unknown.length > 20 ? ", …" : ""
-          }`,
-        );
-      }
+    const resolved = ids && await resolveIds(selectDb, selection, ids, abort);
+    if (resolved && "bad" in resolved) {
+      return await refuse(
+        `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
+          resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
+        }${resolved.bad.length > 5 ? ", …" : ""}`,
+      );
+    }
+    const unknown = resolved?.unknown ?? [];
+    if (unknown.length > 0) {
+      log.warn(
+        `${unknown.length} id(s) not in ${table}${
+          where ? " (or excluded by REFRESH_WHERE)" : ""
+        }, not fetched: ${unknown.slice(0, 20).join(", ")}${
+          unknown.length > 20 ? ", …" : ""
+        }`,
+      );
     }
     const job: Job = {
       config,
@@ -5167,7 +5128,8 @@ export async function main(options: MainOptions = {}): Promise<number> {
       names,
       info,
       selection,
-      givenIds,
+      givenIds: resolved,
+
       log,
       print,
       env,
