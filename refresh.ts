@@ -4465,35 +4465,37 @@ function outsideWindow(config: Config, now: Date): string | undefined {
   return `outside the month-end window: today is day ${month.day} of ${month.daysInMonth} in ${config.timezone}; runs happen on days ${month.firstDay}-${month.daysInMonth} (--month-end-days ${config.monthEndDays})`;
 }
 
-/** The selection at this moment: the stale cutoff and the state table's shape. */
-async function selectionOf(
+/**
+ * The targets at this moment (the stale cutoff, the state table's shape):
+ * the given ids, or the stale ones; how many, and who is left out.
+ */
+async function targetsOf(
   job: Job,
   { state: hasState, keyed }: Pick<StateCatalog, "state" | "keyed">,
   abort: AbortSignal,
-): Promise<Selection> {
-  const [{ cutoff }] = await job.selectDb.run(
+) {
+  const { config, selectDb, givenIds } = job;
+  const [{ cutoff }] = await selectDb.run(
     (sql) =>
       sql<
         [{ cutoff: string }]
-      >`select (now() - ${job.config.staleAfter} * interval '1 millisecond')::text as cutoff`,
+      >`select (now() - ${config.staleAfter} * interval '1 millisecond')::text as cutoff`,
     abort,
   );
-  return { ...job.selection, cutoff, hasState, keyed };
-}
-
-/** The targets: the given ids, or the stale ones; how many, and who is left out. */
-async function targetsOf(job: Job, selection: Selection, abort: AbortSignal) {
-  const limit = job.config.limit ?? Infinity;
-  if (job.givenIds) {
+  const selection: Selection = { ...job.selection, cutoff, hasState, keyed };
+  const limit = config.limit ?? Infinity;
+  if (givenIds) {
     return {
-      batches: givenBatches(job.selectDb, selection, job.givenIds.ids, abort),
-      total: Math.min(job.givenIds.ids.length, limit),
-      leftOut: leftOutText(job.givenIds.unknown.length, job.givenIds.without),
+      selection,
+      batches: givenBatches(selectDb, selection, givenIds.ids, abort),
+      total: Math.min(givenIds.ids.length, limit),
+      leftOut: leftOutText(givenIds.unknown.length, givenIds.without),
     };
   }
-  const { total, without } = await countStale(job.selectDb, selection, abort);
+  const { total, without } = await countStale(selectDb, selection, abort);
   return {
-    batches: staleBatches(job.selectDb, selection, abort),
+    selection,
+    batches: staleBatches(selectDb, selection, abort),
     total: Math.min(total, limit),
     leftOut: leftOutText(0, without),
   };
@@ -4513,8 +4515,7 @@ async function dryRun(job: Job): Promise<Ending> {
   };
   const abort = job.control.stop.signal;
   const found = await readCatalog(selectDb, names, abort);
-  const selection = await selectionOf(job, found, abort);
-  const { batches, total, leftOut } = await targetsOf(job, selection, abort);
+  const { batches, total, leftOut } = await targetsOf(job, found, abort);
   const first: string[] = [];
   for await (const batch of batches) {
     first.push(...batch.slice(0, 10 - first.length).map((t) => t.id));
@@ -4707,12 +4708,7 @@ async function realRun(job: Job): Promise<Ending> {
       );
     }
     // The selection's long timeout; a signal or the deadline ends it.
-    const selection = await selectionOf(
-      job,
-      { state: true, keyed: true },
-      abort,
-    );
-    const targets = await targetsOf(job, selection, abort);
+    const targets = await targetsOf(job, { state: true, keyed: true }, abort);
     counters.total = targets.total;
     leftOut = targets.leftOut;
     log.info(
@@ -4739,7 +4735,7 @@ async function realRun(job: Job): Promise<Ending> {
       db: writeDb,
       plan: {
         ...job.info,
-        ...selection,
+        ...targets.selection,
         dataColumn: config.dataColumn,
         runId,
         scrub: job.strict,
@@ -4867,14 +4863,9 @@ async function finishOnce(
     if (!(fresh instanceof Db)) {
       return `${describeError(error)}; then ${fresh.message}`;
     }
-    try {
-      await finishRun(fresh, job.names, report, abort);
-      return undefined;
-    } catch (again) {
-      return describeError(again);
-    } finally {
-      await fresh.end();
-    }
+    return await finishRun(fresh, job.names, report, abort)
+      .then(() => undefined, describeError)
+      .finally(() => fresh.end());
   }
 }
 
@@ -4946,16 +4937,14 @@ function keepLease(
  * form (the API URL may carry the key).
  */
 function publicParams(
-  config: Config,
+  { databaseUrl, apiUrl }: Config,
   raw: Partial<Record<Name, string>>,
   clean: (text: string) => string,
 ): Record<string, unknown> {
-  const params: Record<string, unknown> = {
-    database: config.databaseUrl.redacted,
-  };
+  const params: Record<string, unknown> = { database: databaseUrl.redacted };
   for (const [name, setting] of Object.entries(SETTINGS) as [Name, Setting][]) {
     const text = name === "apiUrl"
-      ? redactUrl(config.apiUrl)
+      ? redactUrl(apiUrl)
       : raw[name] ?? setting.default;
     if (!setting.flag || text === undefined) continue;
     params[name] = clean(
