@@ -4430,11 +4430,14 @@ interface MainOptions {
 /** What main() hands to a dry or a real run. */
 interface Job {
   config: Config;
+  /** Long timeouts: the checks, the migration and the selection of targets. */
   selectDb: Db;
   pglite: boolean;
   names: StateNames;
   info: TargetInfo;
+  /** The selection but for what depends on the moment (see targetsOf). */
   selection: Omit<Selection, "cutoff" | "hasState" | "keyed">;
+
   givenIds: GivenIds | undefined;
   log: Logger;
   /** Writes lines to stdout, one per element, each scrubbed and escaped. */
@@ -4674,8 +4677,8 @@ async function realRun(job: Job): Promise<Ending> {
   let stop: Stop | undefined;
   try {
     const beats = keepLease(heartbeatDb, job, runId, counters);
-    const end = periodEnd(startedAt, config.timezone);
-    const toPeriodEnd = end.getTime() - startedAt.getTime();
+    const periodEndsAt = periodEnd(startedAt, config.timezone);
+    const toPeriodEnd = periodEndsAt.getTime() - startedAt.getTime();
     const deadlineMs = Math.min(config.timeBudget, toPeriodEnd);
     control.after(deadlineMs, () =>
       control.halt(
@@ -4689,7 +4692,7 @@ async function realRun(job: Job): Promise<Ending> {
           : {
             status: "period_end",
             reason:
-              `the credit period ended at ${end.toISOString()} (end of the month in ${config.timezone})`,
+              `the credit period ended at ${periodEndsAt.toISOString()} (end of the month in ${config.timezone})`,
           },
       ));
     if (lease.notBeforeMs > config.maxRetryWait) {
@@ -4745,7 +4748,7 @@ async function realRun(job: Job): Promise<Ending> {
       stats,
       policy: {
         ...config,
-        periodLeftMs: () => end.getTime() - job.clock().getTime(),
+        periodLeftMs: () => periodEndsAt.getTime() - job.clock().getTime(),
         ...notices(log),
         scrub: job.strict,
       },
@@ -4906,6 +4909,7 @@ function keepLease(
     }
   });
   const safe = config.lease - config.requestTimeout - config.grace;
+  const abort = control.stop.signal;
   return {
     fence: async (waiting) => {
       const until = performance.now() + config.dbRetry;
@@ -4921,10 +4925,8 @@ function keepLease(
             }); no new request may start`,
           };
         }
-        await delay(100, { signal: control.stop.signal }).catch(() => {});
-        if (control.stop.signal.aborted) {
-          return control.stop.signal.reason as Stop;
-        }
+        await delay(100, { signal: abort }).catch(() => {});
+        if (abort.aborted) return abort.reason as Stop;
       }
       return undefined;
     },
@@ -5009,24 +5011,22 @@ export async function main(options: MainOptions = {}): Promise<number> {
       ids = idList(text, /\r?\n/);
       if (!ids) throw new Error("no ids in it");
     } catch (error) {
-      return await refuse(
-        `${idsSource}: cannot read ${JSON.stringify(config.idsFile)}: ${
-          (error as Error).message
-        }${
-          error instanceof Deno.errors.NotCapable
-            ? " (deno task refresh:ids may read it)"
-            : ""
-        }`,
-      );
+      const problem = `${idsSource}: cannot read ${
+        JSON.stringify(config.idsFile)
+      }: ${(error as Error).message}${
+        error instanceof Deno.errors.NotCapable
+          ? " (deno task refresh:ids may read it)"
+          : ""
+      }`;
+      return await refuse(problem);
     }
   }
   const nul = ids?.find((id) => id.includes("\0"));
   if (nul !== undefined) {
-    return await refuse(
-      `${idsSource}: the id ${
-        JSON.stringify(nul)
-      } contains a NUL byte, which PostgreSQL cannot take`,
-    );
+    const problem = `${idsSource}: the id ${
+      JSON.stringify(nul)
+    } contains a NUL byte, which PostgreSQL cannot take`;
+    return await refuse(problem);
   }
   const control = new Control(config.grace, options.signal);
   if (!options.signal) control.listen();
@@ -5094,11 +5094,11 @@ export async function main(options: MainOptions = {}): Promise<number> {
     };
     const resolved = ids && await resolveIds(selectDb, selection, ids, abort);
     if (resolved && "bad" in resolved) {
-      return await refuse(
+      const problem =
         `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
           resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
-        }${resolved.bad.length > 5 ? ", …" : ""}`,
-      );
+        }${resolved.bad.length > 5 ? ", …" : ""}`;
+      return await refuse(problem);
     }
     const unknown = resolved?.unknown ?? [];
     if (unknown.length > 0) {
