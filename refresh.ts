@@ -4437,7 +4437,6 @@ interface Job {
   info: TargetInfo;
   /** The selection but for what depends on the moment (see targetsOf). */
   selection: Omit<Selection, "cutoff" | "hasState" | "keyed">;
-
   givenIds: GivenIds | undefined;
   log: Logger;
   /** Writes lines to stdout, one per element, each scrubbed and escaped. */
