@@ -4197,12 +4197,14 @@ interface MainOptions {
 /** What main() hands to a dry or a real run. */
 interface Job {
   config: Config;
-  long: Db;
+  /** Long timeouts: the checks, the migration and the selection of targets. */
+  selectDb: Db;
   pglite: boolean;
   names: StateNames;
   info: TargetInfo;
-  base: Omit<Selection, "cutoff" | "hasState" | "keyed">;
-  given: GivenIds | undefined;
+  /** The selection but for what depends on the moment (see targetsOf). */
+  selection: Omit<Selection, "cutoff" | "hasState" | "keyed">;
+  givenIds: GivenIds | undefined;
   log: Logger;
   /** Writes lines to stdout, one per element, each scrubbed and escaped. */
   print: (lines: string[]) => void;
@@ -4225,105 +4227,100 @@ function startClock(now: Date | undefined): () => Date {
 }
 
 /** Why a run must not start now (outside the month-end window), if so. */
-function outsideWindow(c: Config, now: Date): string | undefined {
-  if (c.monthEndDays === undefined) return undefined;
-  const w = monthEndWindow(now, c.timezone, c.monthEndDays);
-  if (w.inWindow) return undefined;
-  return `outside the month-end window: today is day ${w.day} of ${w.daysInMonth} in ${c.timezone}; runs happen on days ${w.firstDay}-${w.daysInMonth} (--month-end-days ${c.monthEndDays})`;
+function outsideWindow(config: Config, now: Date): string | undefined {
+  if (config.monthEndDays === undefined) return undefined;
+  const month = monthEndWindow(now, config.timezone, config.monthEndDays);
+  if (month.inWindow) return undefined;
+  return `outside the month-end window: today is day ${month.day} of ${month.daysInMonth} in ${config.timezone}; runs happen on days ${month.firstDay}-${month.daysInMonth} (--month-end-days ${config.monthEndDays})`;
 }
 
-/** The selection at this moment: the stale cutoff and the state table's shape. */
-async function selectionOf(
+/**
+ * The targets at this moment (the stale cutoff, the state table's shape):
+ * the given ids, or the stale ones; how many, and who is left out.
+ */
+async function targetsOf(
   job: Job,
-  found: Pick<StateCatalog, "state" | "keyed">,
+  { state: hasState, keyed }: Pick<StateCatalog, "state" | "keyed">,
   abort: AbortSignal,
-): Promise<Selection> {
-  const [row] = await job.long.run(
+) {
+  const { config, selectDb, givenIds } = job;
+  const [{ cutoff }] = await selectDb.run(
     (sql) =>
       sql<
-        { cutoff: string }[]
-      >`select (now() - ${job.config.staleAfter} * interval '1 millisecond')::text as cutoff`,
+        [{ cutoff: string }]
+      >`select (now() - ${config.staleAfter} * interval '1 millisecond')::text as cutoff`,
     abort,
   );
-  return {
-    ...job.base,
-    cutoff: row!.cutoff,
-    hasState: found.state,
-    keyed: found.keyed,
-  };
-}
-
-/** The targets: the given ids, or the stale ones; how many, and who is left out. */
-async function targetsOf(job: Job, s: Selection, abort: AbortSignal) {
-  const limit = job.config.limit ?? Infinity;
-  if (job.given) {
+  const selection: Selection = { ...job.selection, cutoff, hasState, keyed };
+  const limit = config.limit ?? Infinity;
+  if (givenIds) {
     return {
-      batches: givenBatches(job.long, s, job.given.ids, abort),
-      total: Math.min(job.given.ids.length, limit),
-      leftOut: leftOutText(job.given.unknown.length, job.given.without),
+      selection,
+      batches: givenBatches(selectDb, selection, givenIds.ids, abort),
+      total: Math.min(givenIds.ids.length, limit),
+      leftOut: leftOutText(givenIds.unknown.length, givenIds.without),
     };
   }
-  const { total, without } = await countStale(job.long, s, abort);
+  const { total, without } = await countStale(selectDb, selection, abort);
   return {
-    batches: staleBatches(job.long, s, abort),
+    selection,
+    batches: staleBatches(selectDb, selection, abort),
     total: Math.min(total, limit),
     leftOut: leftOutText(0, without),
   };
 }
 
 async function dryRun(job: Job): Promise<Ending> {
-  const { config: c, log, long, names } = job;
-  const paused = (lines: string[], print = false) => {
-    if (print) job.print(lines);
+  const { config, log, selectDb, names } = job;
+  const skip = outsideWindow(config, job.clock());
+  if (skip) {
+    const text = `dry run: ${skip}; a real run would exit 0 at once`;
+    log.info(text);
+    return dryEnding([`refresh: ${text}`]);
+  }
+  const printed = (lines: string[]) => {
+    job.print(lines);
     return dryEnding(lines);
   };
-  const skip = outsideWindow(c, job.clock());
-  if (skip) {
-    log.info(`dry run: ${skip}; a real run would exit 0 at once`);
-    return paused([
-      `refresh: dry run: ${skip}; a real run would exit 0 at once`,
-    ]);
-  }
   const abort = job.control.stop.signal;
-  const found = await readCatalog(long, names, abort);
-  const s = await selectionOf(job, found, abort);
-  const { batches, total, leftOut } = await targetsOf(job, s, abort);
+  const found = await readCatalog(selectDb, names, abort);
+  const { batches, total, leftOut } = await targetsOf(job, found, abort);
   const first: string[] = [];
   for await (const batch of batches) {
     first.push(...batch.slice(0, 10 - first.length).map((t) => t.id));
     if (first.length >= 10) break;
   }
-  const pace = found.runs ? await lastPace(long, names) : undefined;
-  const affordable = Math.min(total, c.budget ?? Infinity);
+  const pace = found.runs ? await lastPace(selectDb, names) : undefined;
+  const affordable = Math.min(total, config.budget ?? Infinity);
   const estimateMs = pace ? affordable * pace.msPerTarget : undefined;
-  if (c.logFormat === "json") {
-    return paused([JSON.stringify({
+  if (config.logFormat === "json") {
+    return printed([JSON.stringify({
       time: new Date().toISOString(),
       level: "info",
       event: "dry_run",
       targets: total,
       leftOut: leftOut || null,
-      budget: c.budget ?? null,
-      reserve: c.reserve ?? null,
+      budget: config.budget ?? null,
+      reserve: config.reserve ?? null,
       estimatedMs: estimateMs === undefined ? null : Math.round(estimateMs),
       firstIds: first,
-    })], true);
+    })]);
   }
-  const budget = c.budget === undefined
+  const budget = config.budget === undefined
     ? "no --budget"
-    : `budget ${c.budget}${
-      c.budget < total
-        ? `: the run would stop after ~${c.budget} targets`
+    : `budget ${config.budget}${
+      config.budget < total
+        ? `: the run would stop after ~${config.budget} targets`
         : ": enough"
     }`;
-  return paused([
+  return printed([
     "refresh: dry run: no vendor call, nothing written",
-    `  targets: ${total} would be refreshed in ${c.table}${
-      c.limit !== undefined ? ` (--limit ${c.limit})` : ""
+    `  targets: ${total} would be refreshed in ${config.table}${
+      config.limit !== undefined ? ` (--limit ${config.limit})` : ""
     }${leftOut ? `; left out: ${leftOut}` : ""}`,
     `  credits: ~${total} needed (one per target that succeeds); ${budget}${
-      c.reserve !== undefined
-        ? `; reserve ${c.reserve}: checked against ${c.creditsHeader} once the vendor answers`
+      config.reserve !== undefined
+        ? `; reserve ${config.reserve}: checked against ${config.creditsHeader} once the vendor answers`
         : ""
     }`,
     `  estimated duration: ${
@@ -4331,19 +4328,19 @@ async function dryRun(job: Job): Promise<Ending> {
         ? `~${formatDuration(estimateMs!)} (at ${
           formatDuration(pace.msPerTarget)
         } per target, from run ${pace.runId})${
-          estimateMs! > c.timeBudget
-            ? `; more than --time-budget ${formatDuration(c.timeBudget)}`
+          estimateMs! > config.timeBudget
+            ? `; more than --time-budget ${formatDuration(config.timeBudget)}`
             : ""
         }`
         : "unknown (no earlier run to learn the pace from)"
     }`,
     `  first ids: ${first.length > 0 ? first.join(", ") : "(none)"}`,
-  ], true);
+  ]);
 }
 
 /** Opens the write and heartbeat connections (PGlite has one session: shares one). */
 async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
-  if (job.pglite) return [job.long, job.long];
+  if (job.pglite) return [job.selectDb, job.selectDb];
   const opened: Db[] = [];
   for (let i = 0; i < 2; i++) {
     const db = await connect(
@@ -4360,18 +4357,19 @@ async function openWorkers(job: Job): Promise<[Db, Db] | ConnectFailure> {
 }
 
 async function realRun(job: Job): Promise<Ending> {
-  const { config: c, long, names, log, control } = job;
-  const found = await readCatalog(long, names, control.stop.signal);
+  const { config, selectDb, names, log, control } = job;
+  const abort = control.stop.signal;
+  const found = await readCatalog(selectDb, names, abort);
   if (!found.current) {
     const migrated = await migrate(
-      long,
+      selectDb,
       names,
       found,
       job.info.canonical,
-      control.stop.signal,
+      abort,
     );
     if ("exit" in migrated) {
-      const sql = migrated.statements.map((st) => `${st};`).join("\n");
+      const sql = migrated.statements.map((ddl) => `${ddl};`).join("\n");
       const lines = [migrated.message, ...sql.split("\n").map((l) => `  ${l}`)];
       for (const line of lines) log.error(line);
       return migrated.exit === 2
@@ -4382,9 +4380,9 @@ async function realRun(job: Job): Promise<Ending> {
   }
   const startedAt = job.clock();
   const started = performance.now();
-  const skip = outsideWindow(c, startedAt);
+  const skip = outsideWindow(config, startedAt);
   if (skip) {
-    const runId = await recordSkippedRun(long, names, job.params, skip);
+    const runId = await recordSkippedRun(selectDb, names, job.params, skip);
     log.info(`run ${runId} outside_window: ${skip}; nothing to do today`);
     return {
       code: 0,
@@ -4396,18 +4394,18 @@ async function realRun(job: Job): Promise<Ending> {
   // by a lock never holds up the heartbeat, so a live run never looks dead.
   const workers = await openWorkers(job);
   if (!Array.isArray(workers)) return failed(workers, log);
-  const [write, beat] = workers;
+  const [writeDb, heartbeatDb] = workers;
   const lease = await acquireLease(
-    write,
+    writeDb,
     names,
-    c.lease,
+    config.lease,
     job.params,
-    c.ignoreNotBefore,
+    config.ignoreNotBefore,
   );
   if ("live" in lease) {
     log.error(
       `another run is live: run ${lease.live.id}, started ${lease.live.startedAt}, last heartbeat ${lease.live.heartbeatAt}; it is taken over as crashed once its heartbeat is older than its lease (--lease ${
-        formatDuration(c.lease)
+        formatDuration(config.lease)
       })`,
     );
     return { code: 3, status: "busy" };
@@ -4417,8 +4415,8 @@ async function realRun(job: Job): Promise<Ending> {
   const span = startSpan("refresh.run", { "refresh.run.id": runId });
   // From now on, every statement survives a lost or blocked database for
   // up to --db-retry.
-  for (const db of new Set([long, write, beat])) {
-    db.retry = { ms: c.dbRetry, log };
+  for (const db of new Set([selectDb, writeDb, heartbeatDb])) {
+    db.retry = { ms: config.dbRetry, log };
   }
   if (lease.cleared > 0) {
     log.warn(
@@ -4436,126 +4434,113 @@ async function realRun(job: Job): Promise<Ending> {
   const stats = new LatencyStats();
   const pacer = new Pacer({
     minIntervalMs: Math.max(
-      c.minInterval,
-      c.rate ? c.rate.windowMs / c.rate.count : 0,
+      config.minInterval,
+      config.rate ? config.rate.windowMs / config.rate.count : 0,
     ),
-    maxGapMs: c.maxRetryWait,
+    maxGapMs: config.maxRetryWait,
   });
   let leftOut = "";
   let stop: Stop | undefined;
   try {
-    const beats = keepLease(beat, names, runId, counters, c, control, log);
-    const end = periodEnd(startedAt, c.timezone);
-    const toPeriodEnd = end.getTime() - startedAt.getTime();
-    const deadlineMs = Math.min(c.timeBudget, toPeriodEnd);
+    const beats = keepLease(heartbeatDb, job, runId, counters);
+    const periodEndsAt = periodEnd(startedAt, config.timezone);
+    const toPeriodEnd = periodEndsAt.getTime() - startedAt.getTime();
+    const deadlineMs = Math.min(config.timeBudget, toPeriodEnd);
     control.after(deadlineMs, () =>
       control.halt(
-        c.timeBudget <= toPeriodEnd
+        config.timeBudget <= toPeriodEnd
           ? {
             status: "deadline",
             reason: `reached the time budget of ${
-              formatDuration(c.timeBudget)
+              formatDuration(config.timeBudget)
             }`,
           }
           : {
             status: "period_end",
             reason:
-              `the credit period ended at ${end.toISOString()} (end of the month in ${c.timezone})`,
+              `the credit period ended at ${periodEndsAt.toISOString()} (end of the month in ${config.timezone})`,
           },
       ));
-    if (lease.notBeforeMs > c.maxRetryWait) {
-      stop = tooLong(
+    if (lease.notBeforeMs > config.maxRetryWait) {
+      throw tooLong(
         "an earlier run was told",
         lease.notBeforeMs,
-        c.maxRetryWait,
+        config.maxRetryWait,
       );
-    } else {
-      if (lease.notBeforeMs > 0) {
-        pacer.deferFor(lease.notBeforeMs);
-        log.info(
-          `the vendor asked an earlier run not to call before ${
-            new Date(Date.now() + lease.notBeforeMs).toISOString()
-          }: waiting ${formatDuration(lease.notBeforeMs)}`,
-        );
-      }
-      // The selection's long timeout; a signal or the deadline ends it.
-      const s = await selectionOf(
-        job,
-        { state: true, keyed: true },
-        control.stop.signal,
-      );
-      const targets = await targetsOf(job, s, control.stop.signal);
-      counters.total = targets.total;
-      leftOut = targets.leftOut;
-      log.info(
-        `run ${runId}: ${targets.total} target(s) to refresh in ${c.table}${
-          leftOut ? ` (left out: ${leftOut})` : ""
-        }; deadline ${
-          new Date(startedAt.getTime() + deadlineMs).toISOString()
-        }`,
-        {
-          event: "start",
-          runId,
-          total: targets.total,
-          leftOut: leftOut || null,
-        },
-      );
-      const progress = () => {
-        const now = performance.now();
-        const line = progressLine(
-          counters,
-          c,
-          pacer.gapMs,
-          now - started,
-          started + deadlineMs - now,
-        );
-        log.info(line.text, line.fields);
-      };
-      control.every(c.progressInterval, progress);
-      let annotations = 0;
-      stop = await refreshAll(targets.batches, {
-        config: c,
-        db: write,
-        plan: {
-          ...job.info,
-          ...s,
-          dataColumn: c.dataColumn,
-          state: names,
-          runId,
-          scrub: job.strict,
-        },
-        control,
-        pacer,
-        stats,
-        policy: {
-          ...c,
-          periodLeftMs: () => end.getTime() - job.clock().getTime(),
-          ...notices(log),
-          scrub: job.strict,
-        },
-        log,
-        counters,
-        fence: beats.fence,
-        span,
-        annotate: (id, o) => {
-          if (
-            job.env("GITHUB_ACTIONS") !== "true" ||
-            ++annotations > MAX_ANNOTATIONS + 1
-          ) return;
-          job.print([
-            annotations <= MAX_ANNOTATIONS
-              ? workflowCommand(
-                "warning",
-                `refresh: target ${id} ${o.status}`,
-                o.error ?? "",
-              )
-              : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
-          ]);
-        },
-      });
-      progress();
     }
+    if (lease.notBeforeMs > 0) {
+      pacer.deferFor(lease.notBeforeMs);
+      log.info(
+        `the vendor asked an earlier run not to call before ${
+          new Date(Date.now() + lease.notBeforeMs).toISOString()
+        }: waiting ${formatDuration(lease.notBeforeMs)}`,
+      );
+    }
+    // The selection's long timeout; a signal or the deadline ends it.
+    const targets = await targetsOf(job, { state: true, keyed: true }, abort);
+    counters.total = targets.total;
+    leftOut = targets.leftOut;
+    log.info(
+      `run ${runId}: ${targets.total} target(s) to refresh in ${config.table}${
+        leftOut ? ` (left out: ${leftOut})` : ""
+      }; deadline ${new Date(startedAt.getTime() + deadlineMs).toISOString()}`,
+      { event: "start", runId, total: targets.total, leftOut: leftOut || null },
+    );
+    const progress = () => {
+      const now = performance.now();
+      const line = progressLine(
+        counters,
+        config,
+        pacer.gapMs,
+        now - started,
+        started + deadlineMs - now,
+      );
+      log.info(line.text, line.fields);
+    };
+    control.every(config.progressInterval, progress);
+    let annotations = 0;
+    stop = await refreshAll(targets.batches, {
+      config,
+      db: writeDb,
+      plan: {
+        ...job.info,
+        ...targets.selection,
+        dataColumn: config.dataColumn,
+        runId,
+        scrub: job.strict,
+      },
+      control,
+      pacer,
+      stats,
+      policy: {
+        ...config,
+        periodLeftMs: () => periodEndsAt.getTime() - job.clock().getTime(),
+        ...notices(log),
+        scrub: job.strict,
+      },
+      log,
+      counters,
+      fence: beats.fence,
+      span,
+      annotate: (id, outcome) => {
+        if (
+          job.env("GITHUB_ACTIONS") !== "true" ||
+          ++annotations > MAX_ANNOTATIONS + 1
+        ) return;
+        job.print([
+          annotations <= MAX_ANNOTATIONS
+            ? workflowCommand(
+              "warning",
+              `refresh: target ${id} ${outcome.status}`,
+              outcome.error ?? "",
+            )
+            : `::notice title=refresh::more targets failed; see refresh_state (status in ('failed', 'invalid'))`,
+        ]);
+      },
+    });
+    progress();
   } catch (error) {
+    // A Stop thrown above (or by a statement) is the run's stop as it is.
     stop = isStop(error) ? error : {
       status: "aborted",
       reason: error instanceof DbLost
@@ -4583,7 +4568,7 @@ async function realRun(job: Job): Promise<Ending> {
     ),
     leftOut,
   };
-  const unrecorded = await finishOnce(beat, job, report);
+  const unrecorded = await finishOnce(heartbeatDb, job, report);
   span.setAttributes(attributes("refresh.run", {
     status,
     recorded: !unrecorded,
@@ -4591,7 +4576,7 @@ async function realRun(job: Job): Promise<Ending> {
   }));
   span.end();
   job.print(
-    c.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
+    config.logFormat === "json" ? [summaryJson(report)] : summaryText(report),
   );
   const problem = unrecorded
     ? `could not record the end of run ${runId} (${status}): ${unrecorded}; it stays running until its lease expires`
@@ -4647,14 +4632,9 @@ async function finishOnce(
     if (!(fresh instanceof Db)) {
       return `${describeError(error)}; then ${fresh.message}`;
     }
-    try {
-      await finishRun(fresh, job.names, report, abort);
-      return undefined;
-    } catch (again) {
-      return describeError(again);
-    } finally {
-      await fresh.end();
-    }
+    return await finishRun(fresh, job.names, report, abort)
+      .then(() => undefined, describeError)
+      .finally(() => fresh.end());
   }
 }
 
@@ -4667,12 +4647,9 @@ async function finishOnce(
  */
 function keepLease(
   db: Db,
-  names: StateNames,
+  { names, config, control, log }: Job,
   runId: number,
   counters: LoopOptions["counters"],
-  c: Config,
-  control: Control,
-  log: Logger,
 ): Pick<LoopOptions, "fence"> {
   let last = performance.now();
   let busy = false;
@@ -4697,10 +4674,11 @@ function keepLease(
       busy = false;
     }
   });
-  const safe = c.lease - c.requestTimeout - c.grace;
+  const safe = config.lease - config.requestTimeout - config.grace;
+  const abort = control.stop.signal;
   return {
     fence: async (waiting) => {
-      const until = performance.now() + c.dbRetry;
+      const until = performance.now() + config.dbRetry;
       while (performance.now() - last >= safe) {
         waiting();
         if (performance.now() > until) {
@@ -4709,14 +4687,12 @@ function keepLease(
             reason: `could not renew the lease for ${
               formatDuration(performance.now() - last)
             } (--db-retry ${
-              formatDuration(c.dbRetry)
+              formatDuration(config.dbRetry)
             }); no new request may start`,
           };
         }
-        await delay(100, { signal: control.stop.signal }).catch(() => {});
-        if (control.stop.signal.aborted) {
-          return control.stop.signal.reason as Stop;
-        }
+        await delay(100, { signal: abort }).catch(() => {});
+        if (abort.aborted) return abort.reason as Stop;
       }
       return undefined;
     },
@@ -4729,16 +4705,16 @@ function keepLease(
  * form (the API URL may carry the key).
  */
 function publicParams(
-  c: Config,
+  { databaseUrl, apiUrl }: Config,
   raw: Partial<Record<Name, string>>,
   clean: (text: string) => string,
 ): Record<string, unknown> {
-  const params: Record<string, unknown> = { database: c.databaseUrl.redacted };
-  for (const [name, s] of Object.entries(SETTINGS) as [Name, Setting][]) {
+  const params: Record<string, unknown> = { database: databaseUrl.redacted };
+  for (const [name, setting] of Object.entries(SETTINGS) as [Name, Setting][]) {
     const text = name === "apiUrl"
-      ? redactUrl(c.apiUrl)
-      : raw[name] ?? s.default;
-    if (!s.flag || text === undefined) continue;
+      ? redactUrl(apiUrl)
+      : raw[name] ?? setting.default;
+    if (!setting.flag || text === undefined) continue;
     params[name] = clean(
       text.length > 200
         ? `${text.slice(0, 200)}… (${text.length} characters)`
@@ -4773,39 +4749,42 @@ export async function main(options: MainOptions = {}): Promise<number> {
     stdout(usage());
     return 0;
   }
-  const c = parsed.config;
-  const secrets = [c.apiKey, c.databaseUrl.password];
-  const shownApiUrl = scrubSecrets(redactUrl(c.apiUrl), secrets);
-  const keep = [c.databaseUrl.redacted, shownApiUrl];
-  const clean = (text: string) =>
-    escapeControls(scrubSecrets(text, secrets, keep));
+  const { config } = parsed;
+  const secrets = [config.apiKey, config.databaseUrl.password];
+  const shownApiUrl = scrubSecrets(redactUrl(config.apiUrl), secrets);
+  const keep = [config.databaseUrl.redacted, shownApiUrl];
+  const scrub = (text: string) => scrubSecrets(text, secrets, keep);
+  const clean = (text: string) => escapeControls(scrub(text));
   // Text from outside: also runs down to half of a short secret.
   const strict = (text: string) =>
     clean(scrubSecrets(text, secrets, keep, MIN_SCRUBBED_LENGTH));
-  const log = createLogger(c.logFormat, stderr, clean);
+  const log = createLogger(config.logFormat, stderr, clean);
   const print = (lines: string[]) =>
     lines.forEach((line) => stdout(clean(line)));
-  const end = (e: Ending) =>
-    tellWorkflow(e, env, print, log, (t) => scrubSecrets(t, secrets, keep));
-  const idsSource = sourceOf(c.idsFile ? "idsFile" : "ids", parsed.given);
-  let ids = c.ids;
-  if (c.idsFile) {
+  const end = (ending: Ending) => tellWorkflow(ending, env, print, log, scrub);
+  /** Logs one configuration problem and ends with it (exit 2). */
+  const refuse = (problem: string) => {
+    log.error(problem);
+    return end(invalid([problem]));
+  };
+  const idsSource = sourceOf(config.idsFile ? "idsFile" : "ids", parsed.given);
+  let ids = config.ids;
+  if (config.idsFile) {
     try {
-      const text = c.idsFile === "-"
+      const text = config.idsFile === "-"
         ? await new Response(Deno.stdin.readable).text()
-        : await Deno.readTextFile(c.idsFile);
+        : await Deno.readTextFile(config.idsFile);
       ids = idList(text, /\r?\n/);
       if (!ids) throw new Error("no ids in it");
     } catch (error) {
       const problem = `${idsSource}: cannot read ${
-        JSON.stringify(c.idsFile)
+        JSON.stringify(config.idsFile)
       }: ${(error as Error).message}${
         error instanceof Deno.errors.NotCapable
           ? " (deno task refresh:ids may read it)"
           : ""
       }`;
-      log.error(problem);
-      return await end(invalid([problem]));
+      return await refuse(problem);
     }
   }
   const nul = ids?.find((id) => id.includes("\0"));
@@ -4813,53 +4792,58 @@ export async function main(options: MainOptions = {}): Promise<number> {
     const problem = `${idsSource}: the id ${
       JSON.stringify(nul)
     } contains a NUL byte, which PostgreSQL cannot take`;
-    log.error(problem);
-    return await end(invalid([problem]));
+    return await refuse(problem);
   }
-  const control = new Control(c.grace, options.signal);
+  const control = new Control(config.grace, options.signal);
   if (!options.signal) control.listen();
+  const abort = control.stop.signal;
   const open: Db[] = [];
   globalThis.addEventListener("error", closedSocketWrite);
   try {
     log.info(
       `${
-        c.dryRun ? "dry run: " : ""
-      }database ${c.databaseUrl.redacted}; vendor ${shownApiUrl}`,
+        config.dryRun ? "dry run: " : ""
+      }database ${config.databaseUrl.redacted}; vendor ${shownApiUrl}`,
     );
-    warnOfFetchSpans(c, shownApiUrl, env, log);
-    const long = await connect(
-      c.databaseUrl,
+    warnOfFetchSpans(config, shownApiUrl, env, log);
+    const selectDb = await connect(
+      config.databaseUrl,
       LONG,
-      c.connectTimeout,
-      control.stop.signal,
+      config.connectTimeout,
+      abort,
     );
-    if (!(long instanceof Db)) return await end(failed(long, log));
-    open.push(long);
-    if (long.pooled) {
+    if (!(selectDb instanceof Db)) return await end(failed(selectDb, log));
+    open.push(selectDb);
+    if (selectDb.pooled) {
       log.info(
         "the server refused start-up parameters, as PgBouncer does: the timeouts are set in each statement's transaction, and no statement is prepared",
       );
     }
-    long.readOnly = c.dryRun;
-    const abort = control.stop.signal;
-    const [{ version }] = await long.run(
+    selectDb.readOnly = config.dryRun;
+    const [{ version }] = await selectDb.run(
       (sql) => sql<[{ version: string }]>`select version()`,
       abort,
     );
-    const all = VENDOR.lookups(c);
-    const lookups = all.filter((l) => lookupColumn(l) !== "id");
-    const info = await inspectTarget(long, c, lookups.map(lookupColumn), abort);
+    const all = VENDOR.lookups(config);
+    const lookups = all.filter((lookup) => lookupColumn(lookup) !== "id");
+    const info = await inspectTarget(
+      selectDb,
+      config,
+      lookups.map(lookupColumn),
+      abort,
+    );
     if (Array.isArray(info)) {
       log.error("invalid target:");
       for (const problem of info) log.error(`  ${problem}`);
       return await end(invalid(info));
     }
-    const names = stateNames(c.stateSchema);
-    const base = {
-      table: c.table,
+    const names = stateNames(config.stateSchema);
+    const { table, idColumn, atColumn, where, retryMisses } = config;
+    const selection = {
+      table,
       canonical: info.canonical,
-      idColumn: c.idColumn,
-      atColumn: c.atColumn,
+      idColumn,
+      atColumn,
       idType: info.idType,
       lookups,
       needs: [
@@ -4867,59 +4851,55 @@ export async function main(options: MainOptions = {}): Promise<number> {
         // Longer ids cannot be a key of refresh_state's index.
         {
           name: `an id of at most ${MAX_ID_BYTES} bytes`,
-          sql: `octet_length(t.${quoted(c.idColumn)}::text) <= ${MAX_ID_BYTES}`,
+          sql: `octet_length(t.${quoted(idColumn)}::text) <= ${MAX_ID_BYTES}`,
         },
       ],
-      where: c.where,
+      where,
       state: names,
-      retryMisses: c.retryMisses,
+      retryMisses,
     };
-    let given: GivenIds | undefined;
-    if (ids) {
-      const resolved = await resolveIds(long, base, ids, abort);
-      if ("bad" in resolved) {
-        const problem =
-          `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
-            resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
-          }${resolved.bad.length > 5 ? ", …" : ""}`;
-        log.error(problem);
-        return await end(invalid([problem]));
-      }
-      given = resolved;
-      const unknown = resolved.unknown;
-      if (unknown.length > 0) {
-        log.warn(
-          `${unknown.length} id(s) not in ${c.table}${
-            c.where ? " (or excluded by REFRESH_WHERE)" : ""
-          }, not fetched: ${unknown.slice(0, 20).join(", ")}${
-            unknown.length > 20 ? ", …" : ""
-          }`,
-        );
-      }
+    const resolved = ids && await resolveIds(selectDb, selection, ids, abort);
+    if (resolved && "bad" in resolved) {
+      const problem =
+        `${idsSource}: expected ids of the id column's type (${info.idType}), found ${
+          resolved.bad.slice(0, 5).map((id) => JSON.stringify(id)).join(", ")
+        }${resolved.bad.length > 5 ? ", …" : ""}`;
+      return await refuse(problem);
+    }
+    const unknown = resolved?.unknown ?? [];
+    if (unknown.length > 0) {
+      log.warn(
+        `${unknown.length} id(s) not in ${table}${
+          where ? " (or excluded by REFRESH_WHERE)" : ""
+        }, not fetched: ${unknown.slice(0, 20).join(", ")}${
+          unknown.length > 20 ? ", …" : ""
+        }`,
+      );
     }
     const job: Job = {
-      config: c,
-      long,
+      config,
+      selectDb,
       pglite: /PGlite/.test(version),
       names,
       info,
-      base,
-      given,
+      selection,
+      givenIds: resolved,
+
       log,
       print,
       env,
       control,
-      clock: startClock(c.now),
+      clock: startClock(config.now),
       params: publicParams(
-        c,
+        config,
         parsed.raw,
-        (text) => scrubSecrets(text, secrets, [c.databaseUrl.redacted]),
+        (text) => scrubSecrets(text, secrets, [config.databaseUrl.redacted]),
       ),
       clean,
       strict,
       open,
     };
-    return await end(c.dryRun ? await dryRun(job) : await realRun(job));
+    return await end(config.dryRun ? await dryRun(job) : await realRun(job));
   } catch (error) {
     if (isStop(error)) {
       log.warn(`stopped before the run began: ${error.reason}`);
