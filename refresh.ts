@@ -3398,11 +3398,9 @@ function budgetStop(budget: number): Stop {
 // THE RUN: one loop owns the counters and the stop decisions.
 // ============================================================================
 
-const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGTERM: 15,
-};
+/** The signals handled: SIGHUP is a closed terminal. */
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+type Signal = keyof typeof SIGNAL_NUMBERS;
 
 /** A repeat of the first signal within this many milliseconds is the same one. */
 const SIGNAL_REPEAT_MS = 500;
@@ -3421,11 +3419,11 @@ class Control {
   readonly stop = new AbortController();
   readonly hard = new AbortController();
   /** The first signal received, if any. */
-  signal: { name: Deno.Signal; number: number } | undefined;
+  signal: { name: Signal; number: number } | undefined;
   #graceMs: number;
   #firstSignalAt = 0;
   #timers: ReturnType<typeof setTimeout>[] = [];
-  #listeners: [Deno.Signal, () => void][] = [];
+  #listeners: [Signal, () => void][] = [];
 
   constructor(graceMs: number, external?: AbortSignal) {
     this.#graceMs = graceMs;
@@ -3434,16 +3432,15 @@ class Control {
     });
   }
 
-  /** Handles SIGINT, SIGTERM and SIGHUP (a closed terminal) from now on. */
   listen(): void {
-    for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    for (const name of Object.keys(SIGNAL_NUMBERS) as Signal[]) {
       const listener = () => this.onSignal(name);
       Deno.addSignalListener(name, listener);
       this.#listeners.push([name, listener]);
     }
   }
 
-  onSignal(name: Deno.Signal): void {
+  onSignal(name: Signal): void {
     if (this.signal) {
       // `deno task` sometimes relays one signal twice: a repeat of the same
       // signal within moments is that one signal, not a second one.
@@ -3451,15 +3448,13 @@ class Control {
         name === this.signal.name &&
         performance.now() - this.#firstSignalAt < SIGNAL_REPEAT_MS
       ) return;
-      this.hard.abort({
-        status: "interrupted",
-        reason: `received ${name} twice: aborted at once`,
-      });
-      return;
+      return this.hard.abort(
+        stopAs("interrupted", `received ${name} twice: aborted at once`),
+      );
     }
-    this.signal = { name, number: SIGNAL_NUMBERS[name] ?? 15 };
+    this.signal = { name, number: SIGNAL_NUMBERS[name] };
     this.#firstSignalAt = performance.now();
-    this.halt({ status: "interrupted", reason: `received ${name}` });
+    this.halt(stopAs("interrupted", `received ${name}`));
   }
 
   /** Stops gracefully now, and hard after the grace. */
