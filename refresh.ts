@@ -1718,12 +1718,6 @@ class Db {
     this.sql = open(false);
   }
 
-  /** From now on, as behind a pooler (a new connection). */
-  pool(): void {
-    this.pooled = true;
-    this.reset();
-  }
-
   /**
    * Runs a statement, retrying a lost connection for `--db-retry` once
    * `retry` is set. `bounded` (writes, the heartbeat, the run's end): a
@@ -1778,12 +1772,13 @@ class Db {
     interactive: boolean,
   ): Promise<T> {
     abort?.throwIfAborted();
-    let inner: Statement<T> | undefined;
+    const sql = this.sql as unknown as Sql;
     const mode = this.readOnly ? "read only" : "";
     // Literals of SHORT or LONG: no parameter, no describe round trip.
     const timeouts =
       `select set_config('lock_timeout', '${this.#timeouts.lock}', true),
       set_config('statement_timeout', '${this.#timeouts.statement}', true)`;
+    let inner: Statement<T> | undefined;
     let query: Promise<T>;
     if (interactive || (this.readOnly && !this.pooled)) {
       query = this.sql.begin(mode, async (tx) => {
@@ -1794,18 +1789,16 @@ class Db {
       // One round trip: begin, the timeouts, the statement and commit go
       // out in this order (execute() sends each at once) on the one
       // connection; after a failed statement, commit rolls back.
-      const sql = this.sql as unknown as Sql;
-      const parts: Promise<unknown>[] = [
-        sql.unsafe(`begin ${mode}`).execute(),
-        sql.unsafe(timeouts).execute(),
-      ];
+      const head = [`begin ${mode}`, timeouts].map((q) =>
+        sql.unsafe(q).execute()
+      );
       inner = statement(sql);
       inner.execute?.();
-      parts.push(inner, sql`commit`.execute());
-      query = Promise.all(parts).then((results) => results[2] as T);
+      query = Promise.all([...head, inner, sql`commit`.execute()])
+        .then((results) => results[2] as T);
     } else {
       // The connection's own timeouts apply (start-up parameters).
-      query = inner = statement(this.sql as unknown as Sql);
+      query = inner = statement(sql);
     }
     const guard = AbortSignal.timeout(guardMs);
     const signal = abort ? AbortSignal.any([guard, abort]) : guard;
@@ -1815,12 +1808,10 @@ class Db {
       if (abort?.aborted && error === abort.reason) inner?.cancel?.();
       if (!guard.aborted || error !== guard.reason) throw error;
       this.reset();
-      throw Object.assign(
-        new Error(
-          `no answer from the database within ${formatDuration(guardMs)}`,
-        ),
-        { code: "CLIENT_TIMEOUT" },
-      );
+      const message = `no answer from the database within ${
+        formatDuration(guardMs)
+      }`;
+      throw Object.assign(new Error(message), { code: "CLIENT_TIMEOUT" });
     } finally {
       query.catch(() => {});
     }
@@ -1853,6 +1844,7 @@ async function connect(
   connectTimeoutMs: number,
   stop: AbortSignal,
 ): Promise<Db | ConnectFailure> {
+  // Each given: postgres.js would read a PG* variable for a default left out.
   const options = {
     host: target.host,
     port: target.port,
@@ -1897,18 +1889,21 @@ async function connect(
   const late = (e: unknown) => expired.aborted && e === expired.reason;
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
   const refused = /^(28|3D|42|22023)/;
+  const ping = () => db.run((sql) => sql`select 1`, signal);
   let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
     await retry(
       () =>
-        db.run((sql) => sql`select 1`, signal).catch((error) => {
-          // PgBouncer refuses start-up parameters it does not know.
+        ping().catch((error) => {
+          // PgBouncer refuses start-up parameters it does not know: from now
+          // on, as behind a pooler, on a new connection.
           if (db.pooled || !/unsupported startup parameter/.test(`${error}`)) {
             throw error;
           }
-          db.pool();
-          return db.run((sql) => sql`select 1`, signal);
+          db.pooled = true;
+          db.reset();
+          return ping();
         }),
       {
         maxAttempts: Number.MAX_SAFE_INTEGER,
