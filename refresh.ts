@@ -2037,21 +2037,21 @@ interface StateCatalog {
 
 async function readCatalog(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   abort: AbortSignal,
 ): Promise<StateCatalog> {
   const [row] = await db.run(
     (sql) =>
       sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
-select to_regnamespace(${n.schema ?? "public"}) is not null as schema,
-  to_regclass(${quoted(n.runs)}) is not null as runs,
-  to_regclass(${quoted(n.state)}) is not null as state,
+select to_regnamespace(${names.schema ?? "public"}) is not null as schema,
+  to_regclass(${quoted(names.runs)}) is not null as runs,
+  to_regclass(${quoted(names.state)}) is not null as state,
   exists (
     select 1 from pg_attribute
-    where attrelid = to_regclass(${quoted(n.state)})
+    where attrelid = to_regclass(${quoted(names.state)})
       and attname = 'target_table' and not attisdropped
   ) as keyed,
-  obj_description(to_regclass(${quoted(n.runs)}), 'pg_class') as version`,
+  obj_description(to_regclass(${quoted(names.runs)}), 'pg_class') as version`,
     abort,
   );
   const { version, ...found } = row!;
@@ -2068,16 +2068,18 @@ select to_regnamespace(${n.schema ?? "public"}) is not null as schema,
  * new columns, an earlier `refresh_state` (keyed by id alone) gets `table`.
  */
 function migration(
-  n: StateNames,
+  names: StateNames,
   found: StateCatalog,
   table: string,
 ): string[] {
-  const runs = quoted(n.runs);
-  const state = quoted(n.state);
+  const runs = quoted(names.runs);
+  const state = quoted(names.state);
   const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
   return [
     // Only when missing: even "if not exists" needs a right on the database.
-    ...n.schema && !found.schema ? [`create schema ${quoted(n.schema)}`] : [],
+    ...names.schema && !found.schema
+      ? [`create schema ${quoted(names.schema)}`]
+      : [],
     `create table if not exists ${runs} (
   id bigint generated always as identity primary key,
   status text not null,
@@ -2128,18 +2130,18 @@ const MIGRATION_LOCK_TIMEOUT = "5s";
  */
 async function migrate(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   found: StateCatalog,
   table: string,
   abort: AbortSignal,
 ): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
-  const statements = migration(n, found, table);
+  const statements = migration(names, found, table);
   const earlier = found.runs || found.state;
-  const tables = `the state tables ${n.runs} and ${n.state}`;
+  const tables = `the state tables ${names.runs} and ${names.state}`;
   try {
     await db.transaction(async (tx) => {
       await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
-        pg_advisory_xact_lock(hashtext(${`refresh:${n.runs}`}))`;
+        pg_advisory_xact_lock(hashtext(${`refresh:${names.runs}`}))`;
       for (const statement of statements) await tx.unsafe(statement);
     }, abort);
   } catch (error) {
@@ -2155,7 +2157,7 @@ async function migrate(
         } them (${
           describeError(error)
         }): run refresh once as their owner (or as a role that may create in ${
-          n.schema ?? "public"
+          names.schema ?? "public"
         }), or have the owner run:`,
         statements,
       };
@@ -2254,14 +2256,14 @@ async function inspectTarget(
   }
   // The selection's own shape: a column the role may not read is a
   // problem now, before the lease, not an abort once the run has begun.
-  const s = { ...c, lookups };
+  const sel = { ...c, lookups };
   for (const where of c.where ? [undefined, c.where] : [undefined]) {
     if (problems.length > 0) break;
     try {
       await db.run(
         (sql) =>
-          sql`explain select ${sql(columnsRead(s))} from ${
-            source(sql, { ...s, where })
+          sql`explain select ${sql(columnsRead(sel))} from ${
+            source(sql, { ...sel, where })
           }`,
         abort,
       );
@@ -2271,7 +2273,7 @@ async function inspectTarget(
         where
           ? `REFRESH_WHERE: ${describeError(error)}`
           : `REFRESH_TABLE: cannot read the columns a run reads (${
-            columnsRead(s).join(", ")
+            columnsRead(sel).join(", ")
           }): ${describeError(error)}`,
       );
     }
@@ -2352,60 +2354,60 @@ type Read = Pick<
 >;
 
 /** The columns a selection reads: all a role needs SELECT on, with `--where`'s. */
-function columnsRead(s: Read): string[] {
-  return [...new Set([s.idColumn, s.atColumn, ...s.lookups.map(lookupColumn)])];
+function columnsRead({ idColumn, atColumn, lookups }: Read): string[] {
+  return [...new Set([idColumn, atColumn, ...lookups.map(lookupColumn)])];
 }
 
 /** The target table, narrowed by `--where` where only its columns are in scope. */
-function source(sql: Sql, s: Read) {
-  if (!s.where) return sql`${sql(s.table)} t`;
+function source(sql: Sql, sel: Read) {
+  if (!sel.where) return sql`${sql(sel.table)} t`;
   // One expression: a trailing comment in `--where` ends at the newline.
-  const where = sql.unsafe(`(\n${s.where}\n)`);
-  const columns = sql(columnsRead(s));
-  return sql`(select ${columns} from ${sql(s.table)} where ${where}) t`;
+  const where = sql.unsafe(`(\n${sel.where}\n)`);
+  const columns = sql(columnsRead(sel));
+  return sql`(select ${columns} from ${sql(sel.table)} where ${where}) t`;
 }
 
-function columnsOf(sql: Sql, s: Selection) {
+function columnsOf(sql: Sql, { idColumn, lookups }: Selection) {
   return sql.unsafe(
     [
-      `t.${quoted(s.idColumn)}::text as id`,
-      ...s.lookups.map((l, i) => `t.${quoted(lookupColumn(l))}::text as l${i}`),
+      `t.${quoted(idColumn)}::text as id`,
+      ...lookups.map((l, i) => `t.${quoted(lookupColumn(l))}::text as l${i}`),
     ].join(", "),
   );
 }
 
-function lookupsPresent(sql: Sql, s: Pick<Selection, "needs">) {
-  return sql.unsafe(s.needs.map((n) => n.sql).join(" and ") || "true");
+function lookupsPresent(sql: Sql, sel: Pick<Selection, "needs">) {
+  return sql.unsafe(sel.needs.map((need) => need.sql).join(" and ") || "true");
 }
 
-function toTarget(s: Selection, row: Record<string, string>): Target {
+function toTarget(sel: Selection, row: Record<string, string>): Target {
   const values: Target["values"] = { id: row.id! };
-  s.lookups.forEach((l, i) => values[lookupColumn(l)] = row[`l${i}`] ?? null);
+  sel.lookups.forEach((l, i) => values[lookupColumn(l)] = row[`l${i}`] ?? null);
   return { id: row.id!, values };
 }
 
 /** `ids` as an array of the id column's type: an error if one is not of it. */
-function idArray(sql: Sql, s: Pick<Selection, "idType">, ids: string[]) {
-  return sql`${ids}::text[]::${sql.unsafe(s.idType)}[]`;
+function idArray(sql: Sql, sel: Pick<Selection, "idType">, ids: string[]) {
+  return sql`${ids}::text[]::${sql.unsafe(sel.idType)}[]`;
 }
 
 /** Not a recent known miss (unless `--retry-misses`). */
-function notKnownMiss(sql: Sql, s: Selection) {
-  if (!s.hasState || s.retryMisses) return sql`true`;
+function notKnownMiss(sql: Sql, sel: Selection) {
+  if (!sel.hasState || sel.retryMisses) return sql`true`;
   return sql`not exists (
-    select 1 from ${sql(s.state.state)} s
-    where ${s.keyed ? sql`s.target_table = ${s.canonical} and` : sql``}
-      s.target_id = t.${sql(s.idColumn)}::text
+    select 1 from ${sql(sel.state.state)} s
+    where ${sel.keyed ? sql`s.target_table = ${sel.canonical} and` : sql``}
+      s.target_id = t.${sql(sel.idColumn)}::text
       and s.status in ('not_found', 'invalid')
-      and s.last_attempt_at >= ${s.cutoff}::text::timestamptz
+      and s.last_attempt_at >= ${sel.cutoff}::text::timestamptz
   )`;
 }
 
 /** Never refreshed, or refreshed before the cutoff; or only one of the two. */
-function stale(sql: Sql, s: Selection, only?: "never" | "before") {
-  const at = sql`t.${sql(s.atColumn)}`;
+function stale(sql: Sql, sel: Selection, only?: "never" | "before") {
+  const at = sql`t.${sql(sel.atColumn)}`;
   const never = sql`${at} is null`;
-  const before = sql`${at} < ${s.cutoff}::text::timestamptz`;
+  const before = sql`${at} < ${sel.cutoff}::text::timestamptz`;
   return only ? { never, before }[only] : sql`(${never} or ${before})`;
 }
 
@@ -2415,22 +2417,22 @@ type Without = Record<string, number>;
 /** Counts the stale targets, and those left out for a missing lookup value. */
 async function countStale(
   db: Db,
-  s: Selection,
+  sel: Selection,
   abort: AbortSignal,
 ): Promise<{ total: number; without: Without }> {
-  const lacking = s.needs.map((n, i) =>
-    `, count(*) filter (where not ${n.sql})::text as w${i}`
+  const lacking = sel.needs.map((need, i) =>
+    `, count(*) filter (where not ${need.sql})::text as w${i}`
   );
   const [row] = await db.run((sql) =>
     sql<Record<string, string>[]>`
-      select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
+      select count(*) filter (where ${lookupsPresent(sql, sel)})::text as n
         ${sql.unsafe(lacking.join(""))}
-      from ${source(sql, s)}
-      where ${stale(sql, s)} and ${notKnownMiss(sql, s)}`, abort);
+      from ${source(sql, sel)}
+      where ${stale(sql, sel)} and ${notKnownMiss(sql, sel)}`, abort);
   return {
     total: Number(row!.n),
     without: Object.fromEntries(
-      s.needs.map((n, i) => [n.name, Number(row![`w${i}`])]),
+      sel.needs.map((need, i) => [need.name, Number(row![`w${i}`])]),
     ),
   };
 }
@@ -2445,7 +2447,7 @@ const BATCH_SIZE = 500;
  */
 async function* staleBatches(
   db: Db,
-  s: Selection,
+  sel: Selection,
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
   for (const only of ["never", "before"] as const) {
@@ -2453,8 +2455,8 @@ async function* staleBatches(
     while (true) {
       const prev = last;
       const rows = await db.run((sql) => {
-        const id = sql`t.${sql(s.idColumn)}`;
-        const at = sql`t.${sql(s.atColumn)}`;
+        const id = sql`t.${sql(sel.idColumn)}`;
+        const at = sql`t.${sql(sel.atColumn)}`;
         const key = only === "never" ? id : sql`${at}, ${id}`;
         const after = !prev
           ? sql``
@@ -2462,13 +2464,14 @@ async function* staleBatches(
           ? sql`and ${id} > ${prev.id!}`
           : sql`and (${key}) > (${prev.at!}::text::timestamptz, ${prev.id!})`;
         return sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)}, ${at}::text as at from ${source(sql, s)}
-        where ${stale(sql, s, only)} ${after}
-          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
+        select ${columnsOf(sql, sel)}, ${at}::text as at
+        from ${source(sql, sel)}
+        where ${stale(sql, sel, only)} ${after}
+          and ${lookupsPresent(sql, sel)} and ${notKnownMiss(sql, sel)}
         order by ${key} limit ${BATCH_SIZE}`;
       }, abort);
       if (rows.length === 0) break;
-      yield rows.map((row) => toTarget(s, row));
+      yield rows.map((row) => toTarget(sel, row));
       last = rows.at(-1);
     }
   }
@@ -2488,38 +2491,40 @@ interface GivenIds {
  */
 async function resolveIds(
   db: Db,
-  s: Omit<Selection, "cutoff" | "hasState" | "keyed">,
+  sel: Omit<Selection, "cutoff" | "hasState" | "keyed">,
   ids: string[],
   abort: AbortSignal,
 ): Promise<GivenIds | { bad: string[] }> {
-  const type = (sql: Sql) => sql.unsafe(s.idType);
-  const oks = s.needs.map((n, i) => `, ${n.sql} as ok${i}`);
+  // False if one of `some` is not of the id column's type.
+  const castable = (some: string[]) =>
+    db.run((sql) => sql`select ${idArray(sql, sel, some)}`, abort).then(
+      () => true,
+      (error) => {
+        if (blame(error) !== "target") throw error;
+        return false;
+      },
+    );
+  const oks = sel.needs.map((need, i) => `, ${need.sql} as ok${i}`).join("");
   const bad: string[] = [];
   const found = new Map<string, boolean>();
-  const without: Without = Object.fromEntries(s.needs.map((n) => [n.name, 0]));
+  const without = Object.fromEntries(sel.needs.map(({ name }) => [name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
-    try {
-      await db.run((sql) => sql`select ${idArray(sql, s, batch)}`, abort);
-    } catch (error) {
-      if (blame(error) !== "target") throw error;
-      for (const id of batch) {
-        await db.run((sql) => sql`select ${id}::text::${type(sql)}`, abort)
-          .catch((e) => {
-            if (blame(e) !== "target") throw e;
-            bad.push(id);
-          });
-      }
+    if (!await castable(batch)) {
+      for (const id of batch) if (!await castable([id])) bad.push(id);
       continue;
     }
-    const rows = await db.run((sql) =>
-      sql<Record<string, unknown>[]>`
-        select t.${sql(s.idColumn)}::text as id ${sql.unsafe(oks.join(""))}
-        from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})`, abort);
+    const rows = await db.run(
+      (sql) =>
+        sql<Record<string, unknown>[]>`
+        select t.${sql(sel.idColumn)}::text as id ${sql.unsafe(oks)}
+        from ${source(sql, sel)}
+        where t.${sql(sel.idColumn)} = any(${idArray(sql, sel, batch)})`,
+      abort,
+    );
     for (const row of rows) {
-      const lacking = s.needs.filter((_, i) => !row[`ok${i}`]);
-      for (const n of lacking) without[n.name]!++;
+      const lacking = sel.needs.filter((_, i) => !row[`ok${i}`]);
+      for (const need of lacking) without[need.name]!++;
       found.set(String(row.id), lacking.length === 0);
     }
   }
@@ -2534,7 +2539,7 @@ async function resolveIds(
 /** Yields the given ids (resolved before) with their lookup values, in order. */
 async function* givenBatches(
   db: Db,
-  s: Selection,
+  sel: Selection,
   ids: string[],
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
@@ -2542,10 +2547,10 @@ async function* givenBatches(
     const batch = ids.slice(i, i + BATCH_SIZE);
     const rows = await db.run((sql) =>
       sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})
-          and ${lookupsPresent(sql, s)}`, abort);
-    const byId = new Map(rows.map((row) => [row.id!, toTarget(s, row)]));
+        select ${columnsOf(sql, sel)} from ${source(sql, sel)}
+        where t.${sql(sel.idColumn)} = any(${idArray(sql, sel, batch)})
+          and ${lookupsPresent(sql, sel)}`, abort);
+    const byId = new Map(rows.map((row) => [row.id!, toTarget(sel, row)]));
     const targets = batch.flatMap((id) => byId.get(id) ?? []);
     if (targets.length > 0) yield targets;
   }
@@ -2583,22 +2588,25 @@ interface WritePlan
  * target (only the parameters change): built as a string, it costs postgres.js
  * no fragments to compose, and the server one prepared statement.
  */
-function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
-  const ok = o.status === "ok";
+function storeStatement(plan: WritePlan, id: string, outcome: Outcome) {
+  const { status, attempts, httpStatus, error, text } = outcome;
+  const ok = status === "ok";
   // $1 to $7 for the state row; for ok, $8 the text, $9 the id, $10… paths.
-  const params: unknown[] = [p.runId, p.canonical, id, o.status, o.attempts];
-  params.push(o.httpStatus, o.error);
-  if (ok) params.push(o.text, id, ...p.map.map((m) => m.path));
+  const params: unknown[] = [plan.runId, plan.canonical, id, status, attempts];
+  params.push(httpStatus, error);
+  if (ok) params.push(text, id, ...plan.map.map((m) => m.path));
   // The lease as a scalar subquery: evaluated once, no CTE to materialize.
-  const held = `(select status from ${quoted(p.state.runs)} where id = $1)
+  const held = `(select status from ${quoted(plan.state.runs)} where id = $1)
     = 'running'`;
   // With a map, the answer is parsed once and read by every mapped column.
-  const answer = p.map.length > 0
+  const answer = plan.map.length > 0
     ? "(select t, t::jsonb as j from (select $8::text as t) x) a"
     : "(select $8::text as t) a";
   const sets = [
-    ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
-    ...p.map.map((m, i) => {
+    ...plan.dataColumn
+      ? [`${quoted(plan.dataColumn)} = a.t::${plan.dataType}`]
+      : [],
+    ...plan.map.map((m, i) => {
       // A JSON null read as json is 'null', not SQL null: nullif for keep.
       const read = `(a.j ${m.json ? "#>" : "#>>"} $${10 + i}::text[])`;
       const raw = m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read;
@@ -2608,17 +2616,18 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
         m.keep ? `coalesce(${value}, r.${column})` : value
       }`;
     }),
-    `${quoted(p.atColumn)} = now()`,
+    `${quoted(plan.atColumn)} = now()`,
   ];
   const target = ok
-    ? `update ${quoted(p.table)} r set ${sets.join(", ")} from ${answer}
-        where r.${quoted(p.idColumn)} = $9 and ${held}
+    ? `update ${quoted(plan.table)} r set ${sets.join(", ")} from ${answer}
+        where r.${quoted(plan.idColumn)} = $9 and ${held}
         returning 1`
     : "select 1 where false";
-  return sql.unsafe<{ held: boolean; updated: number }[]>(
-    `with target as (${target}),
+  return (sql: Sql) =>
+    sql.unsafe<{ held: boolean; updated: number }[]>(
+      `with target as (${target}),
     state as (
-      insert into ${quoted(p.state.state)} as s
+      insert into ${quoted(plan.state.state)} as s
         (target_table, target_id, status, attempts, http_status, error,
          last_attempt_at, last_success_at, run_id)
       select $2, $3, $4, $5, $6, $7, now(), ${ok ? "now()" : "null"}, $1
@@ -2633,9 +2642,9 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
         run_id = excluded.run_id
     )
     select ${held} as held, (select count(*) from target)::int as updated`,
-    params as postgres.ParameterOrJSON<never>[],
-    { prepare: true },
-  );
+      params as postgres.ParameterOrJSON<never>[],
+      { prepare: true },
+    );
 }
 
 /** A type without its modifiers (`character varying(20)` → `character varying`). */
@@ -2646,7 +2655,7 @@ function baseType(type: string): string {
 /** Which part of an answer the database refused, in its own words. */
 async function refusal(
   db: Db,
-  p: WritePlan,
+  plan: WritePlan,
   text: string,
   error: unknown,
   abort: AbortSignal,
@@ -2656,10 +2665,10 @@ async function refusal(
       () => undefined,
       (e) => blame(e) === "target" ? describeError(e) : undefined,
     );
-  if (p.map.length > 0) {
+  if (plan.map.length > 0) {
     const whole = await fails((sql) => sql`select ${text}::text::jsonb`);
     if (whole) return whole;
-    for (const m of p.map) {
+    for (const m of plan.map) {
       const why = await fails((sql) =>
         sql`select (${text}::text::jsonb ${
           sql.unsafe(m.json ? "#>" : "#>>")
@@ -2717,7 +2726,7 @@ type Written =
  */
 async function store(
   db: Db,
-  p: WritePlan,
+  plan: WritePlan,
   target: Target,
   outcome: Outcome,
   hard: AbortSignal,
@@ -2727,7 +2736,7 @@ async function store(
   while (true) {
     try {
       const [row] = await db.run(
-        (sql) => storeStatement(sql, p, target.id, current),
+        storeStatement(plan, target.id, current),
         hard,
         true,
       );
@@ -2746,17 +2755,17 @@ async function store(
         const too = `its state row was refused too: ${describeError(error)}`;
         const stored = {
           ...current,
-          error: p.scrub(`${current.error}; ${too}`),
+          error: plan.scrub(`${current.error}; ${too}`),
         };
         return { id: target.id, stored, refused: true, updated: false };
       }
       refused = true;
-      const why = await refusal(db, p, current.text!, error, hard);
+      const why = await refusal(db, plan, current.text!, error, hard);
       current = {
         ...current,
         status: "invalid",
         text: undefined,
-        error: p.scrub(`the database refused the answer: ${why}`),
+        error: plan.scrub(`the database refused the answer: ${why}`),
       };
     }
   }
@@ -2779,7 +2788,7 @@ interface LiveRun {
  */
 async function acquireLease(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   leaseMs: number,
   params: Record<string, unknown>,
   ignoreNotBefore: boolean,
@@ -2788,9 +2797,9 @@ async function acquireLease(
   | { live: LiveRun }
 > {
   return await db.transaction(async (tx) => {
-    await tx`lock table ${tx(n.runs)} in share row exclusive mode`;
+    await tx`lock table ${tx(names.runs)} in share row exclusive mode`;
     const crashed = await tx<{ id: string }[]>`
-        update ${tx(n.runs)} set
+        update ${tx(names.runs)} set
           status = 'crashed',
           finished_at = now(),
           error = 'no heartbeat since ' || heartbeat_at::text || '; taken over by a later run'
@@ -2802,18 +2811,18 @@ async function acquireLease(
     const [live] = await tx<LiveRun[]>`
         select id::text, started_at::text as "startedAt",
           heartbeat_at::text as "heartbeatAt"
-        from ${tx(n.runs)} where status = 'running' order by id limit 1`;
+        from ${tx(names.runs)} where status = 'running' order by id limit 1`;
     if (live) return { live };
     const cleared = ignoreNotBefore
-      ? (await tx`update ${tx(n.runs)} set not_before = null
+      ? (await tx`update ${tx(names.runs)} set not_before = null
             where not_before > now()`).count
       : 0;
     const [run] = await tx<{ id: string; wait: number | null }[]>`
-        insert into ${tx(n.runs)} (status, params, lease_ms)
+        insert into ${tx(names.runs)} (status, params, lease_ms)
         values ('running', ${tx.json(params as postgres.JSONValue)}, ${leaseMs})
         returning id::text, (
           select extract(epoch from max(not_before) - now()) * 1000
-          from ${tx(n.runs)} where not_before > now()
+          from ${tx(names.runs)} where not_before > now()
         )::float8 as wait`;
     return {
       runId: Number(run!.id),
@@ -2834,16 +2843,16 @@ function counterColumns(c: Counters, creditsRemaining: number | undefined) {
 /** Writes the heartbeat and counters; false once taken over as crashed. */
 async function heartbeat(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   runId: number,
-  c: Counters,
+  counters: Counters,
   credits: number | undefined,
 ): Promise<boolean> {
   const rows = await db.run(
     (sql) =>
       sql`
-      update ${sql(n.runs)} set heartbeat_at = now(), ${
-        sql(counterColumns(c, credits))
+      update ${sql(names.runs)} set heartbeat_at = now(), ${
+        sql(counterColumns(counters, credits))
       }
       where id = ${runId} and status = 'running' returning 1`,
     undefined,
@@ -2855,26 +2864,26 @@ async function heartbeat(
 /** Records a run's end: status, counters, cause, and the vendor's "not before". */
 async function finishRun(
   db: Db,
-  n: StateNames,
-  r: RunReport,
+  names: StateNames,
+  report: RunReport,
   abort: AbortSignal,
 ): Promise<void> {
-  const wait = Math.round(r.notBeforeMs);
+  const wait = Math.round(report.notBeforeMs);
   await db.run(
     (sql) =>
       sql`
-      update ${sql(n.runs)} set
-        status = ${r.status},
+      update ${sql(names.runs)} set
+        status = ${report.status},
         finished_at = now(),
         heartbeat_at = now(),
-        ${sql(counterColumns(r.counters, r.creditsRemaining))},
-        mean_request_ms = ${r.meanRequestMs ?? null},
-        p95_request_ms = ${r.p95RequestMs ?? null},
-        reason = ${r.reason},
-        error = ${r.status === "aborted" ? r.reason : null},
+        ${sql(counterColumns(report.counters, report.creditsRemaining))},
+        mean_request_ms = ${report.meanRequestMs ?? null},
+        p95_request_ms = ${report.p95RequestMs ?? null},
+        reason = ${report.reason},
+        error = ${report.status === "aborted" ? report.reason : null},
         not_before = case when ${wait}::bigint > 0
           then now() + ${wait}::bigint * interval '1 millisecond' end
-      where id = ${r.runId} and status = 'running'`,
+      where id = ${report.runId} and status = 'running'`,
     abort,
     true,
   );
@@ -2883,16 +2892,16 @@ async function finishRun(
 /** Inserts a run that is over before it began (outside the window). */
 async function recordSkippedRun(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   params: Record<string, unknown>,
   reason: string,
 ): Promise<number> {
   const [run] = await db.run((sql) =>
     sql<{ id: string }[]>`
-      insert into ${sql(n.runs)} (status, params, finished_at, total, reason)
-      values ('outside_window', ${
-      sql.json(params as postgres.JSONValue)
-    }, now(), 0, ${reason})
+      insert into ${sql(names.runs)}
+        (status, params, finished_at, total, reason)
+      values ('outside_window', ${sql.json(params as postgres.JSONValue)},
+        now(), 0, ${reason})
       returning id::text`
   );
   return Number(run!.id);
@@ -2901,12 +2910,12 @@ async function recordSkippedRun(
 /** Time per target of the last run that processed any, for estimates. */
 async function lastPace(
   db: Db,
-  n: StateNames,
+  names: StateNames,
 ): Promise<{ runId: string; msPerTarget: number } | undefined> {
   const [row] = await db.run((sql) =>
     sql<{ id: string; ms: number }[]>`
       select id::text, extract(epoch from finished_at - started_at) * 1000 / processed as ms
-      from ${sql(n.runs)}
+      from ${sql(names.runs)}
       where finished_at is not null and processed > 0
       order by id desc limit 1`
   );
