@@ -1844,7 +1844,7 @@ async function connect(
   connectTimeoutMs: number,
   stop: AbortSignal,
 ): Promise<Db | ConnectFailure> {
-  // Each given: postgres.js would read a PG* variable for a default left out.
+  // Defaults spelled out, or postgres.js reads them from PG* variables.
   const options = {
     host: target.host,
     port: target.port,
@@ -1866,22 +1866,17 @@ async function connect(
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-  };
-  const db = new Db(
-    (pooled) =>
-      postgres(
-        {
-          ...options,
-          prepare: !pooled,
-          connection: pooled ? target.params : {
-            ...target.params,
-            lock_timeout: timeouts.lock,
-            statement_timeout: timeouts.statement,
-          },
-        } as unknown as postgres.Options<Record<string, never>>,
-      ),
-    timeouts,
-  );
+  } as unknown as postgres.Options<Record<string, never>>;
+  const db = new Db((pooled) =>
+    postgres({
+      ...options,
+      prepare: !pooled,
+      connection: pooled ? target.params : {
+        ...target.params,
+        lock_timeout: timeouts.lock,
+        statement_timeout: timeouts.statement,
+      },
+    }), timeouts);
   const where = `${target.host}:${target.port}`;
   const expired = AbortSignal.timeout(connectTimeoutMs);
   const signal = AbortSignal.any([stop, expired]);
@@ -2192,7 +2187,8 @@ interface TargetInfo {
 
 /**
  * Checks the target table, its columns and their types, the lookup columns
- * of the URL, the mapped columns and `--where`; each problem names its setting.
+ * of the URL (`lookups`, the id aside), the mapped columns and `--where`;
+ * each problem names its setting.
  */
 async function inspectTarget(
   db: Db,
@@ -2218,41 +2214,33 @@ async function inspectTarget(
       where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`,
     abort,
   );
+  type Column = typeof columns[0];
   const col = new Map(columns.map((x) => [x.name, x]));
+  const isJson = (t: Column) => t.typname === "json" || t.typname === "jsonb";
+  const mappable = "a text, numeric, boolean, date/time or json type";
+  /** Each type a setting's column may need, as its problem names it. */
+  const types: Record<string, (t: Column) => boolean> = {
+    "jsonb or json": isJson,
+    timestamptz: (t) => t.typname.startsWith("timestamp"),
+    [mappable]: (t) => "SNBD".includes(t.category) || isJson(t),
+  };
   const problems: string[] = [];
-  const check = (
-    env: string,
-    column: string,
-    ok = (_: typeof columns[0]) => true,
-    expected = "",
-  ) => {
+  const check = (env: string, column: string, expected?: string) => {
     const found = col.get(column);
     if (!found) {
       problems.push(`${env}: column ${column} does not exist in ${c.table}`);
-    } else if (!ok(found)) {
+    } else if (expected && !types[expected]!(found)) {
       problems.push(
         `${env}: expected column ${column} of ${c.table} to be ${expected}, found ${found.type}`,
       );
     }
   };
-  const isJson = (t: { typname: string }) =>
-    t.typname === "json" || t.typname === "jsonb";
-  const isTime = (t: { typname: string }) => t.typname.startsWith("timestamp");
   check("REFRESH_ID_COLUMN", c.idColumn);
-  if (c.dataColumn) {
-    check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
-  }
-  check("REFRESH_AT_COLUMN", c.atColumn, isTime, "timestamptz");
-  for (const name of lookups.filter((l) => l !== "id")) {
-    check(`REFRESH_API_URL: {${name}}`, name);
-  }
+  if (c.dataColumn) check("REFRESH_DATA_COLUMN", c.dataColumn, "jsonb or json");
+  check("REFRESH_AT_COLUMN", c.atColumn, "timestamptz");
+  for (const name of lookups) check(`REFRESH_API_URL: {${name}}`, name);
   for (const column of c.map?.keys() ?? []) {
-    check(
-      "REFRESH_MAP",
-      column,
-      (t) => "SNBD".includes(t.category) || isJson(t),
-      "a text, numeric, boolean, date/time or json type",
-    );
+    check("REFRESH_MAP", column, mappable);
   }
   // The selection's own shape: a column the role may not read is a
   // problem now, before the lease, not an abort once the run has begun.
@@ -2851,9 +2839,8 @@ async function heartbeat(
   const rows = await db.run(
     (sql) =>
       sql`
-      update ${sql(names.runs)} set heartbeat_at = now(), ${
-        sql(counterColumns(counters, credits))
-      }
+      update ${sql(names.runs)}
+      set heartbeat_at = now(), ${sql(counterColumns(counters, credits))}
       where id = ${runId} and status = 'running' returning 1`,
     undefined,
     true,
