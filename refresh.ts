@@ -1829,10 +1829,8 @@ class Db {
   }
 }
 
-interface ConnectFailure {
-  exit: number;
-  message: string;
-}
+/** Why the run cannot begin: the message, and the exit code to end with. */
+type ConnectFailure = { exit: number; message: string };
 
 /**
  * Opens one connection and checks it answers, within `--connect-timeout` in
@@ -2292,10 +2290,7 @@ interface Target {
 const MAX_ID_BYTES = 2000;
 
 /** A condition a row must meet to be asked for, and the name it is reported by. */
-interface Need {
-  name: string;
-  sql: string;
-}
+type Need = { name: string; sql: string };
 
 /**
  * What a row needs to be asked for: a value for every required lookup, and
@@ -2723,11 +2718,8 @@ async function store(
   let refused = false;
   while (true) {
     try {
-      const [row] = await db.run(
-        storeStatement(plan, target.id, current),
-        hard,
-        true,
-      );
+      const statement = storeStatement(plan, target.id, current);
+      const [row] = await db.run(statement, hard, true);
       if (!row) throw new Error("the write returned no row");
       return row.held
         ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
@@ -2760,11 +2752,7 @@ async function store(
 }
 
 /** A run that holds the lease, as shown to a run that must wait. */
-interface LiveRun {
-  id: string;
-  startedAt: string;
-  heartbeatAt: string;
-}
+type LiveRun = { id: string; startedAt: string; heartbeatAt: string };
 
 /**
  * One run at a time: in one transaction that locks `refresh_runs` (so two
@@ -2836,16 +2824,12 @@ async function heartbeat(
   counters: Counters,
   credits: number | undefined,
 ): Promise<boolean> {
-  const rows = await db.run(
-    (sql) =>
-      sql`
+  const beat = (sql: Sql) =>
+    sql`
       update ${sql(names.runs)}
       set heartbeat_at = now(), ${sql(counterColumns(counters, credits))}
-      where id = ${runId} and status = 'running' returning 1`,
-    undefined,
-    true,
-  );
-  return rows.length > 0;
+      where id = ${runId} and status = 'running' returning 1`;
+  return (await db.run(beat, undefined, true)).length > 0;
 }
 
 /** Records a run's end: status, counters, cause, and the vendor's "not before". */
@@ -2856,9 +2840,8 @@ async function finishRun(
   abort: AbortSignal,
 ): Promise<void> {
   const wait = Math.round(report.notBeforeMs);
-  await db.run(
-    (sql) =>
-      sql`
+  const end = (sql: Sql) =>
+    sql`
       update ${sql(names.runs)} set
         status = ${report.status},
         finished_at = now(),
@@ -2870,10 +2853,8 @@ async function finishRun(
         error = ${report.status === "aborted" ? report.reason : null},
         not_before = case when ${wait}::bigint > 0
           then now() + ${wait}::bigint * interval '1 millisecond' end
-      where id = ${report.runId} and status = 'running'`,
-    abort,
-    true,
-  );
+      where id = ${report.runId} and status = 'running'`;
+  await db.run(end, abort, true);
 }
 
 /** Inserts a run that is over before it began (outside the window). */
