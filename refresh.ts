@@ -2033,9 +2033,8 @@ async function readCatalog(
   names: StateNames,
   abort: AbortSignal,
 ): Promise<StateCatalog> {
-  const [row] = await db.run(
-    (sql) =>
-      sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
+  const catalog = (sql: Sql) =>
+    sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
 select to_regnamespace(${names.schema ?? "public"}) is not null as schema,
   to_regclass(${quoted(names.runs)}) is not null as runs,
   to_regclass(${quoted(names.state)}) is not null as state,
@@ -2044,9 +2043,8 @@ select to_regnamespace(${names.schema ?? "public"}) is not null as schema,
     where attrelid = to_regclass(${quoted(names.state)})
       and attname = 'target_table' and not attisdropped
   ) as keyed,
-  obj_description(to_regclass(${quoted(names.runs)}), 'pg_class') as version`,
-    abort,
-  );
+  obj_description(to_regclass(${quoted(names.runs)}), 'pg_class') as version`;
+  const [row] = await db.run(catalog, abort);
   const { version, ...found } = row!;
   const { runs, state, keyed } = found;
   return {
@@ -2194,24 +2192,20 @@ async function inspectTarget(
   lookups: string[],
   abort: AbortSignal,
 ): Promise<TargetInfo | string[]> {
-  const [rel] = await db.run(
-    (sql) =>
-      sql<{ oid: number | null; canonical: string | null }[]>`
+  const relation = (sql: Sql) =>
+    sql<{ oid: number | null; canonical: string | null }[]>`
       select c.oid::int as oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) as canonical
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.oid = to_regclass(${quoted(c.table)})`,
-    abort,
-  );
+      where c.oid = to_regclass(${quoted(c.table)})`;
+  const [rel] = await db.run(relation, abort);
   if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
-  const columns = await db.run(
-    (sql) =>
-      sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
+  const attributes = (sql: Sql) =>
+    sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
       select attname as name, format_type(atttypid, atttypmod) as type,
         format_type(atttypid, null) as base, t.typcategory as category, t.typname
       from pg_attribute a join pg_type t on t.oid = a.atttypid
-      where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`,
-    abort,
-  );
+      where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`;
+  const columns = await db.run(attributes, abort);
   type Column = typeof columns[0];
   const col = new Map(columns.map((x) => [x.name, x]));
   const isJson = (t: Column) => t.typname === "json" || t.typname === "jsonb";
