@@ -2063,14 +2063,13 @@ function migration(
   found: StateCatalog,
   table: string,
 ): string[] {
+  const { schema } = names;
   const runs = quoted(names.runs);
   const state = quoted(names.state);
   const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
   return [
     // Only when missing: even "if not exists" needs a right on the database.
-    ...names.schema && !found.schema
-      ? [`create schema ${quoted(names.schema)}`]
-      : [],
+    ...schema && !found.schema ? [`create schema ${quoted(schema)}`] : [],
     `create table if not exists ${runs} (
   id bigint generated always as identity primary key,
   status text not null,
@@ -2399,11 +2398,11 @@ async function countStale(
 ): Promise<{ total: number; without: Without }> {
   const lacking = sel.needs.map((need, i) =>
     `, count(*) filter (where not ${need.sql})::text as w${i}`
-  );
+  ).join("");
   const [row] = await db.run((sql) =>
     sql<Record<string, string>[]>`
       select count(*) filter (where ${lookupsPresent(sql, sel)})::text as n
-        ${sql.unsafe(lacking.join(""))}
+        ${sql.unsafe(lacking)}
       from ${source(sql, sel)}
       where ${stale(sql, sel)} and ${notKnownMiss(sql, sel)}`, abort);
   return {
@@ -2481,26 +2480,24 @@ async function resolveIds(
         return false;
       },
     );
-  const oks = sel.needs.map((need, i) => `, ${need.sql} as ok${i}`).join("");
+  const { idColumn, needs } = sel;
+  const oks = needs.map((need, i) => `, ${need.sql} as ok${i}`).join("");
   const bad: string[] = [];
   const found = new Map<string, boolean>();
-  const without = Object.fromEntries(sel.needs.map(({ name }) => [name, 0]));
+  const without = Object.fromEntries(needs.map(({ name }) => [name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
     if (!await castable(batch)) {
       for (const id of batch) if (!await castable([id])) bad.push(id);
       continue;
     }
-    const rows = await db.run(
-      (sql) =>
-        sql<Record<string, unknown>[]>`
-        select t.${sql(sel.idColumn)}::text as id ${sql.unsafe(oks)}
+    const rows = await db.run((sql) =>
+      sql<Record<string, unknown>[]>`
+        select t.${sql(idColumn)}::text as id ${sql.unsafe(oks)}
         from ${source(sql, sel)}
-        where t.${sql(sel.idColumn)} = any(${idArray(sql, sel, batch)})`,
-      abort,
-    );
+        where t.${sql(idColumn)} = any(${idArray(sql, sel, batch)})`, abort);
     for (const row of rows) {
-      const lacking = sel.needs.filter((_, i) => !row[`ok${i}`]);
+      const lacking = needs.filter((_, i) => !row[`ok${i}`]);
       for (const need of lacking) without[need.name]!++;
       found.set(String(row.id), lacking.length === 0);
     }
@@ -2558,7 +2555,7 @@ interface WritePlan
 }
 
 /**
- * Records one target in ONE statement, hence one transaction: its row (for
+ * The ONE statement (hence one transaction) recording a target: its row (for
  * `ok`: the answer as sent, the mapped columns extracted in SQL from that
  * same text, and the refreshed-at column) and its `refresh_state` row, both
  * only while this run still holds the lease. The text is the same for every
@@ -2680,15 +2677,14 @@ type StopStatus =
   | "interrupted"
   | "aborted";
 
-const stopAs = (status: StopStatus, reason: string): Stop => ({
-  status,
-  reason,
-});
+function stopAs(status: StopStatus, reason: string): Stop {
+  return { status, reason };
+}
 
-const LEASE_LOST: Stop = {
-  status: "aborted",
-  reason: "lost the lease: another run marked this one crashed and took over",
-};
+const LEASE_LOST = stopAs(
+  "aborted",
+  "lost the lease: another run marked this one crashed and took over",
+);
 
 type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
