@@ -2236,23 +2236,20 @@ async function inspectTarget(
   // The selection's own shape: a column the role may not read is a
   // problem now, before the lease, not an abort once the run has begun.
   const sel = { ...c, lookups };
+  const read = columnsRead(sel);
   for (const where of c.where ? [undefined, c.where] : [undefined]) {
     if (problems.length > 0) break;
+    const explain = (sql: Sql) =>
+      sql`explain select ${sql(read)} from ${source(sql, { ...sel, where })}`;
     try {
-      await db.run(
-        (sql) =>
-          sql`explain select ${sql(columnsRead(sel))} from ${
-            source(sql, { ...sel, where })
-          }`,
-        abort,
-      );
+      await db.run(explain, abort);
     } catch (error) {
       if (blame(error) === "connection") throw error;
       problems.push(
         where
           ? `REFRESH_WHERE: ${describeError(error)}`
           : `REFRESH_TABLE: cannot read the columns a run reads (${
-            columnsRead(sel).join(", ")
+            read.join(", ")
           }): ${describeError(error)}`,
       );
     }
