@@ -1656,12 +1656,6 @@ class Db {
     this.sql = open(false);
   }
 
-  /** From now on, as behind a pooler (a new connection). */
-  pool(): void {
-    this.pooled = true;
-    this.reset();
-  }
-
   /**
    * Runs a statement, retrying a lost connection for `--db-retry` once
    * `retry` is set. `bounded` (writes, the heartbeat, the run's end): a
@@ -1716,12 +1710,13 @@ class Db {
     interactive: boolean,
   ): Promise<T> {
     abort?.throwIfAborted();
-    let inner: Statement<T> | undefined;
+    const sql = this.sql as unknown as Sql;
     const mode = this.readOnly ? "read only" : "";
     // Literals of SHORT or LONG: no parameter, no describe round trip.
     const timeouts =
       `select set_config('lock_timeout', '${this.#timeouts.lock}', true),
       set_config('statement_timeout', '${this.#timeouts.statement}', true)`;
+    let inner: Statement<T> | undefined;
     let query: Promise<T>;
     if (interactive || (this.readOnly && !this.pooled)) {
       query = this.sql.begin(mode, async (tx) => {
@@ -1732,18 +1727,16 @@ class Db {
       // One round trip: begin, the timeouts, the statement and commit go
       // out in this order (execute() sends each at once) on the one
       // connection; after a failed statement, commit rolls back.
-      const sql = this.sql as unknown as Sql;
-      const parts: Promise<unknown>[] = [
-        sql.unsafe(`begin ${mode}`).execute(),
-        sql.unsafe(timeouts).execute(),
-      ];
+      const head = [`begin ${mode}`, timeouts].map((q) =>
+        sql.unsafe(q).execute()
+      );
       inner = statement(sql);
       inner.execute?.();
-      parts.push(inner, sql`commit`.execute());
-      query = Promise.all(parts).then((results) => results[2] as T);
+      query = Promise.all([...head, inner, sql`commit`.execute()])
+        .then((results) => results[2] as T);
     } else {
       // The connection's own timeouts apply (start-up parameters).
-      query = inner = statement(this.sql as unknown as Sql);
+      query = inner = statement(sql);
     }
     const guard = AbortSignal.timeout(guardMs);
     const signal = abort ? AbortSignal.any([guard, abort]) : guard;
@@ -1753,12 +1746,10 @@ class Db {
       if (abort?.aborted && error === abort.reason) inner?.cancel?.();
       if (!guard.aborted || error !== guard.reason) throw error;
       this.reset();
-      throw Object.assign(
-        new Error(
-          `no answer from the database within ${formatDuration(guardMs)}`,
-        ),
-        { code: "CLIENT_TIMEOUT" },
-      );
+      const message = `no answer from the database within ${
+        formatDuration(guardMs)
+      }`;
+      throw Object.assign(new Error(message), { code: "CLIENT_TIMEOUT" });
     } finally {
       query.catch(() => {});
     }
@@ -1776,10 +1767,8 @@ class Db {
   }
 }
 
-interface ConnectFailure {
-  exit: number;
-  message: string;
-}
+/** Why the run cannot begin: the message, and the exit code to end with. */
+type ConnectFailure = { exit: number; message: string };
 
 /**
  * Opens one connection and checks it answers, within `--connect-timeout` in
@@ -1791,6 +1780,7 @@ async function connect(
   connectTimeoutMs: number,
   stop: AbortSignal,
 ): Promise<Db | ConnectFailure> {
+  // Defaults spelled out, or postgres.js reads them from PG* variables.
   const options = {
     host: target.host,
     port: target.port,
@@ -1812,22 +1802,17 @@ async function connect(
     fetch_types: true,
     target_session_attrs: target.targetSessionAttrs ?? null,
     onnotice: () => {},
-  };
-  const db = new Db(
-    (pooled) =>
-      postgres(
-        {
-          ...options,
-          prepare: !pooled,
-          connection: pooled ? target.params : {
-            ...target.params,
-            lock_timeout: timeouts.lock,
-            statement_timeout: timeouts.statement,
-          },
-        } as unknown as postgres.Options<Record<string, never>>,
-      ),
-    timeouts,
-  );
+  } as unknown as postgres.Options<Record<string, never>>;
+  const db = new Db((pooled) =>
+    postgres({
+      ...options,
+      prepare: !pooled,
+      connection: pooled ? target.params : {
+        ...target.params,
+        lock_timeout: timeouts.lock,
+        statement_timeout: timeouts.statement,
+      },
+    }), timeouts);
   const where = `${target.host}:${target.port}`;
   const expired = AbortSignal.timeout(connectTimeoutMs);
   const signal = AbortSignal.any([stop, expired]);
@@ -1835,18 +1820,21 @@ async function connect(
   const late = (e: unknown) => expired.aborted && e === expired.reason;
   const codeOf = (e: unknown) => String((e as { code?: unknown })?.code ?? "");
   const refused = /^(28|3D|42|22023)/;
+  const ping = () => db.run((sql) => sql`select 1`, signal);
   let last: unknown;
   try {
     // A server not up yet (refused, reset) is tried again until the timeout.
     await retry(
       () =>
-        db.run((sql) => sql`select 1`, signal).catch((error) => {
-          // PgBouncer refuses start-up parameters it does not know.
+        ping().catch((error) => {
+          // PgBouncer refuses start-up parameters it does not know: from now
+          // on, as behind a pooler, on a new connection.
           if (db.pooled || !/unsupported startup parameter/.test(`${error}`)) {
             throw error;
           }
-          db.pool();
-          return db.run((sql) => sql`select 1`, signal);
+          db.pooled = true;
+          db.reset();
+          return ping();
         }),
       {
         maxAttempts: Number.MAX_SAFE_INTEGER,
@@ -1980,23 +1968,21 @@ interface StateCatalog {
 
 async function readCatalog(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   abort: AbortSignal,
 ): Promise<StateCatalog> {
-  const [row] = await db.run(
-    (sql) =>
-      sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
-select to_regnamespace(${n.schema ?? "public"}) is not null as schema,
-  to_regclass(${quoted(n.runs)}) is not null as runs,
-  to_regclass(${quoted(n.state)}) is not null as state,
+  const catalog = (sql: Sql) =>
+    sql<(Omit<StateCatalog, "current"> & { version: string | null })[]>`
+select to_regnamespace(${names.schema ?? "public"}) is not null as schema,
+  to_regclass(${quoted(names.runs)}) is not null as runs,
+  to_regclass(${quoted(names.state)}) is not null as state,
   exists (
     select 1 from pg_attribute
-    where attrelid = to_regclass(${quoted(n.state)})
+    where attrelid = to_regclass(${quoted(names.state)})
       and attname = 'target_table' and not attisdropped
   ) as keyed,
-  obj_description(to_regclass(${quoted(n.runs)}), 'pg_class') as version`,
-    abort,
-  );
+  obj_description(to_regclass(${quoted(names.runs)}), 'pg_class') as version`;
+  const [row] = await db.run(catalog, abort);
   const { version, ...found } = row!;
   const { runs, state, keyed } = found;
   return {
@@ -2011,16 +1997,17 @@ select to_regnamespace(${n.schema ?? "public"}) is not null as schema,
  * new columns, an earlier `refresh_state` (keyed by id alone) gets `table`.
  */
 function migration(
-  n: StateNames,
+  names: StateNames,
   found: StateCatalog,
   table: string,
 ): string[] {
-  const runs = quoted(n.runs);
-  const state = quoted(n.state);
+  const { schema } = names;
+  const runs = quoted(names.runs);
+  const state = quoted(names.state);
   const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
   return [
     // Only when missing: even "if not exists" needs a right on the database.
-    ...n.schema && !found.schema ? [`create schema ${quoted(n.schema)}`] : [],
+    ...schema && !found.schema ? [`create schema ${quoted(schema)}`] : [],
     `create table if not exists ${runs} (
   id bigint generated always as identity primary key,
   status text not null,
@@ -2071,18 +2058,18 @@ const MIGRATION_LOCK_TIMEOUT = "5s";
  */
 async function migrate(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   found: StateCatalog,
   table: string,
   abort: AbortSignal,
 ): Promise<{ done: string } | ConnectFailure & { statements: string[] }> {
-  const statements = migration(n, found, table);
+  const statements = migration(names, found, table);
   const earlier = found.runs || found.state;
-  const tables = `the state tables ${n.runs} and ${n.state}`;
+  const tables = `the state tables ${names.runs} and ${names.state}`;
   try {
     await db.transaction(async (tx) => {
       await tx`select set_config('lock_timeout', ${MIGRATION_LOCK_TIMEOUT}, true),
-        pg_advisory_xact_lock(hashtext(${`refresh:${n.runs}`}))`;
+        pg_advisory_xact_lock(hashtext(${`refresh:${names.runs}`}))`;
       for (const statement of statements) await tx.unsafe(statement);
     }, abort);
   } catch (error) {
@@ -2098,7 +2085,7 @@ async function migrate(
         } them (${
           describeError(error)
         }): run refresh once as their owner (or as a role that may create in ${
-          n.schema ?? "public"
+          names.schema ?? "public"
         }), or have the owner run:`,
         statements,
       };
@@ -2133,7 +2120,8 @@ interface TargetInfo {
 
 /**
  * Checks the target table, its columns and their types, the lookup columns
- * of the URL, the mapped columns and `--where`; each problem names its setting.
+ * of the URL (`lookups`, the id aside), the mapped columns and `--where`;
+ * each problem names its setting.
  */
 async function inspectTarget(
   db: Db,
@@ -2141,80 +2129,65 @@ async function inspectTarget(
   lookups: string[],
   abort: AbortSignal,
 ): Promise<TargetInfo | string[]> {
-  const [rel] = await db.run(
-    (sql) =>
-      sql<{ oid: number | null; canonical: string | null }[]>`
+  const relation = (sql: Sql) =>
+    sql<{ oid: number | null; canonical: string | null }[]>`
       select c.oid::int as oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) as canonical
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.oid = to_regclass(${quoted(c.table)})`,
-    abort,
-  );
+      where c.oid = to_regclass(${quoted(c.table)})`;
+  const [rel] = await db.run(relation, abort);
   if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
-  const columns = await db.run(
-    (sql) =>
-      sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
+  const attributes = (sql: Sql) =>
+    sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
       select attname as name, format_type(atttypid, atttypmod) as type,
         format_type(atttypid, null) as base, t.typcategory as category, t.typname
       from pg_attribute a join pg_type t on t.oid = a.atttypid
-      where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`,
-    abort,
-  );
+      where attrelid = ${rel.oid} and attnum > 0 and not attisdropped`;
+  const columns = await db.run(attributes, abort);
+  type Column = typeof columns[0];
   const col = new Map(columns.map((x) => [x.name, x]));
+  const isJson = (t: Column) => t.typname === "json" || t.typname === "jsonb";
+  const mappable = "a text, numeric, boolean, date/time or json type";
+  /** Each type a setting's column may need, as its problem names it. */
+  const types: Record<string, (t: Column) => boolean> = {
+    "jsonb or json": isJson,
+    timestamptz: (t) => t.typname.startsWith("timestamp"),
+    [mappable]: (t) => "SNBD".includes(t.category) || isJson(t),
+  };
   const problems: string[] = [];
-  const check = (
-    env: string,
-    column: string,
-    ok = (_: typeof columns[0]) => true,
-    expected = "",
-  ) => {
+  const check = (env: string, column: string, expected?: string) => {
     const found = col.get(column);
     if (!found) {
       problems.push(`${env}: column ${column} does not exist in ${c.table}`);
-    } else if (!ok(found)) {
+    } else if (expected && !types[expected]!(found)) {
       problems.push(
         `${env}: expected column ${column} of ${c.table} to be ${expected}, found ${found.type}`,
       );
     }
   };
-  const isJson = (t: { typname: string }) =>
-    t.typname === "json" || t.typname === "jsonb";
-  const isTime = (t: { typname: string }) => t.typname.startsWith("timestamp");
   check("REFRESH_ID_COLUMN", c.idColumn);
-  if (c.dataColumn) {
-    check("REFRESH_DATA_COLUMN", c.dataColumn, isJson, "jsonb or json");
-  }
-  check("REFRESH_AT_COLUMN", c.atColumn, isTime, "timestamptz");
-  for (const name of lookups.filter((l) => l !== "id")) {
-    check(`REFRESH_API_URL: {${name}}`, name);
-  }
+  if (c.dataColumn) check("REFRESH_DATA_COLUMN", c.dataColumn, "jsonb or json");
+  check("REFRESH_AT_COLUMN", c.atColumn, "timestamptz");
+  for (const name of lookups) check(`REFRESH_API_URL: {${name}}`, name);
   for (const column of c.map?.keys() ?? []) {
-    check(
-      "REFRESH_MAP",
-      column,
-      (t) => "SNBD".includes(t.category) || isJson(t),
-      "a text, numeric, boolean, date/time or json type",
-    );
+    check("REFRESH_MAP", column, mappable);
   }
   // The selection's own shape: a column the role may not read is a
   // problem now, before the lease, not an abort once the run has begun.
-  const s = { ...c, lookups };
+  const sel = { ...c, lookups };
+  const read = columnsRead(sel);
   for (const where of c.where ? [undefined, c.where] : [undefined]) {
     if (problems.length > 0) break;
+    const explain = (sql: Sql) =>
+      sql`explain select ${sql(read)} from ${source(sql, { ...sel, where })}`;
     try {
-      await db.run(
-        (sql) =>
-          sql`explain select ${sql(columnsRead(s))} from ${
-            source(sql, { ...s, where })
-          }`,
-        abort,
-      );
+      await db.run(explain, abort);
     } catch (error) {
       if (blame(error) === "connection") throw error;
       problems.push(
         where
           ? `REFRESH_WHERE: ${describeError(error)}`
           : `REFRESH_TABLE: cannot read the columns a run reads (${
-            columnsRead(s).join(", ")
+            read.join(", ")
           }): ${describeError(error)}`,
       );
     }
@@ -2245,10 +2218,7 @@ interface Target {
 const MAX_ID_BYTES = 2000;
 
 /** A condition a row must meet to be asked for, and the name it is reported by. */
-interface Need {
-  name: string;
-  sql: string;
-}
+type Need = { name: string; sql: string };
 
 /**
  * What a row needs to be asked for: a value for every required lookup, and
@@ -2295,60 +2265,60 @@ type Read = Pick<
 >;
 
 /** The columns a selection reads: all a role needs SELECT on, with `--where`'s. */
-function columnsRead(s: Read): string[] {
-  return [...new Set([s.idColumn, s.atColumn, ...s.lookups.map(lookupColumn)])];
+function columnsRead({ idColumn, atColumn, lookups }: Read): string[] {
+  return [...new Set([idColumn, atColumn, ...lookups.map(lookupColumn)])];
 }
 
 /** The target table, narrowed by `--where` where only its columns are in scope. */
-function source(sql: Sql, s: Read) {
-  if (!s.where) return sql`${sql(s.table)} t`;
+function source(sql: Sql, sel: Read) {
+  if (!sel.where) return sql`${sql(sel.table)} t`;
   // One expression: a trailing comment in `--where` ends at the newline.
-  const where = sql.unsafe(`(\n${s.where}\n)`);
-  const columns = sql(columnsRead(s));
-  return sql`(select ${columns} from ${sql(s.table)} where ${where}) t`;
+  const where = sql.unsafe(`(\n${sel.where}\n)`);
+  const columns = sql(columnsRead(sel));
+  return sql`(select ${columns} from ${sql(sel.table)} where ${where}) t`;
 }
 
-function columnsOf(sql: Sql, s: Selection) {
+function columnsOf(sql: Sql, { idColumn, lookups }: Selection) {
   return sql.unsafe(
     [
-      `t.${quoted(s.idColumn)}::text as id`,
-      ...s.lookups.map((l, i) => `t.${quoted(lookupColumn(l))}::text as l${i}`),
+      `t.${quoted(idColumn)}::text as id`,
+      ...lookups.map((l, i) => `t.${quoted(lookupColumn(l))}::text as l${i}`),
     ].join(", "),
   );
 }
 
-function lookupsPresent(sql: Sql, s: Pick<Selection, "needs">) {
-  return sql.unsafe(s.needs.map((n) => n.sql).join(" and ") || "true");
+function lookupsPresent(sql: Sql, sel: Pick<Selection, "needs">) {
+  return sql.unsafe(sel.needs.map((need) => need.sql).join(" and ") || "true");
 }
 
-function toTarget(s: Selection, row: Record<string, string>): Target {
+function toTarget(sel: Selection, row: Record<string, string>): Target {
   const values: Target["values"] = { id: row.id! };
-  s.lookups.forEach((l, i) => values[lookupColumn(l)] = row[`l${i}`] ?? null);
+  sel.lookups.forEach((l, i) => values[lookupColumn(l)] = row[`l${i}`] ?? null);
   return { id: row.id!, values };
 }
 
 /** `ids` as an array of the id column's type: an error if one is not of it. */
-function idArray(sql: Sql, s: Pick<Selection, "idType">, ids: string[]) {
-  return sql`${ids}::text[]::${sql.unsafe(s.idType)}[]`;
+function idArray(sql: Sql, sel: Pick<Selection, "idType">, ids: string[]) {
+  return sql`${ids}::text[]::${sql.unsafe(sel.idType)}[]`;
 }
 
 /** Not a recent known miss (unless `--retry-misses`). */
-function notKnownMiss(sql: Sql, s: Selection) {
-  if (!s.hasState || s.retryMisses) return sql`true`;
+function notKnownMiss(sql: Sql, sel: Selection) {
+  if (!sel.hasState || sel.retryMisses) return sql`true`;
   return sql`not exists (
-    select 1 from ${sql(s.state.state)} s
-    where ${s.keyed ? sql`s.target_table = ${s.canonical} and` : sql``}
-      s.target_id = t.${sql(s.idColumn)}::text
+    select 1 from ${sql(sel.state.state)} s
+    where ${sel.keyed ? sql`s.target_table = ${sel.canonical} and` : sql``}
+      s.target_id = t.${sql(sel.idColumn)}::text
       and s.status in ('not_found', 'invalid')
-      and s.last_attempt_at >= ${s.cutoff}::text::timestamptz
+      and s.last_attempt_at >= ${sel.cutoff}::text::timestamptz
   )`;
 }
 
 /** Never refreshed, or refreshed before the cutoff; or only one of the two. */
-function stale(sql: Sql, s: Selection, only?: "never" | "before") {
-  const at = sql`t.${sql(s.atColumn)}`;
+function stale(sql: Sql, sel: Selection, only?: "never" | "before") {
+  const at = sql`t.${sql(sel.atColumn)}`;
   const never = sql`${at} is null`;
-  const before = sql`${at} < ${s.cutoff}::text::timestamptz`;
+  const before = sql`${at} < ${sel.cutoff}::text::timestamptz`;
   return only ? { never, before }[only] : sql`(${never} or ${before})`;
 }
 
@@ -2358,22 +2328,22 @@ type Without = Record<string, number>;
 /** Counts the stale targets, and those left out for a missing lookup value. */
 async function countStale(
   db: Db,
-  s: Selection,
+  sel: Selection,
   abort: AbortSignal,
 ): Promise<{ total: number; without: Without }> {
-  const lacking = s.needs.map((n, i) =>
-    `, count(*) filter (where not ${n.sql})::text as w${i}`
-  );
+  const lacking = sel.needs.map((need, i) =>
+    `, count(*) filter (where not ${need.sql})::text as w${i}`
+  ).join("");
   const [row] = await db.run((sql) =>
     sql<Record<string, string>[]>`
-      select count(*) filter (where ${lookupsPresent(sql, s)})::text as n
-        ${sql.unsafe(lacking.join(""))}
-      from ${source(sql, s)}
-      where ${stale(sql, s)} and ${notKnownMiss(sql, s)}`, abort);
+      select count(*) filter (where ${lookupsPresent(sql, sel)})::text as n
+        ${sql.unsafe(lacking)}
+      from ${source(sql, sel)}
+      where ${stale(sql, sel)} and ${notKnownMiss(sql, sel)}`, abort);
   return {
     total: Number(row!.n),
     without: Object.fromEntries(
-      s.needs.map((n, i) => [n.name, Number(row![`w${i}`])]),
+      sel.needs.map((need, i) => [need.name, Number(row![`w${i}`])]),
     ),
   };
 }
@@ -2388,7 +2358,7 @@ const BATCH_SIZE = 500;
  */
 async function* staleBatches(
   db: Db,
-  s: Selection,
+  sel: Selection,
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
   for (const only of ["never", "before"] as const) {
@@ -2396,8 +2366,8 @@ async function* staleBatches(
     while (true) {
       const prev = last;
       const rows = await db.run((sql) => {
-        const id = sql`t.${sql(s.idColumn)}`;
-        const at = sql`t.${sql(s.atColumn)}`;
+        const id = sql`t.${sql(sel.idColumn)}`;
+        const at = sql`t.${sql(sel.atColumn)}`;
         const key = only === "never" ? id : sql`${at}, ${id}`;
         const after = !prev
           ? sql``
@@ -2405,13 +2375,14 @@ async function* staleBatches(
           ? sql`and ${id} > ${prev.id!}`
           : sql`and (${key}) > (${prev.at!}::text::timestamptz, ${prev.id!})`;
         return sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)}, ${at}::text as at from ${source(sql, s)}
-        where ${stale(sql, s, only)} ${after}
-          and ${lookupsPresent(sql, s)} and ${notKnownMiss(sql, s)}
+        select ${columnsOf(sql, sel)}, ${at}::text as at
+        from ${source(sql, sel)}
+        where ${stale(sql, sel, only)} ${after}
+          and ${lookupsPresent(sql, sel)} and ${notKnownMiss(sql, sel)}
         order by ${key} limit ${BATCH_SIZE}`;
       }, abort);
       if (rows.length === 0) break;
-      yield rows.map((row) => toTarget(s, row));
+      yield rows.map((row) => toTarget(sel, row));
       last = rows.at(-1);
     }
   }
@@ -2431,38 +2402,38 @@ interface GivenIds {
  */
 async function resolveIds(
   db: Db,
-  s: Omit<Selection, "cutoff" | "hasState" | "keyed">,
+  sel: Omit<Selection, "cutoff" | "hasState" | "keyed">,
   ids: string[],
   abort: AbortSignal,
 ): Promise<GivenIds | { bad: string[] }> {
-  const type = (sql: Sql) => sql.unsafe(s.idType);
-  const oks = s.needs.map((n, i) => `, ${n.sql} as ok${i}`);
+  // False if one of `some` is not of the id column's type.
+  const castable = (some: string[]) =>
+    db.run((sql) => sql`select ${idArray(sql, sel, some)}`, abort).then(
+      () => true,
+      (error) => {
+        if (blame(error) !== "target") throw error;
+        return false;
+      },
+    );
+  const { idColumn, needs } = sel;
+  const oks = needs.map((need, i) => `, ${need.sql} as ok${i}`).join("");
   const bad: string[] = [];
   const found = new Map<string, boolean>();
-  const without: Without = Object.fromEntries(s.needs.map((n) => [n.name, 0]));
+  const without = Object.fromEntries(needs.map(({ name }) => [name, 0]));
   for (let i = 0; i < ids.length; i += BATCH_SIZE) {
     const batch = ids.slice(i, i + BATCH_SIZE);
-    try {
-      await db.run((sql) => sql`select ${idArray(sql, s, batch)}`, abort);
-    } catch (error) {
-      if (blame(error) !== "target") throw error;
-      for (const id of batch) {
-        await db.run((sql) => sql`select ${id}::text::${type(sql)}`, abort)
-          .catch((e) => {
-            if (blame(e) !== "target") throw e;
-            bad.push(id);
-          });
-      }
+    if (!await castable(batch)) {
+      for (const id of batch) if (!await castable([id])) bad.push(id);
       continue;
     }
     const rows = await db.run((sql) =>
       sql<Record<string, unknown>[]>`
-        select t.${sql(s.idColumn)}::text as id ${sql.unsafe(oks.join(""))}
-        from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})`, abort);
+        select t.${sql(idColumn)}::text as id ${sql.unsafe(oks)}
+        from ${source(sql, sel)}
+        where t.${sql(idColumn)} = any(${idArray(sql, sel, batch)})`, abort);
     for (const row of rows) {
-      const lacking = s.needs.filter((_, i) => !row[`ok${i}`]);
-      for (const n of lacking) without[n.name]!++;
+      const lacking = needs.filter((_, i) => !row[`ok${i}`]);
+      for (const need of lacking) without[need.name]!++;
       found.set(String(row.id), lacking.length === 0);
     }
   }
@@ -2477,7 +2448,7 @@ async function resolveIds(
 /** Yields the given ids (resolved before) with their lookup values, in order. */
 async function* givenBatches(
   db: Db,
-  s: Selection,
+  sel: Selection,
   ids: string[],
   abort: AbortSignal,
 ): AsyncGenerator<Target[]> {
@@ -2485,10 +2456,10 @@ async function* givenBatches(
     const batch = ids.slice(i, i + BATCH_SIZE);
     const rows = await db.run((sql) =>
       sql<Record<string, string>[]>`
-        select ${columnsOf(sql, s)} from ${source(sql, s)}
-        where t.${sql(s.idColumn)} = any(${idArray(sql, s, batch)})
-          and ${lookupsPresent(sql, s)}`, abort);
-    const byId = new Map(rows.map((row) => [row.id!, toTarget(s, row)]));
+        select ${columnsOf(sql, sel)} from ${source(sql, sel)}
+        where t.${sql(sel.idColumn)} = any(${idArray(sql, sel, batch)})
+          and ${lookupsPresent(sql, sel)}`, abort);
+    const byId = new Map(rows.map((row) => [row.id!, toTarget(sel, row)]));
     const targets = batch.flatMap((id) => byId.get(id) ?? []);
     if (targets.length > 0) yield targets;
   }
@@ -2519,29 +2490,32 @@ interface WritePlan
 }
 
 /**
- * Records one target in ONE statement, hence one transaction: its row (for
+ * The ONE statement (hence one transaction) recording a target: its row (for
  * `ok`: the answer as sent, the mapped columns extracted in SQL from that
  * same text, and the refreshed-at column) and its `refresh_state` row, both
  * only while this run still holds the lease. The text is the same for every
  * target (only the parameters change): built as a string, it costs postgres.js
  * no fragments to compose, and the server one prepared statement.
  */
-function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
-  const ok = o.status === "ok";
+function storeStatement(plan: WritePlan, id: string, outcome: Outcome) {
+  const { status, attempts, httpStatus, error, text } = outcome;
+  const ok = status === "ok";
   // $1 to $7 for the state row; for ok, $8 the text, $9 the id, $10… paths.
-  const params: unknown[] = [p.runId, p.canonical, id, o.status, o.attempts];
-  params.push(o.httpStatus, o.error);
-  if (ok) params.push(o.text, id, ...p.map.map((m) => m.path));
+  const params: unknown[] = [plan.runId, plan.canonical, id, status, attempts];
+  params.push(httpStatus, error);
+  if (ok) params.push(text, id, ...plan.map.map((m) => m.path));
   // The lease as a scalar subquery: evaluated once, no CTE to materialize.
-  const held = `(select status from ${quoted(p.state.runs)} where id = $1)
+  const held = `(select status from ${quoted(plan.state.runs)} where id = $1)
     = 'running'`;
   // With a map, the answer is parsed once and read by every mapped column.
-  const answer = p.map.length > 0
+  const answer = plan.map.length > 0
     ? "(select t, t::jsonb as j from (select $8::text as t) x) a"
     : "(select $8::text as t) a";
   const sets = [
-    ...p.dataColumn ? [`${quoted(p.dataColumn)} = a.t::${p.dataType}`] : [],
-    ...p.map.map((m, i) => {
+    ...plan.dataColumn
+      ? [`${quoted(plan.dataColumn)} = a.t::${plan.dataType}`]
+      : [],
+    ...plan.map.map((m, i) => {
       // A JSON null read as json is 'null', not SQL null: nullif for keep.
       const read = `(a.j ${m.json ? "#>" : "#>>"} $${10 + i}::text[])`;
       const raw = m.keep && m.json ? `nullif(${read}, 'null'::jsonb)` : read;
@@ -2551,17 +2525,18 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
         m.keep ? `coalesce(${value}, r.${column})` : value
       }`;
     }),
-    `${quoted(p.atColumn)} = now()`,
+    `${quoted(plan.atColumn)} = now()`,
   ];
   const target = ok
-    ? `update ${quoted(p.table)} r set ${sets.join(", ")} from ${answer}
-        where r.${quoted(p.idColumn)} = $9 and ${held}
+    ? `update ${quoted(plan.table)} r set ${sets.join(", ")} from ${answer}
+        where r.${quoted(plan.idColumn)} = $9 and ${held}
         returning 1`
     : "select 1 where false";
-  return sql.unsafe<{ held: boolean; updated: number }[]>(
-    `with target as (${target}),
+  return (sql: Sql) =>
+    sql.unsafe<{ held: boolean; updated: number }[]>(
+      `with target as (${target}),
     state as (
-      insert into ${quoted(p.state.state)} as s
+      insert into ${quoted(plan.state.state)} as s
         (target_table, target_id, status, attempts, http_status, error,
          last_attempt_at, last_success_at, run_id)
       select $2, $3, $4, $5, $6, $7, now(), ${ok ? "now()" : "null"}, $1
@@ -2576,9 +2551,9 @@ function storeStatement(sql: Sql, p: WritePlan, id: string, o: Outcome) {
         run_id = excluded.run_id
     )
     select ${held} as held, (select count(*) from target)::int as updated`,
-    params as postgres.ParameterOrJSON<never>[],
-    { prepare: true },
-  );
+      params as postgres.ParameterOrJSON<never>[],
+      { prepare: true },
+    );
 }
 
 /** A type without its modifiers (`character varying(20)` → `character varying`). */
@@ -2589,7 +2564,7 @@ function baseType(type: string): string {
 /** Which part of an answer the database refused, in its own words. */
 async function refusal(
   db: Db,
-  p: WritePlan,
+  plan: WritePlan,
   text: string,
   error: unknown,
   abort: AbortSignal,
@@ -2599,10 +2574,10 @@ async function refusal(
       () => undefined,
       (e) => blame(e) === "target" ? describeError(e) : undefined,
     );
-  if (p.map.length > 0) {
+  if (plan.map.length > 0) {
     const whole = await fails((sql) => sql`select ${text}::text::jsonb`);
     if (whole) return whole;
-    for (const m of p.map) {
+    for (const m of plan.map) {
       const why = await fails((sql) =>
         sql`select (${text}::text::jsonb ${
           sql.unsafe(m.json ? "#>" : "#>>")
@@ -2637,15 +2612,14 @@ type StopStatus =
   | "interrupted"
   | "aborted";
 
-const stopAs = (status: StopStatus, reason: string): Stop => ({
-  status,
-  reason,
-});
+function stopAs(status: StopStatus, reason: string): Stop {
+  return { status, reason };
+}
 
-const LEASE_LOST: Stop = {
-  status: "aborted",
-  reason: "lost the lease: another run marked this one crashed and took over",
-};
+const LEASE_LOST = stopAs(
+  "aborted",
+  "lost the lease: another run marked this one crashed and took over",
+);
 
 type Written =
   | { id: string; stored: Outcome; refused: boolean; updated: boolean }
@@ -2660,7 +2634,7 @@ type Written =
  */
 async function store(
   db: Db,
-  p: WritePlan,
+  plan: WritePlan,
   target: Target,
   outcome: Outcome,
   hard: AbortSignal,
@@ -2669,11 +2643,8 @@ async function store(
   let refused = false;
   while (true) {
     try {
-      const [row] = await db.run(
-        (sql) => storeStatement(sql, p, target.id, current),
-        hard,
-        true,
-      );
+      const statement = storeStatement(plan, target.id, current);
+      const [row] = await db.run(statement, hard, true);
       if (!row) throw new Error("the write returned no row");
       return row.held
         ? { id: target.id, stored: current, refused, updated: row.updated > 0 }
@@ -2689,28 +2660,24 @@ async function store(
         const too = `its state row was refused too: ${describeError(error)}`;
         const stored = {
           ...current,
-          error: p.scrub(`${current.error}; ${too}`),
+          error: plan.scrub(`${current.error}; ${too}`),
         };
         return { id: target.id, stored, refused: true, updated: false };
       }
       refused = true;
-      const why = await refusal(db, p, current.text!, error, hard);
+      const why = await refusal(db, plan, current.text!, error, hard);
       current = {
         ...current,
         status: "invalid",
         text: undefined,
-        error: p.scrub(`the database refused the answer: ${why}`),
+        error: plan.scrub(`the database refused the answer: ${why}`),
       };
     }
   }
 }
 
 /** A run that holds the lease, as shown to a run that must wait. */
-interface LiveRun {
-  id: string;
-  startedAt: string;
-  heartbeatAt: string;
-}
+type LiveRun = { id: string; startedAt: string; heartbeatAt: string };
 
 /**
  * One run at a time: in one transaction that locks `refresh_runs` (so two
@@ -2722,7 +2689,7 @@ interface LiveRun {
  */
 async function acquireLease(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   leaseMs: number,
   params: Record<string, unknown>,
   ignoreNotBefore: boolean,
@@ -2731,9 +2698,9 @@ async function acquireLease(
   | { live: LiveRun }
 > {
   return await db.transaction(async (tx) => {
-    await tx`lock table ${tx(n.runs)} in share row exclusive mode`;
+    await tx`lock table ${tx(names.runs)} in share row exclusive mode`;
     const crashed = await tx<{ id: string }[]>`
-        update ${tx(n.runs)} set
+        update ${tx(names.runs)} set
           status = 'crashed',
           finished_at = now(),
           error = 'no heartbeat since ' || heartbeat_at::text || '; taken over by a later run'
@@ -2745,18 +2712,18 @@ async function acquireLease(
     const [live] = await tx<LiveRun[]>`
         select id::text, started_at::text as "startedAt",
           heartbeat_at::text as "heartbeatAt"
-        from ${tx(n.runs)} where status = 'running' order by id limit 1`;
+        from ${tx(names.runs)} where status = 'running' order by id limit 1`;
     if (live) return { live };
     const cleared = ignoreNotBefore
-      ? (await tx`update ${tx(n.runs)} set not_before = null
+      ? (await tx`update ${tx(names.runs)} set not_before = null
             where not_before > now()`).count
       : 0;
     const [run] = await tx<{ id: string; wait: number | null }[]>`
-        insert into ${tx(n.runs)} (status, params, lease_ms)
+        insert into ${tx(names.runs)} (status, params, lease_ms)
         values ('running', ${tx.json(params as postgres.JSONValue)}, ${leaseMs})
         returning id::text, (
           select extract(epoch from max(not_before) - now()) * 1000
-          from ${tx(n.runs)} where not_before > now()
+          from ${tx(names.runs)} where not_before > now()
         )::float8 as wait`;
     return {
       runId: Number(run!.id),
@@ -2777,65 +2744,57 @@ function counterColumns(c: Counters, creditsRemaining: number | undefined) {
 /** Writes the heartbeat and counters; false once taken over as crashed. */
 async function heartbeat(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   runId: number,
-  c: Counters,
+  counters: Counters,
   credits: number | undefined,
 ): Promise<boolean> {
-  const rows = await db.run(
-    (sql) =>
-      sql`
-      update ${sql(n.runs)} set heartbeat_at = now(), ${
-        sql(counterColumns(c, credits))
-      }
-      where id = ${runId} and status = 'running' returning 1`,
-    undefined,
-    true,
-  );
-  return rows.length > 0;
+  const beat = (sql: Sql) =>
+    sql`
+      update ${sql(names.runs)}
+      set heartbeat_at = now(), ${sql(counterColumns(counters, credits))}
+      where id = ${runId} and status = 'running' returning 1`;
+  return (await db.run(beat, undefined, true)).length > 0;
 }
 
 /** Records a run's end: status, counters, cause, and the vendor's "not before". */
 async function finishRun(
   db: Db,
-  n: StateNames,
-  r: RunReport,
+  names: StateNames,
+  report: RunReport,
   abort: AbortSignal,
 ): Promise<void> {
-  const wait = Math.round(r.notBeforeMs);
-  await db.run(
-    (sql) =>
-      sql`
-      update ${sql(n.runs)} set
-        status = ${r.status},
+  const wait = Math.round(report.notBeforeMs);
+  const end = (sql: Sql) =>
+    sql`
+      update ${sql(names.runs)} set
+        status = ${report.status},
         finished_at = now(),
         heartbeat_at = now(),
-        ${sql(counterColumns(r.counters, r.creditsRemaining))},
-        mean_request_ms = ${r.meanRequestMs ?? null},
-        p95_request_ms = ${r.p95RequestMs ?? null},
-        reason = ${r.reason},
-        error = ${r.status === "aborted" ? r.reason : null},
+        ${sql(counterColumns(report.counters, report.creditsRemaining))},
+        mean_request_ms = ${report.meanRequestMs ?? null},
+        p95_request_ms = ${report.p95RequestMs ?? null},
+        reason = ${report.reason},
+        error = ${report.status === "aborted" ? report.reason : null},
         not_before = case when ${wait}::bigint > 0
           then now() + ${wait}::bigint * interval '1 millisecond' end
-      where id = ${r.runId} and status = 'running'`,
-    abort,
-    true,
-  );
+      where id = ${report.runId} and status = 'running'`;
+  await db.run(end, abort, true);
 }
 
 /** Inserts a run that is over before it began (outside the window). */
 async function recordSkippedRun(
   db: Db,
-  n: StateNames,
+  names: StateNames,
   params: Record<string, unknown>,
   reason: string,
 ): Promise<number> {
   const [run] = await db.run((sql) =>
     sql<{ id: string }[]>`
-      insert into ${sql(n.runs)} (status, params, finished_at, total, reason)
-      values ('outside_window', ${
-      sql.json(params as postgres.JSONValue)
-    }, now(), 0, ${reason})
+      insert into ${sql(names.runs)}
+        (status, params, finished_at, total, reason)
+      values ('outside_window', ${sql.json(params as postgres.JSONValue)},
+        now(), 0, ${reason})
       returning id::text`
   );
   return Number(run!.id);
@@ -2844,12 +2803,12 @@ async function recordSkippedRun(
 /** Time per target of the last run that processed any, for estimates. */
 async function lastPace(
   db: Db,
-  n: StateNames,
+  names: StateNames,
 ): Promise<{ runId: string; msPerTarget: number } | undefined> {
   const [row] = await db.run((sql) =>
     sql<{ id: string; ms: number }[]>`
       select id::text, extract(epoch from finished_at - started_at) * 1000 / processed as ms
-      from ${sql(n.runs)}
+      from ${sql(names.runs)}
       where finished_at is not null and processed > 0
       order by id desc limit 1`
   );
