@@ -100,7 +100,6 @@ interface Row {
   env?: string;
   /** Read from the environment only: it has no flag, and is never shown. */
   secret?: true;
-  /** A run cannot do without it. */
   required?: true;
 }
 
@@ -460,10 +459,7 @@ const ROWS = {
   ),
 };
 
-/**
- * Every setting: its row in {@linkcode ROWS}, with the variable, flag and
- * placeholder its key and parser imply. Durations are held in milliseconds.
- */
+/** {@linkcode ROWS}, each with its variable, flag and placeholder added. */
 export const SETTINGS = Object.fromEntries(
   Object.entries(ROWS).map(([key, row]: [string, Row]) => {
     const env = row.env ??
@@ -476,12 +472,11 @@ export const SETTINGS = Object.fromEntries(
   }),
 ) as { [K in keyof typeof ROWS]: (typeof ROWS)[K] & Implied };
 
-/** The name of a setting: a key of {@linkcode SETTINGS}. */
 export type Name = keyof typeof SETTINGS;
 
 /**
- * The validated settings of one run: what each setting's parser gives, or
- * `undefined` where a setting has no default and is not required.
+ * The validated settings of one run, durations in milliseconds; `undefined`
+ * where a setting has neither a default nor `required`.
  */
 export type Config = {
   -readonly [K in Name]:
@@ -494,7 +489,6 @@ export type Config = {
 /** Something of each setting given (its text, or where it came from). */
 type Given = Partial<Record<Name, string>>;
 
-/** The result of {@linkcode parseConfig}. */
 export type ConfigResult =
   | {
     ok: true;
@@ -514,10 +508,8 @@ function sourceOf(name: Name, given: Given): string {
 }
 
 /**
- * Reads every setting from the flags and the environment (a flag overrides
- * its variable) and validates them all in one step. Every problem is
- * reported, each naming its flag or variable; secret values are never
- * quoted.
+ * Reads every setting from flags and environment (a flag wins), validating all
+ * at once: every problem reported by its flag or variable; no secret quoted.
  */
 export function parseConfig(
   args: string[],
@@ -616,10 +608,7 @@ function crossCheck(c: Partial<Config>, given: Given): string[] {
   ].filter((e): e is string => typeof e === "string");
 }
 
-/**
- * parseArgs takes a lone `-` for a flag, not a value; `--ids-file -`
- * (standard input) must still work, so such pairs are joined with `=`.
- */
+/** parseArgs takes a lone `-` for a flag: `--ids-file -` (stdin) gets a `=`. */
 function joinDashValues(args: string[], flags: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -660,7 +649,7 @@ function idList(
   return ids.size > 0 ? [...ids] : undefined;
 }
 
-/** One column of `--map`: where in the answer, and whether a missing value keeps it. */
+/** One column of `--map`: its path in the answer. */
 interface Mapped {
   path: string[];
   /** `col?=path`: the column keeps its value when the answer has none. */
@@ -3038,10 +3027,7 @@ function unreadable(name: string, headers: Headers, p: Policy): void {
   );
 }
 
-/**
- * What an answer cost: `--credits-spent-header` when the answer has it,
- * else 1 for a billable status.
- */
+/** An answer's cost: its `--credits-spent-header`, else 1 if billable. */
 function answerCredits(
   headers: Headers,
   status: number,
@@ -3231,7 +3217,6 @@ type Fetched = Pick<Reply, "outcome" | "stop" | "creditsRemaining"> & {
   maxCost: number;
 };
 
-/** What {@linkcode fetchTarget} needs. */
 type FetchOptions = Pick<LoopOptions, "policy" | "pacer" | "stats" | "log"> & {
   settings: Config;
   /** Credits the run may still spend (`--budget`), if capped. */
@@ -3247,10 +3232,9 @@ type FetchOptions = Pick<LoopOptions, "policy" | "pacer" | "stats" | "log"> & {
 };
 
 /**
- * Asks the vendor about one target, retrying with exponential backoff and
- * full jitter: strictly sequential, every start through the pacer, never a
- * request that could spend credit N+1 of the budget. An answer that says
- * when to come back is waited for and not counted against --max-attempts.
+ * Asks about one target, retrying with exponential backoff and full jitter:
+ * sequential, each start paced, never a request that could spend credit N+1
+ * of the budget. A stated wait is waited for, not counted in --max-attempts.
  */
 async function fetchTarget(
   target: Target,
@@ -3732,11 +3716,10 @@ function createLogger(
 const ENCODER = new TextEncoder();
 
 /**
- * Writes a line to standard error. With OTEL_DENO=true, Deno exports what
- * goes through the console as log records, console.error's as ERROR and
- * console.warn's as WARN; console.info would write to standard output, the
- * summary's. So warnings and errors go through the console, and info lines
- * straight to the stream: they are not exported.
+ * Writes a line to standard error. With OTEL_DENO=true Deno exports console
+ * output as log records (console.error as ERROR, console.warn as WARN), and
+ * console.info would write to stdout, the summary's: so warnings and errors
+ * go through the console, info lines straight to the stream (not exported).
  */
 function toStderr(line: string, level: Level = "error"): void {
   if (level === "warning") return console.warn(line);
@@ -3746,9 +3729,9 @@ function toStderr(line: string, level: Level = "error"): void {
 }
 
 /**
- * Warns, when OTEL_DENO=true, if the API URL carries lookup values or what
- * the log shows as `***`: Deno's own fetch spans export every request's
- * full URL (`url.full`, `url.path`, `url.query`), and nothing turns that off.
+ * Warns, with OTEL_DENO=true, if the API URL carries lookup values or what the
+ * log shows as `***`: Deno's own fetch spans export each full URL (`url.full`,
+ * `url.path`, `url.query`), and nothing turns that off.
  */
 function warnOfFetchSpans(
   config: Config,
@@ -3790,10 +3773,9 @@ let tracer: {
 } | undefined = Deno.telemetry.tracerProvider.getTracer("refresh");
 
 /**
- * Starts a span, a child of `parent` if given. Without OTEL_DENO, Deno's
- * tracer throws ("otel not initialized") rather than doing nothing: then
- * this and every later span is a no-op. Spans never fail a run.
- * Attributes are ids, counts and statuses: never a lookup value or a secret.
+ * Starts a span, a child of `parent` if given; spans never fail a run. Without
+ * OTEL_DENO Deno's tracer throws ("otel not initialized"): this and later spans
+ * are no-ops. Attributes: ids, counts, statuses; no lookup value, no secret.
  */
 function startSpan(name: string, attributes: Attributes, parent?: Span): Span {
   try {
@@ -3811,9 +3793,8 @@ function within(span: Span): unknown {
 }
 
 /**
- * Runs `fn` in a span of its own, a child of `parent` (and the parent of
- * the spans Deno starts meanwhile: the vendor requests'), then ends it with
- * the attributes of what `fn` came to, if it came to anything.
+ * Runs `fn` in a span, a child of `parent` and parent of the vendor requests'
+ * spans Deno starts meanwhile; ends it with its result's attributes, if any.
  */
 async function traced<T>(
   name: string,
@@ -4006,13 +3987,7 @@ const EXPECTED_STOPS: ReadonlySet<RunStatus> = new Set([
   "outside_window",
 ]);
 
-/**
- * The exit code for a final run status.
- *
- * @param status The run's final status.
- * @param signal The number of the signal that interrupted it, if any.
- * @returns 0 for an expected end, 128 + n after signal n, else 1.
- */
+/** The exit code: 0 for an expected end, 128 + n after signal n, else 1. */
 export function exitCodeFor(status: RunStatus, signal?: number): number {
   if (signal !== undefined) return 128 + signal;
   return EXPECTED_STOPS.has(status) ? 0 : 1;
@@ -4043,10 +4018,7 @@ interface Ending {
   creditsLeft?: boolean;
 }
 
-/**
- * A dry run's ending: its lines, printed (`print`) and in the step summary
- * with a notice, so that a paused schedule is seen.
- */
+/** A dry run's ending: its lines and a notice, so a paused schedule is seen. */
 function dryEnding(lines: string[]): Ending {
   return {
     code: 0,
@@ -4089,9 +4061,8 @@ function invalid(problems: string[]): Ending {
 }
 
 /**
- * Tells the workflow how the run ended, when run by one: the annotation;
- * the step summary; the step outputs `status`, `exit_code`, `credits_left`
- * and `summary`, for a job that alerts someone.
+ * Tells a workflow running it how the run ended: annotation, step summary and
+ * outputs `status`, `exit_code`, `credits_left`, `summary` (for alerting).
  */
 async function tellWorkflow(
   e: Ending,
@@ -4367,8 +4338,7 @@ async function realRun(job: Job): Promise<Ending> {
   const runId = lease.runId;
   // Ended once the end is recorded (every path below comes to that).
   const span = startSpan("refresh.run", { "refresh.run.id": runId });
-  // From now on, every statement survives a lost or blocked database for
-  // up to --db-retry.
+  // From now on, statements outlast a lost or blocked database for --db-retry.
   for (const db of new Set([selectDb, writeDb, heartbeatDb])) {
     db.retry = { ms: config.dbRetry, log };
   }
@@ -4593,11 +4563,10 @@ async function finishOnce(
 }
 
 /**
- * Renews the heartbeat every second on its own connection, writing the
- * counters. Stops the run at once if another run took the lease over.
- * `fence`: no new request starts once the last heartbeat is older than
- * lease − (request timeout + grace): the lease might be lost before that
- * request and its grace are over.
+ * Renews the heartbeat (with the counters) every second on its own connection;
+ * stops the run at once if another run took the lease. `fence`: no request
+ * starts once the last beat is older than lease − (request timeout + grace),
+ * as the lease might be lost before that request and its grace are over.
  */
 function keepLease(
   db: Db,
@@ -4654,9 +4623,8 @@ function keepLease(
 }
 
 /**
- * The run's parameters as stored in `refresh_runs.params`: every setting
- * that is not secret, as given (or its default), with no secret in any
- * form (the API URL may carry the key).
+ * `refresh_runs.params`: each setting that is not secret, as given (or its
+ * default), with no secret in any form (the API URL may carry the key).
  */
 function publicParams(
   { databaseUrl, apiUrl }: Config,
@@ -4678,10 +4646,7 @@ function publicParams(
   return params;
 }
 
-/**
- * Runs the refresh job: reads the settings, connects, checks the target,
- * selects the targets and refreshes them one at a time. Returns the exit code.
- */
+/** Runs the refresh job, one target at a time; returns the exit code. */
 export async function main(options: MainOptions = {}): Promise<number> {
   const stderr: (line: string, level?: Level) => void = options.stderr ??
     toStderr;
