@@ -1582,10 +1582,7 @@ export function escapeControls(line: string): string {
 /** What a statement is built with (a connection, or a transaction of it). */
 type Sql = postgres.TransactionSql;
 
-/**
- * Lock and statement timeouts of a connection, sent as start-up parameters;
- * behind a pooler, set in each statement's own transaction.
- */
+/** Timeouts, sent as start-up parameters (per transaction behind a pooler). */
 interface Timeouts {
   lock: string;
   statement: string;
@@ -1619,11 +1616,10 @@ class DbLost extends Error {
 }
 
 /**
- * One connection with fixed timeouts. Every statement ends: by the server's
- * timeouts, by a client-side guard (the connection is then replaced), or by
- * `abort` (the statement is cancelled on the server). Once `retry` is set
- * (after the lease is taken), a statement that lost its connection, or hit
- * a lock or statement timeout, is tried again with backoff for that long.
+ * One connection, fixed timeouts. A statement ends by the server's timeouts, a
+ * client-side guard (replacing the connection) or `abort` (cancelling it on the
+ * server). Once `retry` is set (after the lease is taken), a lost connection or
+ * a lock or statement timeout is retried with backoff for that long.
  */
 class Db {
   sql: postgres.Sql;
@@ -1631,9 +1627,8 @@ class Db {
   /** Every statement in a read-only transaction (a dry run). */
   readOnly = false;
   /**
-   * Behind a pooler in transaction mode (PgBouncer), whose next
-   * transaction may run on another session: no start-up parameters, no
-   * prepared statements, the timeouts set in each statement's transaction.
+   * Behind a pooler in transaction mode (PgBouncer): the next transaction may
+   * run on another session, so no start-up parameters or prepared statements.
    */
   pooled = false;
   #open: (pooled: boolean) => postgres.Sql;
@@ -1646,10 +1641,9 @@ class Db {
   }
 
   /**
-   * Runs a statement, retrying a lost connection for `--db-retry` once
-   * `retry` is set. `bounded` (writes, the heartbeat, the run's end): a
-   * silent connection is given up on by the end of that window, not after
-   * the connection's guard.
+   * Runs a statement, retrying a lost connection for `--db-retry` once `retry`
+   * is set. `bounded` (writes, the heartbeat, the run's end): a silent
+   * connection is given up on when that window ends, not after the guard.
    */
   async run<T>(
     statement: (sql: Sql) => Statement<T>,
@@ -2041,9 +2035,8 @@ function migration(
 const MIGRATION_LOCK_TIMEOUT = "5s";
 
 /**
- * Creates or migrates the state tables when the catalog says they are not
- * current, in one transaction that waits at most MIGRATION_LOCK_TIMEOUT for
- * its locks.
+ * Creates or migrates the state tables (when not current) in one transaction
+ * that waits at most MIGRATION_LOCK_TIMEOUT for its locks.
  */
 async function migrate(
   db: Db,
@@ -2103,14 +2096,12 @@ interface TargetInfo {
   idType: string;
   /** json or jsonb, or null for `--data-column none`. */
   dataType: string | null;
-  /** Each mapped column's type and whether it is json/jsonb. */
   map: (Mapped & { column: string; type: string; json: boolean })[];
 }
 
 /**
- * Checks the target table, its columns and their types, the lookup columns
- * of the URL (`lookups`, the id aside), the mapped columns and `--where`;
- * each problem names its setting.
+ * Checks the target table, its column types, the URL's lookups (the id aside),
+ * the mapped columns and `--where`; each problem names its setting.
  */
 async function inspectTarget(
   db: Db,
@@ -2340,10 +2331,9 @@ async function countStale(
 const BATCH_SIZE = 500;
 
 /**
- * Yields the stale targets in keyset-paginated batches, never refreshed
- * first (by id), then stalest first. Each batch is one short query, so
- * memory stays flat and no transaction stays open while the vendor is
- * asked.
+ * Yields the stale targets in keyset-paginated batches: never refreshed first
+ * (by id), then stalest first. Each batch is one short query: memory stays flat
+ * and no transaction is open while the vendor is asked.
  */
 async function* staleBatches(
   db: Db,
@@ -2479,12 +2469,11 @@ interface WritePlan
 }
 
 /**
- * The ONE statement (hence one transaction) recording a target: its row (for
- * `ok`: the answer as sent, the mapped columns extracted in SQL from that
- * same text, and the refreshed-at column) and its `refresh_state` row, both
- * only while this run still holds the lease. The text is the same for every
- * target (only the parameters change): built as a string, it costs postgres.js
- * no fragments to compose, and the server one prepared statement.
+ * The ONE statement, hence transaction, recording a target: its row (for `ok`:
+ * the answer as sent, the mapped columns extracted in SQL from that text, the
+ * refreshed-at column) and its `refresh_state` row, both only while this run
+ * holds the lease. One text for all targets (only parameters vary), built as a
+ * string: postgres.js composes no fragments, the server prepares it once.
  */
 function storeStatement(plan: WritePlan, id: string, outcome: Outcome) {
   const { status, attempts, httpStatus, error, text } = outcome;
@@ -2615,11 +2604,10 @@ type Written =
   | { stop: Stop };
 
 /**
- * Writes one target, keeping its answer through a lost connection or a
- * blocked statement (retried with backoff within `--db-retry`). An answer
- * the database refuses (its data, a constraint, a trigger) is recorded
- * `invalid` with the database's message; an error that is the run's
- * (a renamed column, a revoked right) is thrown.
+ * Writes one target, keeping its answer through a lost connection or a blocked
+ * statement (retried within `--db-retry`). An answer the database refuses (its
+ * data, a constraint, a trigger) is recorded `invalid` with the database's
+ * message; an error of the run's (a renamed column, a revoked right) is thrown.
  */
 async function store(
   db: Db,
@@ -2669,12 +2657,11 @@ async function store(
 type LiveRun = { id: string; startedAt: string; heartbeatAt: string };
 
 /**
- * One run at a time: in one transaction that locks `refresh_runs` (so two
- * starters are serialized), runs whose heartbeat is older than their lease
- * are marked `crashed`; if a live one remains, the lease is refused;
- * otherwise this run's row is inserted as `running`. A row lease, not an
- * advisory lock: it holds on servers where session locks do not (PGlite).
- * Also reads the time before which the vendor asked not to be called.
+ * One run at a time. In one transaction locking `refresh_runs` (serializing two
+ * starters): runs whose heartbeat is older than their lease are marked
+ * `crashed`; a live one left refuses the lease, else this run's row is inserted
+ * `running`. A row lease, not an advisory lock: it holds where session locks do
+ * not (PGlite). Also reads the vendor's "not before".
  */
 async function acquireLease(
   db: Db,
@@ -3345,18 +3332,17 @@ function budgetStop(budget: number): Stop {
 const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 type Signal = keyof typeof SIGNAL_NUMBERS;
 
-/** A repeat of the first signal within this many milliseconds is the same one. */
+/** A repeat of the first signal within this many ms is the same signal. */
 const SIGNAL_REPEAT_MS = 500;
 /** How often the heartbeat and the counters are written. */
 const HEARTBEAT_MS = 1000;
-/** A vendor answering slower than this gets the next request before our write. */
+/** A vendor slower than this (ms) gets the next request before our write. */
 const SLOW_VENDOR_MS = 5;
 
 /**
- * Stops a run from outside: signals and the deadline. `stop`: no new
- * request starts and every wait is cut short. `hard`, a grace later (or at
- * a second signal): the request in flight is aborted and a blocked
- * statement cancelled.
+ * Stops a run from outside: signals and the deadline. `stop`: no new request
+ * starts, every wait is cut short. `hard`, a grace later (or at a second
+ * signal): the request in flight is aborted, a blocked statement cancelled.
  */
 class Control {
   readonly stop = new AbortController();
@@ -3430,7 +3416,6 @@ class Control {
   }
 }
 
-/** What the target loop needs. */
 interface LoopOptions {
   config: Config;
   db: Db;
@@ -3472,8 +3457,7 @@ function writeBehind() {
     /**
      * A vendor faster than a turn of the event loop makes the database the
      * bottleneck: its write goes out at once. A slower one gets the next
-     * request first, and the write a turn later, so that our database work
-     * never delays that request.
+     * request first, the write a turn later, never delaying that request.
      */
     queue: (write: () => Promise<Written>, answeredInMs: number) => {
       const slow = answeredInMs > SLOW_VENDOR_MS;
@@ -3492,13 +3476,11 @@ function writeBehind() {
 }
 
 /**
- * Refreshes the targets one at a time. Target k's write starts once target
- * k+1's request is on its way (or before the run waits or ends; at once for
- * a vendor faster than the database), never more than one write
- * outstanding; every stop decision is taken from target k's answer before
- * k+1's request starts.
- *
- * @returns Why the run stopped early, or `undefined` when every target is done.
+ * Refreshes the targets one at a time. Target k's write starts once k+1's
+ * request is on its way (or before the run waits or ends; at once for a vendor
+ * faster than the database), never more than one write outstanding; every stop
+ * decision is taken from k's answer before k+1's request starts. Returns why
+ * the run stopped early, or undefined once every target is done.
  */
 async function refreshAll(
   targets: AsyncIterable<Target[]>,
@@ -3595,8 +3577,7 @@ async function refreshAll(
   let failure: unknown;
   try {
     outer: for await (const batch of targets) {
-      // Built ahead: between an answer and the next request, only the checks
-      // of the answer.
+      // Built ahead: between an answer and the next request, only its checks.
       const requests = batch.map((target) => VENDOR.request(target, c));
       for (const [i, target] of batch.entries()) {
         if (
