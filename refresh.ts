@@ -1810,8 +1810,7 @@ async function connect(
     await retry(
       () =>
         ping().catch((error) => {
-          // PgBouncer refuses start-up parameters it does not know: from now
-          // on, as behind a pooler, on a new connection.
+          // PgBouncer refuses unknown start-up parameters: pooled from now on.
           if (db.pooled || !/unsupported startup parameter/.test(`${error}`)) {
             throw error;
           }
@@ -1901,9 +1900,8 @@ function stateNames(schema: string | undefined) {
 }
 
 /**
- * A run's counters, once: its `refresh_runs` column and its row in the
- * step summary. The Counters type, the stored columns, the heartbeat, the
- * span and the summaries derive from this list.
+ * A run's counters, once: its `refresh_runs` column and step-summary row. The
+ * Counters type, columns, heartbeat, span and summaries derive from this.
  */
 const RUN_FACTS = {
   total: ["total", "Targets selected"],
@@ -3371,8 +3369,7 @@ class Control {
 
   onSignal(name: Signal): void {
     if (this.signal) {
-      // `deno task` sometimes relays one signal twice: a repeat of the same
-      // signal within moments is that one signal, not a second one.
+      // `deno task` may relay a signal twice: a quick repeat is the same one.
       if (
         name === this.signal.name &&
         performance.now() - this.#firstSignalAt < SIGNAL_REPEAT_MS
