@@ -1836,7 +1836,7 @@ async function connect(
     if (refused.test(code)) {
       return {
         exit: 2,
-        message: `DATABASE_URL: the server at ${where} ${
+        message: `${SETTINGS.databaseUrl.env}: the server at ${where} ${
           /^28/.test(code) && target.password === ""
             ? "asks for a password and the URL has none"
             : `refused the connection: ${describeError(error)}`
@@ -2060,7 +2060,7 @@ async function migrate(
     if (code === "42501") {
       return {
         exit: 2,
-        message: `REFRESH_STATE_SCHEMA: ${what}, and this role may not ${
+        message: `${SETTINGS.stateSchema.env}: ${what}, and this role may not ${
           earlier ? "migrate" : "create"
         } them (${
           describeError(error)
@@ -2113,7 +2113,9 @@ async function inspectTarget(
       from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where c.oid = to_regclass(${quoted(c.table)})`;
   const [rel] = await db.run(relation, abort);
-  if (!rel?.oid) return [`REFRESH_TABLE: table ${c.table} does not exist`];
+  if (!rel?.oid) {
+    return [`${SETTINGS.table.env}: table ${c.table} does not exist`];
+  }
   const attributes = (sql: Sql) =>
     sql<Record<"name" | "type" | "base" | "category" | "typname", string>[]>`
       select attname as name, format_type(atttypid, atttypmod) as type,
@@ -2142,12 +2144,14 @@ async function inspectTarget(
       );
     }
   };
-  check("REFRESH_ID_COLUMN", c.idColumn);
-  if (c.dataColumn) check("REFRESH_DATA_COLUMN", c.dataColumn, "jsonb or json");
-  check("REFRESH_AT_COLUMN", c.atColumn, "timestamptz");
-  for (const name of lookups) check(`REFRESH_API_URL: {${name}}`, name);
+  check(SETTINGS.idColumn.env, c.idColumn);
+  if (c.dataColumn) {
+    check(SETTINGS.dataColumn.env, c.dataColumn, "jsonb or json");
+  }
+  check(SETTINGS.atColumn.env, c.atColumn, "timestamptz");
+  for (const name of lookups) check(`${SETTINGS.apiUrl.env}: {${name}}`, name);
   for (const column of c.map?.keys() ?? []) {
-    check("REFRESH_MAP", column, mappable);
+    check(SETTINGS.map.env, column, mappable);
   }
   // The selection's own shape: a column the role may not read is a
   // problem now, before the lease, not an abort once the run has begun.
@@ -2163,8 +2167,8 @@ async function inspectTarget(
       if (blame(error) === "connection") throw error;
       problems.push(
         where
-          ? `REFRESH_WHERE: ${describeError(error)}`
-          : `REFRESH_TABLE: cannot read the columns a run reads (${
+          ? `${SETTINGS.where.env}: ${describeError(error)}`
+          : `${SETTINGS.table.env}: cannot read the columns a run reads (${
             read.join(", ")
           }): ${describeError(error)}`,
       );
@@ -4006,7 +4010,7 @@ function dryEnding(lines: string[]): Ending {
       level: "notice",
       title: "refresh: dry run",
       message:
-        "a dry run (REFRESH_DRY_RUN or --dry-run): no vendor call, nothing written",
+        `a dry run (${SETTINGS.dryRun.env} or --${SETTINGS.dryRun.flag}): no vendor call, nothing written`,
     },
   };
 }
@@ -4767,7 +4771,7 @@ export async function main(options: MainOptions = {}): Promise<number> {
     if (unknown.length > 0) {
       log.warn(
         `${unknown.length} id(s) not in ${table}${
-          where ? " (or excluded by REFRESH_WHERE)" : ""
+          where ? ` (or excluded by ${SETTINGS.where.env})` : ""
         }, not fetched: ${unknown.slice(0, 20).join(", ")}${
           unknown.length > 20 ? ", …" : ""
         }`,
