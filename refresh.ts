@@ -706,13 +706,8 @@ export function flagText(s: { flag?: string; arg: string }): string {
 // PURE HELPERS: durations, sizes, headers, URLs, secrets, time, pace.
 // ============================================================================
 
-const DURATION_UNITS: Record<string, number> = {
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-};
+/** Milliseconds per unit: the rate windows' short names, and `ms`. */
+const DURATION_UNITS: Record<string, number> = { ...WINDOWS, ms: 1 };
 
 /** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
@@ -720,8 +715,8 @@ export function parseDuration(text: string): number | undefined {
   if (trimmed === "0") return 0;
   if (!/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(trimmed)) return undefined;
   let total = 0;
-  for (const match of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
-    total += Number(match[1]) * DURATION_UNITS[match[2]!]!;
+  for (const [, n, unit] of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
+    total += Number(n) * DURATION_UNITS[unit!]!;
   }
   return Number.isFinite(total) ? Math.round(total) : undefined;
 }
@@ -731,15 +726,13 @@ export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);
   if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`;
   let seconds = Math.round(ms / 1000);
-  const parts: string[] = [];
+  let text = "";
   for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]] as const) {
-    if (seconds >= size) {
-      parts.push(`${Math.floor(seconds / size)}${unit}`);
-      seconds %= size;
-    }
+    if (seconds >= size) text += `${Math.floor(seconds / size)}${unit}`;
+    seconds %= size;
   }
-  if (seconds > 0 || parts.length === 0) parts.push(`${seconds}s`);
-  return parts.join("");
+  // At least 1 s: with no larger unit, some seconds are left.
+  return seconds > 0 ? `${text}${seconds}s` : text;
 }
 
 const BYTE_UNITS: Record<string, number> = {
