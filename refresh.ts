@@ -771,10 +771,7 @@ const HTTP_DATE = new RegExp(
  * `Retry-After` (RFC 9110, section 10.2.3), delay-seconds or an HTTP-date,
  * as a wait in milliseconds (0 for a date in the past).
  */
-export function parseRetryAfter(
-  value: string | null,
-  now: Date = new Date(),
-): number | undefined {
+export function parseRetryAfter(value: string | null, now = new Date()) {
   if (value === null) return undefined;
   const text = value.trim();
   if (/^\d+$/.test(text)) {
@@ -851,12 +848,9 @@ export function monthEndWindow(now: Date, timeZone: string, days: number) {
  * commas only where every piece can be read (HTTP dates and JSON have
  * commas of their own), else read whole.
  */
-function pieces<T>(
-  value: string,
-  read: (text: string) => T | undefined,
-): T[] | undefined {
-  const parts = value.split(/,(?![^{]*\})(?!\s*\d{2}[ -][A-Za-z]{3}[ -])/);
-  const each = parts.map((part) => read(part.trim()));
+function pieces<T>(value: string, read: (text: string) => T | undefined) {
+  const each = value.split(/,(?![^{]*\})(?!\s*\d{2}[ -][A-Za-z]{3}[ -])/)
+    .map((part) => read(part.trim()));
   if (each.every((x) => x !== undefined)) return each as T[];
   const whole = read(value.trim());
   return whole === undefined ? undefined : [whole];
@@ -867,17 +861,13 @@ function integer(text: string): number | undefined {
   return /^-?\d+$/.test(text) ? Number(text) : undefined;
 }
 
+/** A whole number, not negative, exact as a double. */
 function count(text: string): number | undefined {
-  return /^\d+$/.test(text) && Number.isSafeInteger(Number(text))
-    ? Number(text)
-    : undefined;
+  return /^\d+$/.test(text) && Number.isSafeInteger(+text) ? +text : undefined;
 }
 
 /** A count header (credits remaining, spent): duplicated, its smallest. */
-export function readCount(
-  headers: Headers,
-  name: string,
-): number | undefined | "unreadable" {
+export function readCount(headers: Headers, name: string) {
   const value = headers.get(name);
   if (value === null) return undefined;
   const values = pieces(value, count);
@@ -910,9 +900,8 @@ function remainingOf(text: string): Map<string, number> | undefined {
   if (n !== undefined) return new Map([["", n]]);
   try {
     // PDL's documentation shows it as a Python dict: {'minute': 0}.
-    const json = JSON.parse(
-      text.replaceAll("'", '"').replace(/\bNone\b/g, "null"),
-    );
+    const dict = text.replaceAll("'", '"').replace(/\bNone\b/g, "null");
+    const json = JSON.parse(dict);
     const entries = Object.entries(json ?? []).filter(([, v]) => v !== null);
     return typeof json === "object" && !Array.isArray(json) &&
         entries.length > 0 && entries.every(([, v]) => Number.isInteger(v))
@@ -1005,9 +994,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const item of dictionary.has("remaining") ? [dictionary] : items) {
     const r = item.get("r") ?? item.get("remaining");
     const t = item.get("t") ?? item.get("reset");
-    const reset = t !== undefined && /^\d+$/.test(t)
-      ? Number(t) * 1000
-      : undefined;
+    const reset = /^\d+$/.test(t ?? "") ? Number(t) * 1000 : undefined;
     if (reset !== undefined) resets.push(reset);
     if (r !== undefined && Number(r) <= 0) {
       spent.push(
