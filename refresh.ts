@@ -1076,32 +1076,25 @@ export function forecast(input: ForecastInput): string {
   // The credits left after that many more targets at this pace.
   const after = (targets: number) =>
     Math.round(creditsLeft! - targets * creditsPerTarget);
-  if (creditsLeft !== undefined && creditsPerTarget > 0) {
-    const targetsForBudget = creditsLeft / creditsPerTarget;
-    if (targetsForBudget <= targetsLeft) {
-      return targetsForBudget <= targetsByDeadline
-        ? `budget spent in ~${
-          formatDuration(targetsForBudget / targetsPerMs)
-        }, before the deadline`
-        : `~${after(targetsByDeadline)} credits unspent at the deadline`;
-    }
-    if (finishMs <= timeLeftMs) {
-      return `targets done in ~${formatDuration(finishMs)}, ~${
-        after(targetsLeft)
-      } credits left unspent`;
-    }
+  const budgeted = creditsLeft !== undefined && creditsPerTarget > 0;
+  const targetsForBudget = creditsLeft! / creditsPerTarget;
+  if (budgeted && targetsForBudget <= targetsLeft) {
+    const spentIn = formatDuration(targetsForBudget / targetsPerMs);
+    return targetsForBudget <= targetsByDeadline
+      ? `budget spent in ~${spentIn}, before the deadline`
+      : `~${after(targetsByDeadline)} credits unspent at the deadline`;
   }
+  const done = `done in ~${formatDuration(finishMs)}`;
   if (finishMs <= timeLeftMs) {
-    return `all targets done in ~${
-      formatDuration(finishMs)
-    }, before the deadline`;
+    return budgeted
+      ? `targets ${done}, ~${after(targetsLeft)} credits left unspent`
+      : `all targets ${done}, before the deadline`;
   }
   const credits = creditsLeft === undefined
     ? ""
     : `, ~${Math.max(0, after(targetsByDeadline))} credits unspent`;
-  return `~${
-    Math.round(targetsLeft - targetsByDeadline)
-  } targets left at the deadline${credits}`;
+  const left = Math.round(targetsLeft - targetsByDeadline);
+  return `~${left} targets left at the deadline${credits}`;
 }
 
 // ---------------------------------------------------------------------------
