@@ -1248,11 +1248,8 @@ export function parseDatabaseUrl(
   const url = URL.parse(text);
   if (!url) return fail("expected a postgres:// URL (value not shown)");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    return fail(
-      `expected the scheme postgres: or postgresql:, found ${
-        JSON.stringify(url.protocol)
-      }`,
-    );
+    const found = JSON.stringify(url.protocol);
+    return fail(`expected the scheme postgres: or postgresql:, found ${found}`);
   }
   if (!url.hostname) return fail("expected a host name (value not shown)");
   const params: Record<string, string> = { application_name: "refresh" };
@@ -1260,14 +1257,12 @@ export function parseDatabaseUrl(
   let ssl: DatabaseTarget["ssl"] = false;
   for (const [key, value] of url.searchParams) {
     if (key === "sslmode") {
-      ssl = SSL_MODES[value] ?? ssl;
       if (!(value in SSL_MODES)) {
-        return fail(
-          `expected sslmode to be one of ${
-            Object.keys(SSL_MODES).join(", ")
-          }, found ${JSON.stringify(value)}`,
-        );
+        const modes = Object.keys(SSL_MODES).join(", ");
+        const found = JSON.stringify(value);
+        return fail(`expected sslmode to be one of ${modes}, found ${found}`);
       }
+      ssl = SSL_MODES[value] ?? ssl;
     } else if (LIBPQ_REFUSED.has(key)) {
       const instead = key === "connect_timeout"
         ? "; use REFRESH_CONNECT_TIMEOUT"
@@ -1277,22 +1272,15 @@ export function parseDatabaseUrl(
         ? "; refresh sets it itself (short for writes, longer for the selection)"
         : "";
       return fail(`the parameter ${key} is not supported${instead}`);
-    } else if (
-      ["user", "password", "dbname", "target_session_attrs"].includes(key)
-    ) {
+    } else if (/^(user|password|dbname|target_session_attrs)$/.test(key)) {
       query[key] = value;
     } else params[key] = value;
   }
   const tsa = query.target_session_attrs;
-  if (
-    tsa &&
-    !["read-write", "read-only", "primary", "standby", "prefer-standby"]
-      .includes(tsa)
-  ) {
+  if (tsa && !/^(read-(write|only)|primary|(prefer-)?standby)$/.test(tsa)) {
     return fail(
-      `expected target_session_attrs to be read-write, read-only, primary, standby or prefer-standby, found ${
-        JSON.stringify(tsa)
-      }`,
+      "expected target_session_attrs to be read-write, read-only, primary, " +
+        `standby or prefer-standby, found ${JSON.stringify(tsa)}`,
     );
   }
   let user: string, password: string, database: string;
@@ -1307,9 +1295,9 @@ export function parseDatabaseUrl(
     );
   }
   if (!user) return fail("expected a user name (value not shown)");
-  const shown = new URL(text);
-  if (shown.password) shown.password = "***";
-  if (query.password !== undefined) shown.searchParams.set("password", "***");
+  // What is left to read of url (host and port) stays as it is.
+  if (url.password) url.password = "***";
+  if (query.password !== undefined) url.searchParams.set("password", "***");
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: url.port ? Number(url.port) : 5432,
@@ -1319,7 +1307,7 @@ export function parseDatabaseUrl(
     ssl,
     params,
     targetSessionAttrs: tsa,
-    redacted: shown.href,
+    redacted: url.href,
   };
 }
 
