@@ -1318,11 +1318,8 @@ const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})(\?)?\}/g;
  * with a trailing `?` for an optional one (`{email?}`).
  */
 function placeholders(template: string): string[] {
-  return [
-    ...new Set(
-      [...template.matchAll(PLACEHOLDER)].map((m) => m[1]! + (m[2] ?? "")),
-    ),
-  ];
+  const lookups = template.matchAll(PLACEHOLDER).map((m) => m[0].slice(1, -1));
+  return [...new Set(lookups)];
 }
 
 /** The column of a lookup (`email?` → `email`). */
@@ -1338,36 +1335,26 @@ function queryStart(template: string): number {
 }
 
 function parseApiUrl(text: string): string | { error: string } {
+  const fail = (error: string) => ({ error });
   const url = URL.parse(text.replace(PLACEHOLDER, "x"));
-  if (!url) {
-    return {
-      error: `expected an http(s) URL template, found ${JSON.stringify(text)}`,
-    };
-  }
+  const found = JSON.stringify(text);
+  if (!url) return fail(`expected an http(s) URL template, found ${found}`);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    return { error: `expected http: or https:, found ${url.protocol}` };
+    return fail(`expected http: or https:, found ${url.protocol}`);
   }
   if (new URL(text.replace(PLACEHOLDER, "y")).host !== url.host) {
-    return {
-      error: "expected placeholders in the path or query, not in the host",
-    };
+    return fail("expected placeholders in the path or query, not in the host");
   }
   const query = queryStart(text);
-  const misplaced = [...text.matchAll(PLACEHOLDER)].find((m) =>
-    m[2] && (m.index! < query ||
+  const misplaced = text.matchAll(PLACEHOLDER).find((m) =>
+    m[2] && (m.index < query ||
       !/^[^&=#]+=$/.test(text.slice(0, m.index).split(/[?&]/).at(-1)!) ||
-      !/^(&|#|$)/.test(text.slice(m.index! + m[0].length)))
+      !/^(&|#|$)/.test(text.slice(m.index + m[0].length)))
+  )?.[0];
+  if (!misplaced) return text;
+  return fail(
+    `${misplaced}: an optional placeholder must be a whole value of the query, like ?email=${misplaced}`,
   );
-  if (misplaced) {
-    return {
-      error: `${
-        misplaced[0]
-      }: an optional placeholder must be a whole value of the query, like ?email=${
-        misplaced[0]
-      }`,
-    };
-  }
-  return text;
 }
 
 /**
@@ -1380,12 +1367,14 @@ export function fillUrl(
   template: string,
   values: Record<string, string | null>,
 ): string | { invalid: string } {
+  const refused = (names: string, value: string, where: string) =>
+    `${names} ${JSON.stringify(value)} cannot be placed in the ${where}`;
   let invalid: string | undefined;
   // An optional placeholder without a value takes its name= along.
   const query = queryStart(template);
   if (query < template.length) {
     const kept = template.slice(query + 1).split("&").filter((pair) =>
-      [...pair.matchAll(PLACEHOLDER)].every((m) => !m[2] || values[m[1]!])
+      pair.matchAll(PLACEHOLDER).every((m) => !m[2] || values[m[1]!])
     );
     template = template.slice(0, query) +
       (kept.length > 0 ? `?${kept.join("&")}` : "");
@@ -1399,9 +1388,7 @@ export function fillUrl(
         return encodeURIComponent(value);
       }
       const where = /[?#]/.test(template.slice(0, offset)) ? "URL" : "URL path";
-      invalid ??= `${name} ${
-        JSON.stringify(value)
-      } cannot be placed in the ${where}`;
+      invalid ??= refused(name, value, where);
       return "";
     },
   );
@@ -1413,9 +1400,8 @@ export function fillUrl(
     segment.includes("{") && /^(\.|%2e){1,2}$/i.test(filled[i]!)
   );
   if (!invalid && dots >= 0) {
-    invalid = `${placeholders(segments[dots]!).join(", ")} ${
-      JSON.stringify(decodeURIComponent(filled[dots]!))
-    } cannot be placed in the URL path`;
+    const names = placeholders(segments[dots]!).join(", ");
+    invalid = refused(names, decodeURIComponent(filled[dots]!), "URL path");
   }
   return invalid ? { invalid } : url;
 }
