@@ -1489,11 +1489,8 @@ export function scrubSecrets(
   const hidden = new Uint8Array(text.length);
   for (const secret of secrets) {
     if (secret.length < MIN_SCRUBBED_LENGTH) continue;
-    const n = Math.min(
-      secret.length,
-      8,
-      Math.max(least, Math.ceil(secret.length / 2)),
-    );
+    const half = Math.ceil(secret.length / 2);
+    const n = Math.min(secret.length, 8, Math.max(least, half));
     const fragments = new Set<string>();
     for (const form of secretForms(secret)) {
       for (let i = 0; i + n <= form.length; i++) {
@@ -1504,19 +1501,15 @@ export function scrubSecrets(
       if (fragments.has(text.slice(i, i + n))) hidden.fill(1, i, i + n);
     }
   }
-  return hidden.includes(1)
-    ? text.replace(
-      /[^]/g,
-      (c, i: number) => hidden[i] ? (hidden[i - 1] ? "" : "***") : c,
-    )
-    : text;
+  if (!hidden.includes(1)) return text;
+  // Each run of hidden characters becomes one ***.
+  return text.replace(
+    /[^]/g,
+    (c, i: number) => hidden[i] ? (hidden[i - 1] ? "" : "***") : c,
+  );
 }
 
-const CONTROL_ESCAPES: Record<string, string> = {
-  "\n": "\\n",
-  "\r": "\\r",
-  "\t": "\\t",
-};
+const CONTROL_ESCAPES = new Map([["\n", "\\n"], ["\r", "\\r"], ["\t", "\\t"]]);
 
 /**
  * Escapes control characters, so that no value (a target id, a vendor's
@@ -1528,7 +1521,7 @@ export function escapeControls(line: string): string {
     // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
     (c) =>
-      CONTROL_ESCAPES[c] ??
+      CONTROL_ESCAPES.get(c) ??
         `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
