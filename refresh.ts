@@ -735,15 +735,10 @@ export function formatDuration(ms: number): string {
   return seconds > 0 ? `${text}${seconds}s` : text;
 }
 
+/** Bytes per unit, in lower case: SI multiples of 1000, IEC ones of 1024. */
 const BYTE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  kb: 1_000,
-  mb: 1_000_000,
-  gb: 1_000_000_000,
-  kib: 1024,
-  mib: 1024 ** 2,
-  gib: 1024 ** 3,
+  ...{ "": 1, b: 1, kb: 1_000, mb: 1_000_000, gb: 1_000_000_000 },
+  ...{ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 },
 };
 
 /** A whole number with an optional unit (`B`, `KB`… `GiB`, any case). */
@@ -828,13 +823,11 @@ export function periodEnd(now: Date, timeZone: string): Date {
 }
 
 /**
- * Whether `now` is within the last `days` days of its month. Cron has no
- * "last day of the month", so a schedule fires on days 25–31 and the run
- * decides.
+ * Whether `now` is within the last `days` days of its month. Cron has no "last
+ * day of the month", so a schedule fires on days 25–31 and the run decides.
  */
 export function monthEndWindow(now: Date, timeZone: string, days: number) {
   const { day, daysInMonth } = zoned(now, timeZone);
-  // The first day of the month that is in the window.
   const firstDay = Math.max(1, daysInMonth - days + 1);
   return { inWindow: day >= firstDay, day, daysInMonth, firstDay };
 }
@@ -914,10 +907,8 @@ function remainingOf(text: string): Map<string, number> | undefined {
 
 /** The parameters of a structured-field item (`"default";r=0;t=30`). */
 function itemOf(text: string): Map<string, string> | undefined {
-  const [name, ...params] = text.split(";").map((p) => p.trim());
-  if (name === undefined || !/^("[^"]*"|[\w.*-]+(=\w+)?)$/.test(name)) {
-    return undefined;
-  }
+  const [name = "", ...params] = text.split(";").map((p) => p.trim());
+  if (!/^("[^"]*"|[\w.*-]+(=\w+)?)$/.test(name)) return undefined;
   const map = new Map([["", name.replace(/^"|"$/g, "")]]);
   for (const param of name.includes("=") ? [name, ...params] : params) {
     const [key, value] = param.split("=");
@@ -1161,10 +1152,8 @@ export class Pacer {
 
   /** The vendor pushed back (429, or 503 with Retry-After): widen the gap. */
   pushBack(): void {
-    this.#gapMs = Math.min(
-      this.#maxGapMs,
-      Math.max(this.#gapMs * 2, PUSHBACK_MIN_GAP_MS),
-    );
+    const doubled = Math.max(this.#gapMs * 2, PUSHBACK_MIN_GAP_MS);
+    this.#gapMs = Math.min(this.#maxGapMs, doubled);
   }
 
   /** A request succeeded: halve the gap's excess over the minimum. */
@@ -1440,8 +1429,6 @@ const MIN_SCRUBBED_LENGTH = 4;
  * form-encoded, JSON-escaped and base64.
  */
 function secretForms(secret: string): string[] {
-  const url = (prefix: string, part: "pathname" | "search") =>
-    URL.parse(prefix + secret)?.[part].slice(1) ?? secret;
   const bytes = new TextEncoder().encode(secret);
   const base64 = [0, 1, 2].map((pad) => {
     const padded = new Uint8Array(pad + bytes.length);
@@ -1453,8 +1440,8 @@ function secretForms(secret: string): string[] {
     ...new Set([
       secret,
       encodeURIComponent(secret),
-      url("http://x/", "pathname"),
-      url("http://x/?", "search"),
+      URL.parse(`http://x/${secret}`)?.pathname.slice(1) ?? secret,
+      URL.parse(`http://x/?${secret}`)?.search.slice(1) ?? secret,
       new URLSearchParams({ k: secret }).toString().slice(2),
       JSON.stringify(secret).slice(1, -1),
     ]),
@@ -1463,15 +1450,14 @@ function secretForms(secret: string): string[] {
 }
 
 /**
- * Replaces every fragment of a secret by `***`: any run of 8 of its
- * characters (the whole secret when shorter), raw, percent-encoded or
- * base64. The last line of defence: every line printed and every error
- * stored passes through it. Text from outside (a vendor's answer, a
- * database's error) is searched in runs of `least` too, down to half of a
- * short secret; our own text is not, so that a password such as
- * `postgres` does not mangle "PostgreSQL". Parts of the text equal to one
- * of `keep` (redacted by position already, like a URL whose password is
- * `***`) are left as they are.
+ * Replaces every fragment of a secret by `***`: any run of 8 of its characters
+ * (the whole secret when shorter), raw, percent-encoded or base64. The last
+ * line of defence: every line printed and every error stored passes through it.
+ * Text from outside (a vendor's answer, a database's error) is searched in runs
+ * of `least` too, down to half of a short secret; our own text is not, so that
+ * a password such as `postgres` does not mangle "PostgreSQL". Parts of the text
+ * equal to one of `keep` (redacted by position already, like a URL whose
+ * password is `***`) are left as they are.
  */
 export function scrubSecrets(
   text: string,
@@ -1512,9 +1498,8 @@ export function scrubSecrets(
 const CONTROL_ESCAPES = new Map([["\n", "\\n"], ["\r", "\\r"], ["\t", "\\t"]]);
 
 /**
- * Escapes control characters, so that no value (a target id, a vendor's
- * text) can break a log line or start a line GitHub reads as a workflow
- * command.
+ * Escapes control characters, so that no value (a target id, a vendor's text)
+ * can break a log line or start a line GitHub reads as a workflow command.
  */
 export function escapeControls(line: string): string {
   return line.replace(
