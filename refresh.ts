@@ -993,11 +993,8 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
       );
     }
   }
-  return {
-    spentMs: largest(spent.filter((ms) => ms !== undefined)),
-    resetMs: largest(resets),
-    unreadable,
-  };
+  const spentMs = largest(spent.filter((ms) => ms !== undefined));
+  return { spentMs, resetMs: largest(resets), unreadable };
 }
 
 function largest(values: number[]): number | undefined {
@@ -1202,13 +1199,9 @@ interface DatabaseTarget {
 }
 
 const SSL_MODES: Record<string, DatabaseTarget["ssl"]> = {
-  disable: false,
-  allow: "prefer",
-  prefer: "prefer",
-  require: "require",
+  ...{ disable: false, allow: "prefer", prefer: "prefer", require: "require" },
   // postgres.js verifies the chain and the host name for both.
-  "verify-ca": "verify-full",
-  "verify-full": "verify-full",
+  ...{ "verify-ca": "verify-full", "verify-full": "verify-full" },
 };
 
 /** libpq's URL parameters that are not honoured: refused, never ignored. */
