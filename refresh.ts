@@ -1115,10 +1115,10 @@ export class Pacer {
   #maxGapMs: number;
   #gapMs: number;
   #now: () => number;
+  // The first request may start at once.
   #lastStart = -Infinity;
   #notBefore = -Infinity;
 
-  // The first request may start at once.
   constructor(
     { minIntervalMs, maxGapMs = 60_000, now = () => performance.now() }:
       PacerOptions,
