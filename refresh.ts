@@ -706,9 +706,6 @@ export function flagText(s: { flag?: string; arg: string }): string {
 // PURE HELPERS: durations, sizes, headers, URLs, secrets, time, pace.
 // ============================================================================
 
-/** Milliseconds per unit: the rate windows' short names, and `ms`. */
-const DURATION_UNITS: Record<string, number> = { ...WINDOWS, ms: 1 };
-
 /** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
   const trimmed = text.trim();
@@ -716,7 +713,8 @@ export function parseDuration(text: string): number | undefined {
   if (!/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(trimmed)) return undefined;
   let total = 0;
   for (const [, n, unit] of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
-    total += Number(n) * DURATION_UNITS[unit!]!;
+    // s, m, h and d are the short names of rate windows too.
+    total += Number(n) * (unit === "ms" ? 1 : WINDOWS[unit!]!);
   }
   return Number.isFinite(total) ? Math.round(total) : undefined;
 }
