@@ -695,22 +695,15 @@ export function flagText(s: { flag?: string; arg: string }): string {
 // PURE HELPERS: durations, sizes, headers, URLs, secrets, time, pace.
 // ============================================================================
 
-const DURATION_UNITS: Record<string, number> = {
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-};
-
 /** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
   const trimmed = text.trim();
   if (trimmed === "0") return 0;
   if (!/^(\d+(\.\d+)?(ms|s|m|h|d))+$/.test(trimmed)) return undefined;
   let total = 0;
-  for (const match of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
-    total += Number(match[1]) * DURATION_UNITS[match[2]!]!;
+  for (const [, n, unit] of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) {
+    // s, m, h and d are the short names of rate windows too.
+    total += Number(n) * (unit === "ms" ? 1 : WINDOWS[unit!]!);
   }
   return Number.isFinite(total) ? Math.round(total) : undefined;
 }
@@ -720,26 +713,19 @@ export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);
   if (ms < 1000) return `${Math.max(0, Math.round(ms))}ms`;
   let seconds = Math.round(ms / 1000);
-  const parts: string[] = [];
+  let text = "";
   for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]] as const) {
-    if (seconds >= size) {
-      parts.push(`${Math.floor(seconds / size)}${unit}`);
-      seconds %= size;
-    }
+    if (seconds >= size) text += `${Math.floor(seconds / size)}${unit}`;
+    seconds %= size;
   }
-  if (seconds > 0 || parts.length === 0) parts.push(`${seconds}s`);
-  return parts.join("");
+  // At least 1 s: with no larger unit, some seconds are left.
+  return seconds > 0 ? `${text}${seconds}s` : text;
 }
 
+/** Bytes per unit, in lower case: SI multiples of 1000, IEC ones of 1024. */
 const BYTE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  kb: 1_000,
-  mb: 1_000_000,
-  gb: 1_000_000_000,
-  kib: 1024,
-  mib: 1024 ** 2,
-  gib: 1024 ** 3,
+  ...{ "": 1, b: 1, kb: 1_000, mb: 1_000_000, gb: 1_000_000_000 },
+  ...{ kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 },
 };
 
 /** A whole number with an optional unit (`B`, `KB`… `GiB`, any case). */
@@ -767,10 +753,7 @@ const HTTP_DATE = new RegExp(
  * `Retry-After` (RFC 9110, section 10.2.3), delay-seconds or an HTTP-date,
  * as a wait in milliseconds (0 for a date in the past).
  */
-export function parseRetryAfter(
-  value: string | null,
-  now: Date = new Date(),
-): number | undefined {
+export function parseRetryAfter(value: string | null, now = new Date()) {
   if (value === null) return undefined;
   const text = value.trim();
   if (/^\d+$/.test(text)) {
@@ -827,13 +810,11 @@ export function periodEnd(now: Date, timeZone: string): Date {
 }
 
 /**
- * Whether `now` is within the last `days` days of its month. Cron has no
- * "last day of the month", so a schedule fires on days 25–31 and the run
- * decides.
+ * Whether `now` is within the last `days` days of its month. Cron has no "last
+ * day of the month", so a schedule fires on days 25–31 and the run decides.
  */
 export function monthEndWindow(now: Date, timeZone: string, days: number) {
   const { day, daysInMonth } = zoned(now, timeZone);
-  // The first day of the month that is in the window.
   const firstDay = Math.max(1, daysInMonth - days + 1);
   return { inWindow: day >= firstDay, day, daysInMonth, firstDay };
 }
@@ -847,12 +828,9 @@ export function monthEndWindow(now: Date, timeZone: string, days: number) {
  * commas only where every piece can be read (HTTP dates and JSON have
  * commas of their own), else read whole.
  */
-function pieces<T>(
-  value: string,
-  read: (text: string) => T | undefined,
-): T[] | undefined {
-  const parts = value.split(/,(?![^{]*\})(?!\s*\d{2}[ -][A-Za-z]{3}[ -])/);
-  const each = parts.map((part) => read(part.trim()));
+function pieces<T>(value: string, read: (text: string) => T | undefined) {
+  const each = value.split(/,(?![^{]*\})(?!\s*\d{2}[ -][A-Za-z]{3}[ -])/)
+    .map((part) => read(part.trim()));
   if (each.every((x) => x !== undefined)) return each as T[];
   const whole = read(value.trim());
   return whole === undefined ? undefined : [whole];
@@ -863,17 +841,13 @@ function integer(text: string): number | undefined {
   return /^-?\d+$/.test(text) ? Number(text) : undefined;
 }
 
+/** A whole number, not negative, exact as a double. */
 function count(text: string): number | undefined {
-  return /^\d+$/.test(text) && Number.isSafeInteger(Number(text))
-    ? Number(text)
-    : undefined;
+  return /^\d+$/.test(text) && Number.isSafeInteger(+text) ? +text : undefined;
 }
 
 /** A count header (credits remaining, spent): duplicated, its smallest. */
-export function readCount(
-  headers: Headers,
-  name: string,
-): number | undefined | "unreadable" {
+export function readCount(headers: Headers, name: string) {
   const value = headers.get(name);
   if (value === null) return undefined;
   const values = pieces(value, count);
@@ -906,9 +880,8 @@ function remainingOf(text: string): Map<string, number> | undefined {
   if (n !== undefined) return new Map([["", n]]);
   try {
     // PDL's documentation shows it as a Python dict: {'minute': 0}.
-    const json = JSON.parse(
-      text.replaceAll("'", '"').replace(/\bNone\b/g, "null"),
-    );
+    const dict = text.replaceAll("'", '"').replace(/\bNone\b/g, "null");
+    const json = JSON.parse(dict);
     const entries = Object.entries(json ?? []).filter(([, v]) => v !== null);
     return typeof json === "object" && !Array.isArray(json) &&
         entries.length > 0 && entries.every(([, v]) => Number.isInteger(v))
@@ -921,10 +894,8 @@ function remainingOf(text: string): Map<string, number> | undefined {
 
 /** The parameters of a structured-field item (`"default";r=0;t=30`). */
 function itemOf(text: string): Map<string, string> | undefined {
-  const [name, ...params] = text.split(";").map((p) => p.trim());
-  if (name === undefined || !/^("[^"]*"|[\w.*-]+(=\w+)?)$/.test(name)) {
-    return undefined;
-  }
+  const [name = "", ...params] = text.split(";").map((p) => p.trim());
+  if (!/^("[^"]*"|[\w.*-]+(=\w+)?)$/.test(name)) return undefined;
   const map = new Map([["", name.replace(/^"|"$/g, "")]]);
   for (const param of name.includes("=") ? [name, ...params] : params) {
     const [key, value] = param.split("=");
@@ -1001,9 +972,7 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
   for (const item of dictionary.has("remaining") ? [dictionary] : items) {
     const r = item.get("r") ?? item.get("remaining");
     const t = item.get("t") ?? item.get("reset");
-    const reset = t !== undefined && /^\d+$/.test(t)
-      ? Number(t) * 1000
-      : undefined;
+    const reset = /^\d+$/.test(t ?? "") ? Number(t) * 1000 : undefined;
     if (reset !== undefined) resets.push(reset);
     if (r !== undefined && Number(r) <= 0) {
       spent.push(
@@ -1011,11 +980,8 @@ export function readRateLimit(headers: Headers, now: number): RateLimit {
       );
     }
   }
-  return {
-    spentMs: largest(spent.filter((ms) => ms !== undefined)),
-    resetMs: largest(resets),
-    unreadable,
-  };
+  const spentMs = largest(spent.filter((ms) => ms !== undefined));
+  return { spentMs, resetMs: largest(resets), unreadable };
 }
 
 function largest(values: number[]): number | undefined {
@@ -1085,32 +1051,25 @@ export function forecast(input: ForecastInput): string {
   // The credits left after that many more targets at this pace.
   const after = (targets: number) =>
     Math.round(creditsLeft! - targets * creditsPerTarget);
-  if (creditsLeft !== undefined && creditsPerTarget > 0) {
-    const targetsForBudget = creditsLeft / creditsPerTarget;
-    if (targetsForBudget <= targetsLeft) {
-      return targetsForBudget <= targetsByDeadline
-        ? `budget spent in ~${
-          formatDuration(targetsForBudget / targetsPerMs)
-        }, before the deadline`
-        : `~${after(targetsByDeadline)} credits unspent at the deadline`;
-    }
-    if (finishMs <= timeLeftMs) {
-      return `targets done in ~${formatDuration(finishMs)}, ~${
-        after(targetsLeft)
-      } credits left unspent`;
-    }
+  const budgeted = creditsLeft !== undefined && creditsPerTarget > 0;
+  const targetsForBudget = creditsLeft! / creditsPerTarget;
+  if (budgeted && targetsForBudget <= targetsLeft) {
+    const spentIn = formatDuration(targetsForBudget / targetsPerMs);
+    return targetsForBudget <= targetsByDeadline
+      ? `budget spent in ~${spentIn}, before the deadline`
+      : `~${after(targetsByDeadline)} credits unspent at the deadline`;
   }
+  const done = `done in ~${formatDuration(finishMs)}`;
   if (finishMs <= timeLeftMs) {
-    return `all targets done in ~${
-      formatDuration(finishMs)
-    }, before the deadline`;
+    return budgeted
+      ? `targets ${done}, ~${after(targetsLeft)} credits left unspent`
+      : `all targets ${done}, before the deadline`;
   }
   const credits = creditsLeft === undefined
     ? ""
     : `, ~${Math.max(0, after(targetsByDeadline))} credits unspent`;
-  return `~${
-    Math.round(targetsLeft - targetsByDeadline)
-  } targets left at the deadline${credits}`;
+  const left = Math.round(targetsLeft - targetsByDeadline);
+  return `~${left} targets left at the deadline${credits}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -1143,10 +1102,10 @@ export class Pacer {
   #maxGapMs: number;
   #gapMs: number;
   #now: () => number;
+  // The first request may start at once.
   #lastStart = -Infinity;
   #notBefore = -Infinity;
 
-  // The first request may start at once.
   constructor(
     { minIntervalMs, maxGapMs = 60_000, now = () => performance.now() }:
       PacerOptions,
@@ -1177,10 +1136,8 @@ export class Pacer {
 
   /** The vendor pushed back (429, or 503 with Retry-After): widen the gap. */
   pushBack(): void {
-    this.#gapMs = Math.min(
-      this.#maxGapMs,
-      Math.max(this.#gapMs * 2, PUSHBACK_MIN_GAP_MS),
-    );
+    const doubled = Math.max(this.#gapMs * 2, PUSHBACK_MIN_GAP_MS);
+    this.#gapMs = Math.min(this.#maxGapMs, doubled);
   }
 
   /** A request succeeded: halve the gap's excess over the minimum. */
@@ -1229,13 +1186,9 @@ interface DatabaseTarget {
 }
 
 const SSL_MODES: Record<string, DatabaseTarget["ssl"]> = {
-  disable: false,
-  allow: "prefer",
-  prefer: "prefer",
-  require: "require",
+  ...{ disable: false, allow: "prefer", prefer: "prefer", require: "require" },
   // postgres.js verifies the chain and the host name for both.
-  "verify-ca": "verify-full",
-  "verify-full": "verify-full",
+  ...{ "verify-ca": "verify-full", "verify-full": "verify-full" },
 };
 
 /** libpq's URL parameters that are not honoured: refused, never ignored. */
@@ -1264,11 +1217,8 @@ export function parseDatabaseUrl(
   const url = URL.parse(text);
   if (!url) return fail("expected a postgres:// URL (value not shown)");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    return fail(
-      `expected the scheme postgres: or postgresql:, found ${
-        JSON.stringify(url.protocol)
-      }`,
-    );
+    const found = JSON.stringify(url.protocol);
+    return fail(`expected the scheme postgres: or postgresql:, found ${found}`);
   }
   if (!url.hostname) return fail("expected a host name (value not shown)");
   const params: Record<string, string> = { application_name: "refresh" };
@@ -1276,14 +1226,12 @@ export function parseDatabaseUrl(
   let ssl: DatabaseTarget["ssl"] = false;
   for (const [key, value] of url.searchParams) {
     if (key === "sslmode") {
-      ssl = SSL_MODES[value] ?? ssl;
       if (!(value in SSL_MODES)) {
-        return fail(
-          `expected sslmode to be one of ${
-            Object.keys(SSL_MODES).join(", ")
-          }, found ${JSON.stringify(value)}`,
-        );
+        const modes = Object.keys(SSL_MODES).join(", ");
+        const found = JSON.stringify(value);
+        return fail(`expected sslmode to be one of ${modes}, found ${found}`);
       }
+      ssl = SSL_MODES[value] ?? ssl;
     } else if (LIBPQ_REFUSED.has(key)) {
       const instead = key === "connect_timeout"
         ? "; use REFRESH_CONNECT_TIMEOUT"
@@ -1293,22 +1241,15 @@ export function parseDatabaseUrl(
         ? "; refresh sets it itself (short for writes, longer for the selection)"
         : "";
       return fail(`the parameter ${key} is not supported${instead}`);
-    } else if (
-      ["user", "password", "dbname", "target_session_attrs"].includes(key)
-    ) {
+    } else if (/^(user|password|dbname|target_session_attrs)$/.test(key)) {
       query[key] = value;
     } else params[key] = value;
   }
   const tsa = query.target_session_attrs;
-  if (
-    tsa &&
-    !["read-write", "read-only", "primary", "standby", "prefer-standby"]
-      .includes(tsa)
-  ) {
+  if (tsa && !/^(read-(write|only)|primary|(prefer-)?standby)$/.test(tsa)) {
     return fail(
-      `expected target_session_attrs to be read-write, read-only, primary, standby or prefer-standby, found ${
-        JSON.stringify(tsa)
-      }`,
+      "expected target_session_attrs to be read-write, read-only, primary, " +
+        `standby or prefer-standby, found ${JSON.stringify(tsa)}`,
     );
   }
   let user: string, password: string, database: string;
@@ -1323,9 +1264,9 @@ export function parseDatabaseUrl(
     );
   }
   if (!user) return fail("expected a user name (value not shown)");
-  const shown = new URL(text);
-  if (shown.password) shown.password = "***";
-  if (query.password !== undefined) shown.searchParams.set("password", "***");
+  // What is left to read of url (host and port) stays as it is.
+  if (url.password) url.password = "***";
+  if (query.password !== undefined) url.searchParams.set("password", "***");
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: url.port ? Number(url.port) : 5432,
@@ -1335,7 +1276,7 @@ export function parseDatabaseUrl(
     ssl,
     params,
     targetSessionAttrs: tsa,
-    redacted: shown.href,
+    redacted: url.href,
   };
 }
 
@@ -1346,11 +1287,8 @@ const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_$]{0,62})(\?)?\}/g;
  * with a trailing `?` for an optional one (`{email?}`).
  */
 function placeholders(template: string): string[] {
-  return [
-    ...new Set(
-      [...template.matchAll(PLACEHOLDER)].map((m) => m[1]! + (m[2] ?? "")),
-    ),
-  ];
+  const lookups = template.matchAll(PLACEHOLDER).map((m) => m[0].slice(1, -1));
+  return [...new Set(lookups)];
 }
 
 /** The column of a lookup (`email?` → `email`). */
@@ -1366,36 +1304,26 @@ function queryStart(template: string): number {
 }
 
 function parseApiUrl(text: string): string | { error: string } {
+  const fail = (error: string) => ({ error });
   const url = URL.parse(text.replace(PLACEHOLDER, "x"));
-  if (!url) {
-    return {
-      error: `expected an http(s) URL template, found ${JSON.stringify(text)}`,
-    };
-  }
+  const found = JSON.stringify(text);
+  if (!url) return fail(`expected an http(s) URL template, found ${found}`);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    return { error: `expected http: or https:, found ${url.protocol}` };
+    return fail(`expected http: or https:, found ${url.protocol}`);
   }
   if (new URL(text.replace(PLACEHOLDER, "y")).host !== url.host) {
-    return {
-      error: "expected placeholders in the path or query, not in the host",
-    };
+    return fail("expected placeholders in the path or query, not in the host");
   }
   const query = queryStart(text);
-  const misplaced = [...text.matchAll(PLACEHOLDER)].find((m) =>
-    m[2] && (m.index! < query ||
+  const misplaced = text.matchAll(PLACEHOLDER).find((m) =>
+    m[2] && (m.index < query ||
       !/^[^&=#]+=$/.test(text.slice(0, m.index).split(/[?&]/).at(-1)!) ||
-      !/^(&|#|$)/.test(text.slice(m.index! + m[0].length)))
+      !/^(&|#|$)/.test(text.slice(m.index + m[0].length)))
+  )?.[0];
+  if (!misplaced) return text;
+  return fail(
+    `${misplaced}: an optional placeholder must be a whole value of the query, like ?email=${misplaced}`,
   );
-  if (misplaced) {
-    return {
-      error: `${
-        misplaced[0]
-      }: an optional placeholder must be a whole value of the query, like ?email=${
-        misplaced[0]
-      }`,
-    };
-  }
-  return text;
 }
 
 /**
@@ -1408,12 +1336,14 @@ export function fillUrl(
   template: string,
   values: Record<string, string | null>,
 ): string | { invalid: string } {
+  const refused = (names: string, value: string, where: string) =>
+    `${names} ${JSON.stringify(value)} cannot be placed in the ${where}`;
   let invalid: string | undefined;
   // An optional placeholder without a value takes its name= along.
   const query = queryStart(template);
   if (query < template.length) {
     const kept = template.slice(query + 1).split("&").filter((pair) =>
-      [...pair.matchAll(PLACEHOLDER)].every((m) => !m[2] || values[m[1]!])
+      pair.matchAll(PLACEHOLDER).every((m) => !m[2] || values[m[1]!])
     );
     template = template.slice(0, query) +
       (kept.length > 0 ? `?${kept.join("&")}` : "");
@@ -1427,9 +1357,7 @@ export function fillUrl(
         return encodeURIComponent(value);
       }
       const where = /[?#]/.test(template.slice(0, offset)) ? "URL" : "URL path";
-      invalid ??= `${name} ${
-        JSON.stringify(value)
-      } cannot be placed in the ${where}`;
+      invalid ??= refused(name, value, where);
       return "";
     },
   );
@@ -1441,9 +1369,8 @@ export function fillUrl(
     segment.includes("{") && /^(\.|%2e){1,2}$/i.test(filled[i]!)
   );
   if (!invalid && dots >= 0) {
-    invalid = `${placeholders(segments[dots]!).join(", ")} ${
-      JSON.stringify(decodeURIComponent(filled[dots]!))
-    } cannot be placed in the URL path`;
+    const names = placeholders(segments[dots]!).join(", ");
+    invalid = refused(names, decodeURIComponent(filled[dots]!), "URL path");
   }
   return invalid ? { invalid } : url;
 }
@@ -1482,8 +1409,6 @@ const MIN_SCRUBBED_LENGTH = 4;
  * form-encoded, JSON-escaped and base64.
  */
 function secretForms(secret: string): string[] {
-  const url = (prefix: string, part: "pathname" | "search") =>
-    URL.parse(prefix + secret)?.[part].slice(1) ?? secret;
   const bytes = new TextEncoder().encode(secret);
   const base64 = [0, 1, 2].map((pad) => {
     const padded = new Uint8Array(pad + bytes.length);
@@ -1495,8 +1420,8 @@ function secretForms(secret: string): string[] {
     ...new Set([
       secret,
       encodeURIComponent(secret),
-      url("http://x/", "pathname"),
-      url("http://x/?", "search"),
+      URL.parse(`http://x/${secret}`)?.pathname.slice(1) ?? secret,
+      URL.parse(`http://x/?${secret}`)?.search.slice(1) ?? secret,
       new URLSearchParams({ k: secret }).toString().slice(2),
       JSON.stringify(secret).slice(1, -1),
     ]),
@@ -1505,15 +1430,14 @@ function secretForms(secret: string): string[] {
 }
 
 /**
- * Replaces every fragment of a secret by `***`: any run of 8 of its
- * characters (the whole secret when shorter), raw, percent-encoded or
- * base64. The last line of defence: every line printed and every error
- * stored passes through it. Text from outside (a vendor's answer, a
- * database's error) is searched in runs of `least` too, down to half of a
- * short secret; our own text is not, so that a password such as
- * `postgres` does not mangle "PostgreSQL". Parts of the text equal to one
- * of `keep` (redacted by position already, like a URL whose password is
- * `***`) are left as they are.
+ * Replaces every fragment of a secret by `***`: any run of 8 of its characters
+ * (the whole secret when shorter), raw, percent-encoded or base64. The last
+ * line of defence: every line printed and every error stored passes through it.
+ * Text from outside (a vendor's answer, a database's error) is searched in runs
+ * of `least` too, down to half of a short secret; our own text is not, so that
+ * a password such as `postgres` does not mangle "PostgreSQL". Parts of the text
+ * equal to one of `keep` (redacted by position already, like a URL whose
+ * password is `***`) are left as they are.
  */
 export function scrubSecrets(
   text: string,
@@ -1531,11 +1455,8 @@ export function scrubSecrets(
   const hidden = new Uint8Array(text.length);
   for (const secret of secrets) {
     if (secret.length < MIN_SCRUBBED_LENGTH) continue;
-    const n = Math.min(
-      secret.length,
-      8,
-      Math.max(least, Math.ceil(secret.length / 2)),
-    );
+    const half = Math.ceil(secret.length / 2);
+    const n = Math.min(secret.length, 8, Math.max(least, half));
     const fragments = new Set<string>();
     for (const form of secretForms(secret)) {
       for (let i = 0; i + n <= form.length; i++) {
@@ -1546,31 +1467,26 @@ export function scrubSecrets(
       if (fragments.has(text.slice(i, i + n))) hidden.fill(1, i, i + n);
     }
   }
-  return hidden.includes(1)
-    ? text.replace(
-      /[^]/g,
-      (c, i: number) => hidden[i] ? (hidden[i - 1] ? "" : "***") : c,
-    )
-    : text;
+  if (!hidden.includes(1)) return text;
+  // Each run of hidden characters becomes one ***.
+  return text.replace(
+    /[^]/g,
+    (c, i: number) => hidden[i] ? (hidden[i - 1] ? "" : "***") : c,
+  );
 }
 
-const CONTROL_ESCAPES: Record<string, string> = {
-  "\n": "\\n",
-  "\r": "\\r",
-  "\t": "\\t",
-};
+const CONTROL_ESCAPES = new Map([["\n", "\\n"], ["\r", "\\r"], ["\t", "\\t"]]);
 
 /**
- * Escapes control characters, so that no value (a target id, a vendor's
- * text) can break a log line or start a line GitHub reads as a workflow
- * command.
+ * Escapes control characters, so that no value (a target id, a vendor's text)
+ * can break a log line or start a line GitHub reads as a workflow command.
  */
 export function escapeControls(line: string): string {
   return line.replace(
     // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
     (c) =>
-      CONTROL_ESCAPES[c] ??
+      CONTROL_ESCAPES.get(c) ??
         `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
