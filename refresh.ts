@@ -1234,7 +1234,7 @@ export function parseDatabaseUrl(
       ssl = SSL_MODES[value] ?? ssl;
     } else if (LIBPQ_REFUSED.has(key)) {
       const instead = key === "connect_timeout"
-        ? "; use REFRESH_CONNECT_TIMEOUT"
+        ? `; use ${SETTINGS.connectTimeout.env}`
         : key.startsWith("ssl")
         ? "; use sslmode=verify-full with a CA the system trusts"
         : key.endsWith("_timeout")
