@@ -3307,9 +3307,12 @@ Deno.test("a live run that lost its lease starts nothing more and writes nothing
     async (f) => {
       const child = await f.spawn();
       await waitFor("five calls", () => f.vendor.calls.length >= 5);
+      await f.sql`
+      update ${f.sql(`${f.schema}.refresh_runs`)} set status = 'crashed'`;
+      // Read once the takeover is committed: a write that began before the
+      // commit still saw the lease, and is stamped with its own start.
       const [taken] = await f.sql<{ at: string }[]>`
-      update ${f.sql(`${f.schema}.refresh_runs`)} set status = 'crashed'
-      returning clock_timestamp()::text as at`;
+      select clock_timestamp()::text as at`;
       const calls = f.vendor.calls.length;
       const result = await exited(child, 1);
       assertStringIncludes(result.stderr, "lost the lease");
