@@ -185,18 +185,20 @@ Deno.test("scrubSecrets() finds a secret percent-encoded and in base64", () => {
 });
 
 Deno.test("scrubSecrets() finds a secret in every encoded form", () => {
-  const secret = `sk_li"ve it's/ké_y`;
-  const forms = [
-    encodeURIComponent(secret),
-    new URL(`http://x/?${secret}`).search.slice(1),
-    new URL(`http://x/${secret}`).pathname.slice(1),
-    new URLSearchParams({ k: secret }).toString().slice(2),
-    JSON.stringify(secret).slice(1, -1),
-  ];
-  for (const form of forms) {
-    const out = scrubSecrets(`before ${form} after`, [secret]);
-    assertEquals(out.startsWith("before "), true, form);
-    assertEquals(out, "before *** after", form);
+  // The second shares no 8 characters of its encodeURIComponent form with
+  // its other forms: each form must be searched for itself.
+  for (const secret of [`sk_li"ve it's/ké_y`, "ab cd/ef gh/ij"]) {
+    const forms = [
+      encodeURIComponent(secret),
+      new URL(`http://x/?${secret}`).search.slice(1),
+      new URL(`http://x/${secret}`).pathname.slice(1),
+      new URLSearchParams({ k: secret }).toString().slice(2),
+      JSON.stringify(secret).slice(1, -1),
+    ];
+    for (const form of forms) {
+      const out = scrubSecrets(`before ${form} after`, [secret]);
+      assertEquals(out, "before *** after", form);
+    }
   }
 });
 
