@@ -2232,14 +2232,27 @@ async function ask(
   p: Policy,
   hard: AbortSignal,
 ): Promise<Reply> {
-  const timeout = AbortSignal.timeout(p.requestTimeout);
+  const limit = timeLimit(p.requestTimeout, hard);
+  try {
+    return await answerOf(req, p, hard, limit);
+  } finally {
+    limit.release();
+  }
+}
+
+async function answerOf(
+  req: VendorRequest & { url: string },
+  p: Policy,
+  hard: AbortSignal,
+  limit: TimeLimit,
+): Promise<Reply> {
   const again = (error: string): Reply => ({
     retry: { error, httpStatus: null, stated: false },
   });
   // Cut short once sent: the vendor may bill it; credits unknown.
   const failed = (error: unknown, what: string): Reply => {
     if (hard.aborted) return { stop: hard.reason as Stop };
-    if (timeout.aborted) {
+    if (limit.expired) {
       return again(`${what} within ${formatDuration(p.requestTimeout)}`);
     }
     const message = p.scrub(String((error as Error)?.message ?? error));
@@ -2257,7 +2270,7 @@ async function ask(
       headers: req.headers,
       body: req.body,
       redirect: "error",
-      signal: AbortSignal.any([timeout, hard]),
+      signal: limit.signal,
     });
   } catch (error) {
     return failed(error, "no answer");
@@ -2645,19 +2658,19 @@ class Db {
       // The connection's own timeouts apply (start-up parameters).
       query = inner = statement(sql);
     }
-    const guard = AbortSignal.timeout(guardMs);
-    const signal = abort ? AbortSignal.any([guard, abort]) : guard;
+    const limit = timeLimit(guardMs, abort);
     try {
-      return await abortable(query, signal);
+      return await abortable(query, limit.signal);
     } catch (error) {
       if (abort?.aborted && error === abort.reason) inner?.cancel?.();
-      if (!guard.aborted || error !== guard.reason) throw error;
+      if (!limit.expired || error !== limit.signal.reason) throw error;
       this.reset();
       const message = `no answer from the database within ${
         formatDuration(guardMs)
       }`;
       throw Object.assign(new Error(message), { code: "CLIENT_TIMEOUT" });
     } finally {
+      limit.release();
       query.catch(() => {});
     }
   }
@@ -4064,6 +4077,36 @@ async function tellWorkflow(
 // ============================================================================
 // LEAF HELPERS: durations, sizes, headers, time, pace, URLs, secrets.
 // ============================================================================
+
+type TimeLimit = ReturnType<typeof timeLimit>;
+
+/**
+ * A signal aborted after `ms` (then `expired`) or with `abort`, until
+ * `release`. Not `AbortSignal.timeout`/`any`: nothing can clear their timer,
+ * which held every request's and statement's signal for its whole timeout
+ * (100,000 targets: 413 MiB at peak against 168 for 10,000, in the bench).
+ */
+function timeLimit(ms: number, abort?: AbortSignal) {
+  const controller = new AbortController();
+  let expired = false;
+  const timer = setTimeout(() => {
+    expired = !controller.signal.aborted;
+    controller.abort(new DOMException("timed out", "TimeoutError"));
+  }, ms);
+  const onAbort = () => controller.abort(abort!.reason);
+  if (abort?.aborted) onAbort();
+  abort?.addEventListener("abort", onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    get expired() {
+      return expired;
+    },
+    release() {
+      clearTimeout(timer);
+      abort?.removeEventListener("abort", onAbort);
+    },
+  };
+}
 
 /** `250ms`, `30s`, `5m`, `2h`, `25d`, `5h30m` or `0`, in milliseconds. */
 export function parseDuration(text: string): number | undefined {
